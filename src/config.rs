@@ -1,0 +1,148 @@
+//! The server's configuration: the `ringecho serve` flags, their documented defaults, and
+//! the validation that turns bad input into one clear sentence before any socket exists.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use clap::{Args, ValueEnum};
+
+use crate::bail;
+use crate::error::Result;
+
+/// Which event engine serves connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Engine {
+    /// Completion-driven: multishot accept + multishot recv from a provided buffer ring.
+    Uring,
+    /// Readiness-driven baseline: edge-triggered epoll, non-blocking sockets.
+    Epoll,
+}
+
+impl Engine {
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Uring => "uring",
+            Engine::Epoll => "epoll",
+        }
+    }
+}
+
+/// Which io_uring feature set the uring engine may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Compat {
+    /// Everything the running kernel offers (probed at start).
+    Auto,
+    /// Only what Linux 6.1 has, even on a newer kernel: the baseline path, forced for testing.
+    #[value(name = "6.1")]
+    V6_1,
+}
+
+/// `ringecho serve`: every flag with its default. Validated by [`ServeConfig::validate`].
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Event engine.
+    #[arg(long, value_enum, default_value_t = Engine::Uring)]
+    pub engine: Engine,
+
+    /// Address to listen on. `::` listens on every IPv4 and IPv6 address (one dual-stack
+    /// socket); the default keeps the echo port off the network.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    pub bind: IpAddr,
+
+    /// TCP port (0 picks a free one; the start-up line says which).
+    #[arg(long, default_value_t = 12346)]
+    pub port: u16,
+
+    /// Worker threads, each with its own SO_REUSEPORT listener [default: online CPUs].
+    #[arg(long)]
+    pub threads: Option<usize>,
+
+    /// Listen backlog (the kernel caps it at net.core.somaxconn).
+    #[arg(long, default_value_t = 4096)]
+    pub backlog: u32,
+
+    /// Connections served at once, all workers together; beyond it new ones are closed
+    /// at once and counted as refused.
+    #[arg(long, default_value_t = 65536)]
+    pub max_conns: u32,
+
+    /// Pin worker i to CPU i (modulo the CPUs this process may run on).
+    #[arg(long)]
+    pub pin: bool,
+
+    /// Print connections, bytes and echoes per second every SECS seconds (0 = never).
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub stats: u64,
+
+    /// io_uring: receive buffers per worker (a power of two, at most 32768).
+    #[arg(long, default_value_t = 4096)]
+    pub buffers: u32,
+
+    /// Size of one receive buffer in bytes (io_uring) / of the read chunk (epoll).
+    #[arg(long, value_name = "BYTES", default_value_t = 4096)]
+    pub buffer_size: u32,
+
+    /// Receive buffers one connection may hold while its echo is unsent; past this the
+    /// server stops reading from it until the client reads (backpressure).
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub conn_buffers: u32,
+
+    /// io_uring feature set: `auto` uses what the kernel offers, `6.1` forces the baseline.
+    #[arg(long, value_enum, default_value_t = Compat::Auto)]
+    pub compat: Compat,
+}
+
+impl ServeConfig {
+    /// Reject values that cannot work, with a sentence naming the flag.
+    pub fn validate(&self) -> Result<()> {
+        if self.threads == Some(0) {
+            bail!("--threads must be at least 1");
+        }
+        if let Some(t) = self.threads {
+            if t > 1024 {
+                bail!("--threads {t} is more than 1024");
+            }
+        }
+        if self.backlog == 0 {
+            bail!("--backlog must be at least 1");
+        }
+        if self.max_conns == 0 {
+            bail!("--max-conns must be at least 1");
+        }
+        if !self.buffers.is_power_of_two() || self.buffers > 32768 {
+            bail!(
+                "--buffers {} must be a power of two between 1 and 32768",
+                self.buffers
+            );
+        }
+        if !(64..=1 << 20).contains(&self.buffer_size) {
+            bail!(
+                "--buffer-size {} must be between 64 and 1048576 bytes",
+                self.buffer_size
+            );
+        }
+        if self.conn_buffers == 0 || self.conn_buffers >= self.buffers {
+            bail!(
+                "--conn-buffers {} must be at least 1 and less than --buffers ({})",
+                self.conn_buffers,
+                self.buffers
+            );
+        }
+        Ok(())
+    }
+
+    /// Worker count after applying the default.
+    pub fn worker_count(&self) -> usize {
+        self.threads.unwrap_or_else(crate::net::online_cpus)
+    }
+
+    /// The address the listeners bind.
+    pub fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.bind, self.port)
+    }
+
+    /// Bytes one connection may hold unsent (backpressure threshold), for the epoll engine.
+    pub fn conn_byte_cap(&self) -> usize {
+        self.conn_buffers as usize * self.buffer_size as usize
+    }
+}

@@ -1,0 +1,130 @@
+//! The socket layer both engines share: listeners (SO_REUSEPORT, dual-stack), CPU pinning,
+//! and the process limits a server that holds many sockets needs raised.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::error::{Context, Result};
+
+/// Online CPUs (the default worker count), at least 1.
+pub fn online_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Create one TCP listener on `addr` with SO_REUSEPORT so that every worker can have its own
+/// and the kernel spreads connections between them.
+///
+/// `exclusive` makes the bind fail if *anyone* holds the port, even another SO_REUSEPORT
+/// user: the option is set only after the bind (the kernel checks it at bind time against
+/// the sockets already there), so a second `ringecho` on the same port is an error instead
+/// of silently sharing its connections.
+pub fn tcp_listener(addr: SocketAddr, backlog: u32, exclusive: bool) -> Result<Socket> {
+    let domain = Domain::for_address(addr);
+    let sock = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))
+        .context("creating a TCP socket")?;
+    if let IpAddr::V6(ip) = addr.ip() {
+        // `::` means "every address, IPv4 included"; a specific IPv6 address means only it.
+        sock.set_only_v6(!ip.is_unspecified())
+            .context("setting IPV6_V6ONLY")?;
+    }
+    sock.set_reuse_address(true)
+        .context("setting SO_REUSEADDR")?;
+    if !exclusive {
+        sock.set_reuse_port(true).context("setting SO_REUSEPORT")?;
+    }
+    sock.bind(&addr.into())
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    if exclusive {
+        sock.set_reuse_port(true).context("setting SO_REUSEPORT")?;
+    }
+    // Accepted sockets inherit TCP_NODELAY from the listener on Linux: echoes go out at once.
+    sock.set_tcp_nodelay(true).context("setting TCP_NODELAY")?;
+    sock.listen(backlog.min(i32::MAX as u32) as i32)
+        .with_context(|| format!("listen on {addr}"))?;
+    Ok(sock)
+}
+
+/// The address a bound socket really has (resolves port 0).
+pub fn local_addr(sock: &Socket) -> Result<SocketAddr> {
+    sock.local_addr()
+        .context("reading the listener's address")?
+        .as_socket()
+        .ok_or_else(|| crate::error::Error::msg("listener has a non-IP address"))
+}
+
+/// Create `n` listeners on the same address: the first exclusively (which also resolves
+/// port 0), the rest joining its SO_REUSEPORT group.
+pub fn tcp_listeners(addr: SocketAddr, backlog: u32, n: usize) -> Result<(Vec<Socket>, SocketAddr)> {
+    let first = tcp_listener(addr, backlog, true)?;
+    let bound = local_addr(&first)?;
+    let mut all = vec![first];
+    for _ in 1..n {
+        all.push(tcp_listener(bound, backlog, false)?);
+    }
+    Ok((all, bound))
+}
+
+/// Pin the calling thread to CPU `index` modulo the CPUs this process may use.
+pub fn pin_current_thread(index: usize) -> Result<usize> {
+    // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set. sched_getaffinity and
+    // sched_setaffinity read/write exactly size_of::<cpu_set_t>() bytes of it.
+    unsafe {
+        let mut allowed: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut allowed) != 0 {
+            return Err(std::io::Error::last_os_error()).context("reading CPU affinity");
+        }
+        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &allowed))
+            .collect();
+        let Some(&cpu) = cpus.get(index % cpus.len().max(1)) else {
+            return Err(crate::error::Error::msg("no CPU available to pin to"));
+        };
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("pinning to CPU {cpu}"));
+        }
+        Ok(cpu)
+    }
+}
+
+/// Raise the soft open-file limit to the hard limit; returns the new soft limit.
+///
+/// A server holding thousands of sockets needs more than the usual 1024, and io_uring's
+/// registered file table is capped by this limit too.
+pub fn raise_nofile_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit read/write one rlimit struct we own.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                return want.rlim_cur;
+            }
+        }
+        lim.rlim_cur
+    }
+}
+
+/// Ignore SIGPIPE process-wide: a peer that vanished must cost one connection, never the
+/// process (sends also pass MSG_NOSIGNAL; this covers every other path).
+pub fn ignore_sigpipe() {
+    // SAFETY: setting a signal's disposition to SIG_IGN has no memory-safety preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// Raw fd of a socket, for the engines' syscall layer.
+pub fn raw(sock: &Socket) -> i32 {
+    sock.as_raw_fd()
+}

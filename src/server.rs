@@ -1,0 +1,251 @@
+//! `ringecho serve`: validates the configuration, opens one SO_REUSEPORT listener per
+//! worker, starts the engine's workers, prints the start-up line, and owns the process's
+//! lifetime (signals, `--stats`, a worker failing).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use socket2::Socket;
+
+use crate::config::{Engine, ServeConfig};
+use crate::error::{Error, Result};
+use crate::shutdown::{self, Shutdown};
+use crate::stats::{Reporter, WorkerStats};
+use crate::{epoll, net, uring};
+
+/// State every worker of one server shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// Connections open across all workers (admission control for `--max-conns`).
+    active: AtomicU64,
+    max_conns: u64,
+    /// The stop signal.
+    pub shutdown: Shutdown,
+}
+
+impl Shared {
+    /// Count a new connection in, or say no when `--max-conns` are already open.
+    /// One atomic per accepted connection, never per echo.
+    pub fn try_admit(&self) -> bool {
+        let prev = self.active.fetch_add(1, Ordering::AcqRel);
+        if prev >= self.max_conns {
+            self.active.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Count a connection out (after its socket is closed).
+    pub fn release(&self) {
+        self.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Everything one worker thread needs.
+pub struct WorkerCtx {
+    /// Worker index (0-based); also its CPU index with `--pin`.
+    pub id: usize,
+    /// This worker's own listener (SO_REUSEPORT, already listening).
+    pub listener: Socket,
+    /// The validated configuration.
+    pub cfg: Arc<ServeConfig>,
+    /// This worker's counters.
+    pub stats: Arc<WorkerStats>,
+    /// Admission and shutdown, shared by all workers.
+    pub shared: Arc<Shared>,
+    events: mpsc::Sender<Event>,
+}
+
+impl WorkerCtx {
+    /// Tell the main thread this worker finished its set-up and is serving.
+    pub fn ready(&self) {
+        let _ = self.events.send(Event::Ready);
+    }
+}
+
+enum Event {
+    Ready,
+    Exited(usize, Result<()>),
+    Signal(i32),
+}
+
+/// How long workers get to wind down after a stop is requested.
+const STOP_GRACE: Duration = Duration::from_millis(900);
+
+/// Run the server until SIGINT/SIGTERM (Ok) or a worker fails (Err).
+pub fn serve(cfg: ServeConfig) -> Result<()> {
+    cfg.validate()?;
+    net::ignore_sigpipe();
+    net::raise_nofile_limit();
+
+    // Probe before opening sockets so "io_uring unavailable" is the first and only line.
+    let features = match cfg.engine {
+        Engine::Uring => Some(uring::probe::Features::detect(cfg.compat)?),
+        Engine::Epoll => None,
+    };
+
+    let workers = cfg.worker_count();
+    let (listeners, bound) = net::tcp_listeners(cfg.listen_addr(), cfg.backlog, workers)?;
+
+    shutdown::block_signals()?;
+    let shared = Arc::new(Shared {
+        active: AtomicU64::new(0),
+        max_conns: u64::from(cfg.max_conns),
+        shutdown: Shutdown::new()?,
+    });
+    let cfg = Arc::new(cfg);
+    let (tx, rx) = mpsc::channel();
+    let stats: Vec<Arc<WorkerStats>> = (0..workers).map(|_| Arc::default()).collect();
+
+    let mut handles = Vec::with_capacity(workers);
+    for (id, listener) in listeners.into_iter().enumerate() {
+        let ctx = WorkerCtx {
+            id,
+            listener,
+            cfg: Arc::clone(&cfg),
+            stats: Arc::clone(&stats[id]),
+            shared: Arc::clone(&shared),
+            events: tx.clone(),
+        };
+        let done = tx.clone();
+        let features = features.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("{}-{id}", cfg.engine.name()))
+            .spawn(move || {
+                let res = run_worker(ctx, features);
+                let _ = done.send(Event::Exited(id, res));
+            })
+            .map_err(|e| Error::from(e).context("spawning a worker thread"))?;
+        handles.push(handle);
+    }
+    {
+        let tx = tx.clone();
+        // The signal thread is never joined: it may sit in sigwait until the process exits.
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || loop {
+                let sig = shutdown::wait_for_signal();
+                if tx.send(Event::Signal(sig)).is_err() {
+                    return;
+                }
+            })
+            .map_err(|e| Error::from(e).context("spawning the signal thread"))?;
+    }
+    drop(tx);
+
+    let result = supervise(&cfg, &rx, workers, bound, features.as_ref(), &stats);
+    shared.shutdown.trigger();
+    let deadline = Instant::now() + STOP_GRACE;
+    let mut failure = result.err();
+    let mut exited = 0;
+    while exited < handles.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(Event::Exited(id, res)) => {
+                exited += 1;
+                if let (Err(e), None) = (res, &failure) {
+                    failure = Some(e.context(format!("worker {id}")));
+                }
+            }
+            Ok(_) => {}
+            Err(_) => {
+                // Stragglers are abandoned: the process exits and the kernel closes the rest.
+                eprintln!(
+                    "ringecho: {} worker(s) did not stop in time; exiting anyway",
+                    handles.len() - exited
+                );
+                break;
+            }
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Wait for every worker to be ready, announce, then wait for a signal or a failure.
+fn supervise(
+    cfg: &ServeConfig,
+    rx: &mpsc::Receiver<Event>,
+    workers: usize,
+    bound: SocketAddr,
+    features: Option<&uring::probe::Features>,
+    stats: &[Arc<WorkerStats>],
+) -> Result<()> {
+    let mut ready = 0;
+    while ready < workers {
+        match rx.recv() {
+            Ok(Event::Ready) => ready += 1,
+            Ok(Event::Exited(id, res)) => {
+                return Err(res
+                    .err()
+                    .unwrap_or_else(|| Error::msg("exited during start-up"))
+                    .context(format!("worker {id}")))
+            }
+            Ok(Event::Signal(_)) => return Ok(()),
+            Err(_) => return Err(Error::msg("every worker exited during start-up")),
+        }
+    }
+    let detail = match features {
+        Some(f) => format!("io_uring: {}", f.describe()),
+        None => "edge-triggered epoll".to_string(),
+    };
+    println!(
+        "ringecho: listening on tcp {bound} (engine {}, {workers} worker{}{}; {detail})",
+        cfg.engine.name(),
+        if workers == 1 { "" } else { "s" },
+        if cfg.pin { ", pinned" } else { "" },
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    let tick = (cfg.stats > 0).then(|| Duration::from_secs(cfg.stats));
+    let mut reporter = Reporter::new(stats);
+    loop {
+        let ev = match tick {
+            Some(t) => rx.recv_timeout(t),
+            None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+        };
+        match ev {
+            Ok(Event::Signal(sig)) => {
+                eprintln!("ringecho: {}, stopping", signal_name(sig));
+                return Ok(());
+            }
+            Ok(Event::Exited(id, res)) => {
+                return Err(res
+                    .err()
+                    .unwrap_or_else(|| Error::msg("stopped unexpectedly"))
+                    .context(format!("worker {id}")))
+            }
+            Ok(Event::Ready) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                println!("{}", reporter.line(stats));
+                let _ = std::io::stdout().flush();
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(Error::msg("every worker exited"))
+            }
+        }
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        _ => "signal",
+    }
+}
+
+fn run_worker(ctx: WorkerCtx, features: Option<uring::probe::Features>) -> Result<()> {
+    if ctx.cfg.pin {
+        net::pin_current_thread(ctx.id)?;
+    }
+    match features {
+        Some(f) => uring::run_worker(ctx, f),
+        None => epoll::run_worker(ctx),
+    }
+}

@@ -1,0 +1,110 @@
+//! Counters the engines bump on their hot paths and the `--stats` reporter reads.
+//!
+//! Each worker owns one [`WorkerStats`], padded to its own cache lines and written by that
+//! worker alone, so a bump is a plain load and store: no lock, no contended atomic per echo.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// One worker's counters. Single writer (the worker), any number of readers.
+#[derive(Default, Debug)]
+#[repr(align(128))]
+pub struct WorkerStats {
+    /// Connections accepted and served.
+    pub accepted: AtomicU64,
+    /// Connections closed after being served.
+    pub closed: AtomicU64,
+    /// Connections closed at once because `--max-conns` was reached.
+    pub refused: AtomicU64,
+    /// Bytes echoed back (fully sent).
+    pub bytes: AtomicU64,
+    /// Receive completions echoed back in full (io_uring) / reads echoed (epoll).
+    pub echoes: AtomicU64,
+    /// Connections that ended with an error (reset, broken pipe...).
+    pub errors: AtomicU64,
+    /// Times reading from a connection was paused because its echo was unsent.
+    pub paused: AtomicU64,
+    /// Times the buffer pool ran dry (ENOBUFS) and a receive had to be re-armed.
+    pub starved: AtomicU64,
+}
+
+/// Add `n` to a counter only this thread writes.
+#[inline]
+pub fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+/// A point-in-time sum over every worker.
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    pub accepted: u64,
+    pub closed: u64,
+    pub refused: u64,
+    pub bytes: u64,
+    pub echoes: u64,
+    pub errors: u64,
+    pub paused: u64,
+    pub starved: u64,
+}
+
+impl Totals {
+    /// Sum the counters of every worker.
+    pub fn collect(workers: &[Arc<WorkerStats>]) -> Totals {
+        let mut t = Totals::default();
+        for w in workers {
+            t.accepted += w.accepted.load(Relaxed);
+            t.closed += w.closed.load(Relaxed);
+            t.refused += w.refused.load(Relaxed);
+            t.bytes += w.bytes.load(Relaxed);
+            t.echoes += w.echoes.load(Relaxed);
+            t.errors += w.errors.load(Relaxed);
+            t.paused += w.paused.load(Relaxed);
+            t.starved += w.starved.load(Relaxed);
+        }
+        t
+    }
+
+    /// Connections open right now.
+    pub fn open(&self) -> u64 {
+        self.accepted.saturating_sub(self.closed)
+    }
+}
+
+/// Turns successive [`Totals`] into the `--stats` line.
+pub struct Reporter {
+    last: Totals,
+    at: Instant,
+}
+
+impl Reporter {
+    /// Start measuring from now.
+    pub fn new(workers: &[Arc<WorkerStats>]) -> Self {
+        Reporter {
+            last: Totals::collect(workers),
+            at: Instant::now(),
+        }
+    }
+
+    /// One line with rates since the previous call.
+    pub fn line(&mut self, workers: &[Arc<WorkerStats>]) -> String {
+        let now = Totals::collect(workers);
+        let secs = self.at.elapsed().as_secs_f64().max(1e-9);
+        let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / secs;
+        let line = format!(
+            "stats: {} open, {:.0} conn/s, {:.0} echo/s, {:.2} MB/s | total: {} accepted, {} refused, {} errors, {} paused, {} starved",
+            now.open(),
+            rate(now.accepted, self.last.accepted),
+            rate(now.echoes, self.last.echoes),
+            rate(now.bytes, self.last.bytes) / 1e6,
+            now.accepted,
+            now.refused,
+            now.errors,
+            now.paused,
+            now.starved,
+        );
+        self.last = now;
+        self.at = Instant::now();
+        line
+    }
+}

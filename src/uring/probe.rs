@@ -1,0 +1,251 @@
+//! Kernel feature probe: what this kernel's io_uring offers, and which of it the engine
+//! uses (everything, or only Linux 6.1's set when `--compat 6.1` forces the baseline).
+//!
+//! Detection is split from selection: [`Capabilities::detect`] asks the kernel (a throwaway
+//! ring, the opcode probe, a trial buffer-ring registration); [`Features::select`] is a pure
+//! function of those facts, so the rules are unit-tested without a kernel.
+
+use io_uring::{opcode, IoUring, Probe};
+
+use crate::config::Compat;
+use crate::error::{Error, Result};
+
+/// Which task-running mode the ring can be set up with (best first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskRun {
+    /// `SINGLE_ISSUER | DEFER_TASKRUN` (6.1): completions are produced only when we wait,
+    /// in our thread, in batches; no IPIs interrupting the worker.
+    Deferred,
+    /// `COOP_TASKRUN` (5.19): task work runs at our next syscall instead of via interrupts.
+    Cooperative,
+    /// Neither: the kernel's default signalling.
+    Default,
+}
+
+/// Raw facts about the running kernel's io_uring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `uname -r`.
+    pub kernel: String,
+    /// Best task-run mode a ring could be created with.
+    pub taskrun: TaskRun,
+    /// `IORING_OP_SENDMSG_ZC` exists: the kernel is 6.1 or newer, so multishot accept and
+    /// recv (5.19/6.0), buffer rings (5.19) and direct-descriptor accept (5.19) are there.
+    pub has_6_1_opcodes: bool,
+    /// `IORING_FEAT_RECVSEND_BUNDLE` (6.10).
+    pub bundles: bool,
+    /// `IORING_SETUP_NO_SQARRAY` accepted (6.6).
+    pub no_sqarray: bool,
+    /// A buffer ring registered with `IOU_PBUF_RING_INC` (6.12).
+    pub incremental_buffers: bool,
+}
+
+/// The io_uring feature set the engine runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Features {
+    /// What was asked for.
+    pub compat: Compat,
+    /// `uname -r`, for the start-up line and bench metadata.
+    pub kernel: String,
+    /// Task-run mode to set the ring up with.
+    pub taskrun: TaskRun,
+    /// Receive with `RecvMultiBundle`: one completion carries several buffers (6.10).
+    pub recv_bundles: bool,
+    /// Set the ring up without the SQ index array (6.6): one less indirection per SQE.
+    pub no_sqarray: bool,
+    /// The kernel could consume buffers incrementally (6.12); reported, not used yet.
+    pub incremental_buffers: bool,
+}
+
+impl Capabilities {
+    /// Ask the running kernel. Fails only if io_uring itself is unusable.
+    pub fn detect() -> Result<Capabilities> {
+        let kernel = kernel_release();
+        let (ring, taskrun) = match build_probe_ring() {
+            Ok(r) => r,
+            Err(e) => return Err(unavailable(e, &kernel)),
+        };
+        let mut probe = Probe::new();
+        let opcodes_known = ring.submitter().register_probe(&mut probe).is_ok();
+        let has_6_1_opcodes = opcodes_known && probe.is_supported(opcode::SendMsgZc::CODE);
+        let bundles = ring.params().is_feature_recvsend_bundle();
+        let no_sqarray = IoUring::<io_uring::squeue::Entry>::builder().setup_no_sqarray().build(2).is_ok();
+        let incremental_buffers = has_6_1_opcodes && super::buf_ring::incremental_supported(&ring);
+        Ok(Capabilities {
+            kernel,
+            taskrun,
+            has_6_1_opcodes,
+            bundles,
+            no_sqarray,
+            incremental_buffers,
+        })
+    }
+}
+
+impl Features {
+    /// Probe the kernel and pick the feature set (see [`Features::select`]).
+    pub fn detect(compat: Compat) -> Result<Features> {
+        Features::select(&Capabilities::detect()?, compat)
+    }
+
+    /// The feature set for `caps` under `compat`: newer-than-6.1 features only in `auto`,
+    /// and an error naming `--engine epoll` when the kernel is below the 6.1 floor.
+    pub fn select(caps: &Capabilities, compat: Compat) -> Result<Features> {
+        if !caps.has_6_1_opcodes || caps.taskrun != TaskRun::Deferred {
+            return Err(Error::msg(format!(
+                "io_uring on kernel {} lacks what the uring engine needs (Linux 6.1: multishot \
+                 recv, buffer rings, DEFER_TASKRUN); use --engine epoll",
+                caps.kernel
+            )));
+        }
+        let newer = compat == Compat::Auto;
+        Ok(Features {
+            compat,
+            kernel: caps.kernel.clone(),
+            taskrun: caps.taskrun,
+            recv_bundles: newer && caps.bundles,
+            no_sqarray: newer && caps.no_sqarray,
+            incremental_buffers: newer && caps.incremental_buffers,
+        })
+    }
+
+    /// The part of the start-up line that says what is in use.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![
+            "multishot accept",
+            "direct descriptors",
+            "multishot recv",
+            "provided buffer ring",
+            "single-issuer",
+            "defer-taskrun",
+            "registered ring fd",
+        ];
+        if self.recv_bundles {
+            parts.push("recv bundles");
+        }
+        if self.no_sqarray {
+            parts.push("no-sqarray");
+        }
+        let set = match self.compat {
+            Compat::Auto => "auto",
+            Compat::V6_1 => "6.1 (forced)",
+        };
+        format!("{}; feature set {set}, kernel {}", parts.join(", "), self.kernel)
+    }
+}
+
+/// A tiny ring with the best task-run flags the kernel accepts.
+fn build_probe_ring() -> std::io::Result<(IoUring, TaskRun)> {
+    let deferred = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_submit_all()
+        .build(2);
+    if let Ok(r) = deferred {
+        return Ok((r, TaskRun::Deferred));
+    }
+    if let Ok(r) = IoUring::builder().setup_coop_taskrun().build(2) {
+        return Ok((r, TaskRun::Cooperative));
+    }
+    IoUring::new(2).map(|r| (r, TaskRun::Default))
+}
+
+/// The one line for a kernel where io_uring_setup itself fails.
+fn unavailable(e: std::io::Error, kernel: &str) -> Error {
+    let why = match e.raw_os_error() {
+        Some(libc::ENOSYS) => "the kernel was built without it".to_string(),
+        Some(libc::EPERM) | Some(libc::EACCES) => {
+            "not permitted here (kernel.io_uring_disabled, a seccomp filter or a container policy)"
+                .to_string()
+        }
+        _ => Error::from(e).to_string(),
+    };
+    Error::msg(format!(
+        "io_uring is unavailable on kernel {kernel}: {why}; use --engine epoll"
+    ))
+}
+
+/// `uname -r`.
+pub fn kernel_release() -> String {
+    // SAFETY: utsname is plain data; uname fills it with NUL-terminated strings.
+    unsafe {
+        let mut u: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut u) != 0 {
+            return "unknown".into();
+        }
+        std::ffi::CStr::from_ptr(u.release.as_ptr())
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn modern() -> Capabilities {
+        Capabilities {
+            kernel: "6.18.0".into(),
+            taskrun: TaskRun::Deferred,
+            has_6_1_opcodes: true,
+            bundles: true,
+            no_sqarray: true,
+            incremental_buffers: true,
+        }
+    }
+
+    #[test]
+    fn auto_uses_everything_the_kernel_has() {
+        let f = Features::select(&modern(), Compat::Auto).expect("modern kernel");
+        assert!(f.recv_bundles && f.no_sqarray && f.incremental_buffers);
+        assert!(f.describe().contains("recv bundles"));
+    }
+
+    #[test]
+    fn compat_6_1_masks_newer_features() {
+        let f = Features::select(&modern(), Compat::V6_1).expect("modern kernel");
+        assert!(!f.recv_bundles && !f.no_sqarray && !f.incremental_buffers);
+        assert!(f.describe().contains("6.1 (forced)"));
+        assert!(!f.describe().contains("bundles"));
+    }
+
+    #[test]
+    fn a_6_1_kernel_gets_the_baseline_even_in_auto() {
+        let caps = Capabilities {
+            kernel: "6.1.0-cloud".into(),
+            bundles: false,
+            no_sqarray: true,
+            incremental_buffers: false,
+            ..modern()
+        };
+        let f = Features::select(&caps, Compat::Auto).expect("6.1 is the floor");
+        assert!(!f.recv_bundles && !f.incremental_buffers);
+    }
+
+    #[test]
+    fn below_the_floor_is_one_clear_error_naming_epoll() {
+        for caps in [
+            Capabilities {
+                has_6_1_opcodes: false,
+                ..modern()
+            },
+            Capabilities {
+                taskrun: TaskRun::Cooperative,
+                ..modern()
+            },
+        ] {
+            let e = Features::select(&caps, Compat::Auto).expect_err("below floor");
+            let s = e.to_string();
+            assert!(s.contains("--engine epoll") && !s.contains('\n'), "{s}");
+        }
+    }
+
+    #[test]
+    fn unavailable_names_the_cause_and_the_fallback() {
+        let e = unavailable(std::io::Error::from_raw_os_error(libc::EPERM), "6.18");
+        let s = e.to_string();
+        assert!(s.contains("not permitted") && s.contains("--engine epoll"), "{s}");
+        let e = unavailable(std::io::Error::from_raw_os_error(libc::ENOSYS), "6.18");
+        assert!(e.to_string().contains("without it"));
+    }
+}
