@@ -56,7 +56,11 @@ pub fn local_addr(sock: &Socket) -> Result<SocketAddr> {
 
 /// Create `n` listeners on the same address: the first exclusively (which also resolves
 /// port 0), the rest joining its SO_REUSEPORT group.
-pub fn tcp_listeners(addr: SocketAddr, backlog: u32, n: usize) -> Result<(Vec<Socket>, SocketAddr)> {
+pub fn tcp_listeners(
+    addr: SocketAddr,
+    backlog: u32,
+    n: usize,
+) -> Result<(Vec<Socket>, SocketAddr)> {
     let first = tcp_listener(addr, backlog, true)?;
     let bound = local_addr(&first)?;
     let mut all = vec![first];
@@ -110,6 +114,18 @@ pub fn raise_nofile_limit() -> u64 {
             if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
                 return want.rlim_cur;
             }
+        }
+        lim.rlim_cur
+    }
+}
+
+/// The current soft open-file limit.
+pub fn nofile_limit() -> u64 {
+    // SAFETY: getrlimit writes one rlimit struct we own.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
         }
         lim.rlim_cur
     }

@@ -69,7 +69,10 @@ impl Capabilities {
         let opcodes_known = ring.submitter().register_probe(&mut probe).is_ok();
         let has_6_1_opcodes = opcodes_known && probe.is_supported(opcode::SendMsgZc::CODE);
         let bundles = ring.params().is_feature_recvsend_bundle();
-        let no_sqarray = IoUring::<io_uring::squeue::Entry>::builder().setup_no_sqarray().build(2).is_ok();
+        let no_sqarray = IoUring::<io_uring::squeue::Entry>::builder()
+            .setup_no_sqarray()
+            .build(2)
+            .is_ok();
         let incremental_buffers = has_6_1_opcodes && super::buf_ring::incremental_supported(&ring);
         Ok(Capabilities {
             kernel,
@@ -130,7 +133,11 @@ impl Features {
             Compat::Auto => "auto",
             Compat::V6_1 => "6.1 (forced)",
         };
-        format!("{}; feature set {set}, kernel {}", parts.join(", "), self.kernel)
+        format!(
+            "{}; feature set {set}, kernel {}",
+            parts.join(", "),
+            self.kernel
+        )
     }
 }
 
@@ -244,7 +251,10 @@ mod tests {
     fn unavailable_names_the_cause_and_the_fallback() {
         let e = unavailable(std::io::Error::from_raw_os_error(libc::EPERM), "6.18");
         let s = e.to_string();
-        assert!(s.contains("not permitted") && s.contains("--engine epoll"), "{s}");
+        assert!(
+            s.contains("not permitted") && s.contains("--engine epoll"),
+            "{s}"
+        );
         let e = unavailable(std::io::Error::from_raw_os_error(libc::ENOSYS), "6.18");
         assert!(e.to_string().contains("without it"));
     }

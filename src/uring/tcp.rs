@@ -1,0 +1,483 @@
+//! The io_uring TCP echo worker: one ring, one listener, one buffer ring, every connection
+//! of this thread. Completion-driven: nothing here waits on a socket; everything happens
+//! in response to a CQE, and every CQE's handler ends in [`Worker::settle`], the one place
+//! that decides a connection's next operations from its state.
+//!
+//! A byte's path: the multishot accept completes with a direct descriptor → a multishot
+//! receive is armed on it → a receive CQE names the buffer the kernel filled → the buffer
+//! joins the connection's send queue → one send at a time echoes the queue's head → the
+//! send CQE returns the fully sent buffer to the ring.
+
+use std::mem::ManuallyDrop;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use io_uring::types::{CancelBuilder, Fd, Fixed, SubmitArgs, Timespec};
+use io_uring::{cqueue, opcode, squeue};
+
+use super::buf_ring::BufRing;
+use super::conn::{Conn, Life, RecvState, Segments, Slab};
+use super::probe::Features;
+use super::ring;
+use super::token::{self, Op};
+use crate::error::{Context, Error, Result};
+use crate::server::WorkerCtx;
+use crate::stats::bump;
+
+/// Completions copied out of the CQ per pass (the CQ ring is unlocked while we handle them).
+const REAP_BATCH: usize = 256;
+/// Buffer group id of the worker's buffer ring (one ring per worker, so one group).
+const BGID: u16 = 0;
+/// Spare direct-descriptor slots beyond `--max-conns`: refused connections occupy one
+/// briefly before their close completes.
+const SPARE_SLOTS: u32 = 256;
+/// How long a stopping worker waits for cancelled operations to complete.
+const STOP_WAIT: Duration = Duration::from_millis(500);
+
+/// One io_uring worker. Field order matters only through `Drop`, which closes the ring
+/// before unmapping the buffers the kernel may write into.
+pub struct Worker {
+    ring: ManuallyDrop<ring::Ring>,
+    bufs: ManuallyDrop<BufRing>,
+    segs: Segments,
+    conns: Slab,
+    /// Connections whose receive ended with ENOBUFS, to re-arm once buffers return.
+    starved: Vec<u32>,
+    batch: Vec<cqueue::Entry>,
+    ctx: WorkerCtx,
+    recv_bundles: bool,
+    /// Buffers one connection may hold before its receive is paused.
+    conn_cap: u16,
+    /// SQEs submitted whose final CQE has not arrived (a multishot counts once).
+    inflight: u32,
+    accept_armed: bool,
+    stopping: Option<Instant>,
+}
+
+impl Worker {
+    /// Set up the ring, the buffer ring and the direct-descriptor table.
+    pub fn new(ctx: WorkerCtx, features: Features) -> Result<Worker> {
+        let cfg = &ctx.cfg;
+        let entries = u16::try_from(cfg.buffers)
+            .map_err(|_| Error::msg(format!("--buffers {} is too many", cfg.buffers)))?;
+        let bufs = BufRing::new(entries, cfg.buffer_size, BGID)?;
+        let files = (cfg.max_conns.saturating_add(SPARE_SLOTS))
+            .min(crate::net::nofile_limit().min(u64::from(u32::MAX)) as u32)
+            .min(1 << 20);
+        let cq = ring::cq_entries(cfg.buffers, cfg.max_conns, cfg.backlog);
+        let ring = ring::build(&features, cq, files)?;
+        // SAFETY: the worker owns both; `Drop` tears the ring down before the buffer ring
+        // is unmapped, and the group is registered exactly once.
+        unsafe { bufs.register(ring.inner(), 0) }.with_context(|| {
+            format!(
+                "registering a buffer ring of {} x {} bytes",
+                cfg.buffers, cfg.buffer_size
+            )
+        })?;
+        let conn_cap = u16::try_from(cfg.conn_buffers).unwrap_or(u16::MAX);
+        Ok(Worker {
+            ring: ManuallyDrop::new(ring),
+            segs: Segments::new(entries),
+            bufs: ManuallyDrop::new(bufs),
+            conns: Slab::default(),
+            starved: Vec::new(),
+            batch: Vec::with_capacity(REAP_BATCH),
+            recv_bundles: features.recv_bundles,
+            conn_cap,
+            inflight: 0,
+            accept_armed: false,
+            stopping: None,
+            ctx,
+        })
+    }
+
+    /// Serve until the shutdown eventfd fires, then cancel everything and return.
+    pub fn run(mut self) -> Result<()> {
+        self.arm_accept()?;
+        let wake = opcode::PollAdd::new(Fd(self.ctx.shared.shutdown.fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(token::encode(Op::Wake, 0, 0));
+        self.push(wake)?;
+        self.ctx.ready();
+        loop {
+            self.enter()?;
+            self.reap()?;
+            if let Some(since) = self.stopping {
+                if self.inflight == 0 || since.elapsed() > STOP_WAIT {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Submit what is queued and wait for at least one completion. Stopping, wait at most
+    /// a few milliseconds so the deadline is noticed even if a completion never comes.
+    fn enter(&mut self) -> Result<()> {
+        let res = if self.stopping.is_some() {
+            let ts = Timespec::new().nsec(20_000_000);
+            let args = SubmitArgs::new().timespec(&ts);
+            self.ring.submitter().submit_with_args(1, &args)
+        } else {
+            self.ring.submitter().submit_and_wait(1)
+        };
+        match res {
+            Ok(_) => Ok(()),
+            // Interrupted, timed out, or the CQ needs reaping first: all just mean "reap".
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINTR | libc::ETIME | libc::EBUSY | libc::EAGAIN)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(Error::from(e).context("io_uring_enter")),
+        }
+    }
+
+    /// Handle every completion available, then hand returned buffers to the kernel in one
+    /// tail update and re-arm receives that starved for buffers.
+    fn reap(&mut self) -> Result<()> {
+        loop {
+            self.batch.clear();
+            self.ring.reap_into(&mut self.batch, REAP_BATCH);
+            if self.batch.is_empty() {
+                break;
+            }
+            for i in 0..self.batch.len() {
+                let cqe = self.batch[i].clone();
+                self.handle(cqe)?;
+            }
+        }
+        let returned = self.bufs.publish();
+        if (returned || self.bufs.held() < u32::from(self.bufs.entries()))
+            && !self.starved.is_empty()
+            && self.stopping.is_none()
+        {
+            self.rearm_starved()?;
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, cqe: cqueue::Entry) -> Result<()> {
+        let flags = cqe.flags();
+        let more = cqueue::more(flags);
+        if !more {
+            self.inflight = self.inflight.saturating_sub(1);
+        }
+        let Some((op, idx, gen)) = token::decode(cqe.user_data()) else {
+            return Err(Error::msg(format!(
+                "completion with unknown user_data {:#x}",
+                cqe.user_data()
+            )));
+        };
+        let res = cqe.result();
+        match op {
+            Op::Accept => self.on_accept(res, more),
+            Op::Recv => self.on_recv(idx, gen, res, flags, more),
+            Op::Send => self.on_send(idx, res),
+            Op::Close => {
+                self.conns.remove(idx);
+                self.ctx.shared.release();
+                bump(&self.ctx.stats.closed, 1);
+                Ok(())
+            }
+            Op::Wake => {
+                self.begin_stop();
+                Ok(())
+            }
+            // Their outcome changes nothing: the operations they target report for themselves.
+            Op::Cancel | Op::Refuse | Op::CancelAll => Ok(()),
+        }
+    }
+
+    fn on_accept(&mut self, res: i32, more: bool) -> Result<()> {
+        if !more {
+            self.accept_armed = false;
+            if self.stopping.is_none() {
+                self.arm_accept()?;
+            }
+        }
+        if res < 0 {
+            match -res {
+                libc::ECANCELED => {}
+                // The direct-descriptor table is full: the kernel closed that connection.
+                libc::ENFILE | libc::EMFILE => bump(&self.ctx.stats.refused, 1),
+                _ => bump(&self.ctx.stats.errors, 1),
+            }
+            return Ok(());
+        }
+        let fd = res as u32;
+        if self.stopping.is_some() || !self.ctx.shared.try_admit() {
+            if self.stopping.is_none() {
+                bump(&self.ctx.stats.refused, 1);
+            }
+            let close = opcode::Close::new(Fixed(fd))
+                .build()
+                .user_data(token::encode(Op::Refuse, fd, 0));
+            return self.push(close);
+        }
+        bump(&self.ctx.stats.accepted, 1);
+        let idx = self.conns.insert(Conn::new(fd));
+        self.arm_recv(idx)
+    }
+
+    fn on_recv(&mut self, idx: u32, gen: u32, res: i32, flags: u32, more: bool) -> Result<()> {
+        if let Some(bid) = cqueue::buffer_select(flags) {
+            self.take_received(idx, bid, res)?;
+        }
+        let c = self.conns.get_mut(idx);
+        if gen != c.recv_gen {
+            // Cannot happen (an arming's final CQE precedes the next arming), but a stale
+            // completion must never steer the current arming.
+            return Ok(());
+        }
+        if res < 0 && !matches!(-res, libc::ENOBUFS | libc::ECANCELED) {
+            // ECONNRESET, ETIMEDOUT, ...: this connection is over; nothing else is affected.
+            if c.life != Life::Aborting {
+                c.life = Life::Aborting;
+                bump(&self.ctx.stats.errors, 1);
+            }
+        }
+        if !more {
+            c.recv = match (res, c.life) {
+                (0, _) => RecvState::Done,
+                (_, Life::Open) if res == -libc::ENOBUFS => RecvState::Starved,
+                (_, Life::Open) => RecvState::Paused,
+                _ => RecvState::Done,
+            };
+            if res == 0 && c.life == Life::Open {
+                // The peer shut down its write side: echo what we have, then close.
+                c.life = Life::Draining;
+            }
+            if c.recv == RecvState::Starved {
+                bump(&self.ctx.stats.starved, 1);
+                self.starved.push(idx);
+            }
+        }
+        self.settle(idx)
+    }
+
+    /// A receive CQE handed us buffer `first` (and, for a bundle, the buffers after it in
+    /// ring order) holding `res` bytes: queue them for echo, or give them straight back if
+    /// the connection is ending.
+    fn take_received(&mut self, idx: u32, first: u16, res: i32) -> Result<()> {
+        let size = self.bufs.buf_size();
+        let mut left = u32::try_from(res).unwrap_or(0);
+        let mut bid = first;
+        loop {
+            self.bufs.take(bid)?;
+            let len = left.min(size);
+            let c = self.conns.get_mut(idx);
+            if len > 0 && matches!(c.life, Life::Open | Life::Draining) {
+                c.queue.push(&mut self.segs, bid, len);
+            } else {
+                self.bufs.give_back(bid)?;
+            }
+            left -= len;
+            if left == 0 || !self.recv_bundles {
+                return Ok(());
+            }
+            bid = self.bufs.successor(bid);
+        }
+    }
+
+    fn on_send(&mut self, idx: u32, res: i32) -> Result<()> {
+        let c = self.conns.get_mut(idx);
+        if res > 0 {
+            let sent = res as u32;
+            bump(&self.ctx.stats.bytes, u64::from(sent));
+            if let Some(bid) = c.queue.complete_send(&mut self.segs, sent) {
+                bump(&self.ctx.stats.echoes, 1);
+                self.bufs.give_back(bid)?;
+            }
+        } else {
+            // EPIPE, ECONNRESET, ECANCELED (stopping), or a zero-byte send that would
+            // otherwise repeat forever: this connection is over.
+            c.queue.fail_send();
+            if !matches!(c.life, Life::Aborting | Life::Closing) {
+                c.life = Life::Aborting;
+                if res != -libc::ECANCELED {
+                    bump(&self.ctx.stats.errors, 1);
+                }
+            }
+        }
+        self.settle(idx)
+    }
+
+    /// Decide a connection's next operations from its state. Every handler ends here.
+    fn settle(&mut self, idx: u32) -> Result<()> {
+        let cap = self.conn_cap;
+        let stopping = self.stopping.is_some();
+        let c = self.conns.get_mut(idx);
+        if stopping && c.life != Life::Closing {
+            // Cancel-all already targets every operation; only hand buffers back.
+            c.life = Life::Aborting;
+        }
+        match c.life {
+            Life::Open => {
+                if c.recv == RecvState::Armed && c.queue.len() >= cap {
+                    // Backpressure: the client is not reading its echo. Stop receiving
+                    // until the queue drains, so it cannot hoard the buffer pool.
+                    c.recv = RecvState::Cancelling;
+                    bump(&self.ctx.stats.paused, 1);
+                    let target = token::encode(Op::Recv, idx, c.recv_gen);
+                    let cancel = opcode::AsyncCancel::new(target)
+                        .build()
+                        .user_data(token::encode(Op::Cancel, idx, c.recv_gen));
+                    self.push(cancel)?;
+                } else if c.recv == RecvState::Paused && c.queue.len() <= cap / 2 {
+                    self.arm_recv(idx)?;
+                }
+                self.start_send(idx)
+            }
+            Life::Draining => {
+                self.start_send(idx)?;
+                let c = self.conns.get_mut(idx);
+                if c.queue.is_empty() && c.quiescent() {
+                    self.close(idx)?;
+                }
+                Ok(())
+            }
+            Life::Aborting => {
+                let mut back = Vec::new();
+                c.queue.drain_unsent(&self.segs, |b| back.push(b));
+                for b in back {
+                    self.bufs.give_back(b)?;
+                }
+                let c = self.conns.get_mut(idx);
+                match c.recv {
+                    RecvState::Armed if !stopping => {
+                        c.recv = RecvState::Cancelling;
+                        let target = token::encode(Op::Recv, idx, c.recv_gen);
+                        let cancel = opcode::AsyncCancel::new(target)
+                            .build()
+                            .user_data(token::encode(Op::Cancel, idx, c.recv_gen));
+                        self.push(cancel)?;
+                    }
+                    RecvState::Paused | RecvState::Starved => c.recv = RecvState::Done,
+                    _ => {}
+                }
+                let c = self.conns.get_mut(idx);
+                if c.quiescent() && !stopping {
+                    self.close(idx)?;
+                }
+                Ok(())
+            }
+            Life::Closing => Ok(()),
+        }
+    }
+
+    fn start_send(&mut self, idx: u32) -> Result<()> {
+        let c = self.conns.get_mut(idx);
+        let Some((bid, off, len)) = c.queue.start_send(&self.segs) else {
+            return Ok(());
+        };
+        let fd = c.fd;
+        // SAFETY (pointer arithmetic): off < buf_size, so the pointer stays in the buffer.
+        let ptr = unsafe { self.bufs.buf_ptr(bid).add(off as usize) };
+        let send = opcode::Send::new(Fixed(fd), ptr, len)
+            // WAITALL: the kernel itself retries a short send (5.18+); short completions
+            // are still handled. NOSIGNAL: a vanished peer is EPIPE, not SIGPIPE.
+            .flags(libc::MSG_NOSIGNAL | libc::MSG_WAITALL)
+            .build()
+            .user_data(token::encode(Op::Send, idx, 0));
+        self.push(send)
+    }
+
+    fn arm_recv(&mut self, idx: u32) -> Result<()> {
+        let c = self.conns.get_mut(idx);
+        c.recv_gen = token::next_generation(c.recv_gen);
+        c.recv = RecvState::Armed;
+        let (fd, ud) = (Fixed(c.fd), token::encode(Op::Recv, idx, c.recv_gen));
+        let sqe = if self.recv_bundles {
+            opcode::RecvMultiBundle::new(fd, BGID).build()
+        } else {
+            opcode::RecvMulti::new(fd, BGID).build()
+        };
+        self.push(sqe.user_data(ud))
+    }
+
+    fn arm_accept(&mut self) -> Result<()> {
+        if self.accept_armed {
+            return Ok(());
+        }
+        self.accept_armed = true;
+        let accept = opcode::AcceptMulti::new(Fd(self.ctx.listener.as_raw_fd()))
+            .allocate_file_index(true)
+            .build()
+            .user_data(token::encode(Op::Accept, 0, 0));
+        self.push(accept)
+    }
+
+    fn close(&mut self, idx: u32) -> Result<()> {
+        let c = self.conns.get_mut(idx);
+        c.life = Life::Closing;
+        let close = opcode::Close::new(Fixed(c.fd))
+            .build()
+            .user_data(token::encode(Op::Close, idx, 0));
+        self.push(close)
+    }
+
+    /// Buffers came back: give every starved connection its receive again (or leave it
+    /// paused if its own queue is still full).
+    fn rearm_starved(&mut self) -> Result<()> {
+        let mut list = std::mem::take(&mut self.starved);
+        for idx in list.drain(..) {
+            let c = self.conns.get_mut(idx);
+            if c.life == Life::Open && c.recv == RecvState::Starved {
+                c.recv = RecvState::Paused;
+                self.settle(idx)?;
+            }
+        }
+        self.starved = list;
+        Ok(())
+    }
+
+    /// Shutdown requested: stop accepting and cancel every operation in flight. The
+    /// worker returns once they have all completed (or the grace period ends).
+    fn begin_stop(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
+        self.stopping = Some(Instant::now());
+        let all = opcode::AsyncCancel2::new(CancelBuilder::any())
+            .build()
+            .user_data(token::encode(Op::CancelAll, 0, 0));
+        // A failure here only means the stop takes the grace period.
+        let _ = self.push(all);
+    }
+
+    /// Queue an SQE, flushing the SQ to the kernel if it is full.
+    fn push(&mut self, sqe: squeue::Entry) -> Result<()> {
+        loop {
+            // SAFETY: every buffer an SQE points at is in the buffer slab, which stays
+            // mapped until the ring is gone (see Drop); the listener and the shutdown
+            // eventfd outlive the worker too.
+            if unsafe { self.ring.push(&sqe) } {
+                self.inflight += 1;
+                return Ok(());
+            }
+            match self.ring.submitter().submit() {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) => return Err(Error::from(e).context("flushing a full submission queue")),
+            }
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // SAFETY: the ring is dropped exactly once, here, before the buffers. Closing it
+        // releases the direct descriptors (closing every connection).
+        unsafe { ManuallyDrop::drop(&mut self.ring) };
+        if self.inflight == 0 {
+            // SAFETY: no operation is in flight, so the kernel holds no pointer into the
+            // buffers; dropped exactly once.
+            unsafe { ManuallyDrop::drop(&mut self.bufs) };
+        }
+        // Otherwise an operation that ignored cancellation might still write into a
+        // buffer: leak the mapping (the process is stopping) rather than risk it.
+    }
+}
