@@ -134,12 +134,16 @@ impl SendQueue {
     }
 
     /// Remove every segment that is not in flight, handing each buffer id to `give_back`.
-    pub fn drain_unsent(&mut self, segs: &Segments, mut give_back: impl FnMut(u16)) {
+    pub fn drain_unsent(&mut self, segs: &mut Segments, mut give_back: impl FnMut(u16)) {
         let mut bid = self.head;
         if self.in_flight && bid != NO_BUF {
-            // The kernel may still be reading the head: it stays until its send completes.
-            bid = segs.0[usize::from(bid)].next;
-            segs_tail_cut(self);
+            // The kernel may still be reading the head: it stays, alone, until its send
+            // completes.
+            let head = &mut segs.0[usize::from(bid)];
+            bid = head.next;
+            head.next = NO_BUF;
+            self.tail = self.head;
+            self.len = 1;
         } else {
             *self = SendQueue::new();
         }
@@ -149,12 +153,6 @@ impl SendQueue {
             bid = next;
         }
     }
-}
-
-/// Cut a queue down to its (in-flight) head.
-fn segs_tail_cut(q: &mut SendQueue) {
-    q.tail = q.head;
-    q.len = 1;
 }
 
 /// The receive side of a connection.
@@ -268,7 +266,7 @@ impl Slab {
 mod tests {
     use super::*;
 
-    fn drained(q: &mut SendQueue, segs: &Segments) -> Vec<u16> {
+    fn drained(q: &mut SendQueue, segs: &mut Segments) -> Vec<u16> {
         let mut v = Vec::new();
         q.drain_unsent(segs, |b| v.push(b));
         v
@@ -312,7 +310,7 @@ mod tests {
             q.push(&mut segs, b, 10);
         }
         q.start_send(&segs);
-        assert_eq!(drained(&mut q, &segs), vec![0, 7]);
+        assert_eq!(drained(&mut q, &mut segs), vec![0, 7]);
         assert_eq!(q.len(), 1);
         assert!(q.in_flight());
         assert_eq!(q.complete_send(&mut segs, 10), Some(3));
@@ -322,7 +320,7 @@ mod tests {
         q.push(&mut segs, 6, 10);
         q.start_send(&segs);
         q.fail_send();
-        assert_eq!(drained(&mut q, &segs), vec![4, 6]);
+        assert_eq!(drained(&mut q, &mut segs), vec![4, 6]);
         assert!(q.is_empty());
         // Pushing after a drain links from scratch.
         q.push(&mut segs, 1, 5);

@@ -341,7 +341,7 @@ impl Worker {
             }
             Life::Aborting => {
                 let mut back = Vec::new();
-                c.queue.drain_unsent(&self.segs, |b| back.push(b));
+                c.queue.drain_unsent(&mut self.segs, |b| back.push(b));
                 for b in back {
                     self.bufs.give_back(b)?;
                 }
