@@ -1,0 +1,31 @@
+# ringecho: an io_uring echo server, its epoll baseline, and a conformance checker.
+# `just` with no arguments lists the recipes.
+
+# List the recipes
+default:
+    @just --list --unsorted
+
+# Build the release binary
+build:
+    cargo build --release --locked
+
+# The io_uring server on 127.0.0.1:12346 (extra flags pass through, e.g. `just run-uring --pin`)
+run-uring *ARGS: build
+    ./target/release/ringecho serve --engine uring --port 12346 {{ARGS}}
+
+# The epoll server on 127.0.0.1:12347
+run-epoll *ARGS: build
+    ./target/release/ringecho serve --engine epoll --port 12347 {{ARGS}}
+
+# Conformance suite against any TCP echo server, e.g. `just check 127.0.0.1:12346`
+check ADDR *ARGS: build
+    ./target/release/ringecho check {{ADDR}} {{ARGS}}
+
+# Unit and integration tests (the README's test command)
+test:
+    cargo test --locked
+
+# Formatting and lints, as CI runs them
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --all-targets --locked -- -D warnings

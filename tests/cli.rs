@@ -1,0 +1,74 @@
+//! Bad input: every mistake is one clear line on stderr and a non-zero exit, never a panic.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{assert_one_line_error, bin, run_bounded, Server};
+
+fn serve(args: &[&str]) -> std::process::Output {
+    run_bounded(
+        Command::new(bin()).arg("serve").args(args),
+        Duration::from_secs(20),
+    )
+}
+
+#[test]
+fn unknown_engine() {
+    let out = serve(&["--engine", "kqueue"]);
+    assert_one_line_error(&out, "invalid value 'kqueue' for '--engine");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn port_out_of_range() {
+    let out = serve(&["--port", "70000"]);
+    assert_one_line_error(&out, "70000");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn zero_threads() {
+    let out = serve(&["--threads", "0"]);
+    assert_one_line_error(&out, "--threads must be at least 1");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn bad_buffer_settings() {
+    assert_one_line_error(&serve(&["--buffers", "1000"]), "power of two");
+    assert_one_line_error(&serve(&["--buffer-size", "10"]), "--buffer-size");
+    assert_one_line_error(&serve(&["--conn-buffers", "0"]), "--conn-buffers");
+    assert_one_line_error(&serve(&["--bind", "not-an-ip"]), "--bind");
+}
+
+#[test]
+fn port_in_use_by_a_plain_listener() {
+    let holder = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = holder.local_addr().expect("addr").port().to_string();
+    for engine in ["uring", "epoll"] {
+        let out = serve(&["--engine", engine, "--port", &port]);
+        assert_one_line_error(&out, "Address already in use");
+        assert_eq!(out.status.code(), Some(1));
+    }
+}
+
+#[test]
+fn port_in_use_by_another_ringecho() {
+    // Both set SO_REUSEPORT, which would let the second silently share the port: the
+    // first listener binds exclusively to catch exactly this.
+    let first = Server::start(&["--threads", "2"]);
+    let port = first.addr.port().to_string();
+    let out = serve(&["--port", &port]);
+    assert_one_line_error(&out, "Address already in use");
+}
+
+#[test]
+fn unknown_subcommand_and_missing_address() {
+    let out = run_bounded(Command::new(bin()).arg("frobnicate"), Duration::from_secs(10));
+    assert_one_line_error(&out, "frobnicate");
+    let out = run_bounded(Command::new(bin()).arg("check"), Duration::from_secs(10));
+    assert!(!out.status.success());
+}

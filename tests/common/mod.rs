@@ -1,0 +1,212 @@
+//! Shared test harness: start the real `ringecho` binary on a free port, find the address
+//! it announces, and stop it. Every wait is bounded.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ringecho")
+}
+
+/// A running `ringecho serve`, stopped (SIGKILL if need be) on drop.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    /// The start-up line.
+    pub banner: String,
+    /// Later stdout lines (e.g. `--stats`), as they arrive.
+    pub lines: mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// `ringecho serve --port 0 ARGS...`; waits up to 10 s for the start-up line.
+    pub fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(bin())
+            .arg("serve")
+            .args(["--port", "0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ringecho serve");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let banner = match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("wait");
+                panic!(
+                    "server {args:?} printed no start-up line; stderr: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        };
+        let addr = banner
+            .split("listening on tcp ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected start-up line: {banner}"));
+        Server {
+            child,
+            addr,
+            banner,
+            lines: rx,
+        }
+    }
+
+    /// The address to connect to (a wildcard bind is reached through loopback).
+    pub fn connect_addr(&self) -> SocketAddr {
+        let mut a = self.addr;
+        if a.ip().is_unspecified() {
+            a.set_ip(if a.is_ipv4() {
+                "127.0.0.1".parse().expect("ip")
+            } else {
+                "::1".parse().expect("ip")
+            });
+        }
+        a
+    }
+
+    /// Send SIGTERM and wait up to `limit` for the exit; returns the status and how long
+    /// the server took.
+    pub fn terminate(&mut self, limit: Duration) -> (ExitStatus, Duration) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return (status, start.elapsed());
+            }
+            if start.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!("server did not exit within {limit:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Everything the server wrote to stderr (after it exited).
+    pub fn stderr(&mut self) -> String {
+        let mut s = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Wait up to `limit` for a stdout line containing `needle`.
+    pub fn wait_line(&self, needle: &str, limit: Duration) -> Option<String> {
+        let end = Instant::now() + limit;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return Some(l),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run `ringecho check ADDR ARGS...` with a hard time limit.
+pub fn check(addr: SocketAddr, args: &[&str]) -> Output {
+    run_bounded(
+        Command::new(bin()).arg("check").arg(addr.to_string()).args(args),
+        Duration::from_secs(240),
+    )
+}
+
+/// Run a command to completion, killing it past `limit`.
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id() as i32;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("wait"),
+        Err(_) => {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+            panic!("command ran past {limit:?}: {cmd:?}");
+        }
+    }
+}
+
+/// Echo `data` through one connection (a writer thread, so large payloads cannot deadlock
+/// on socket buffers) and return what came back before the server closed.
+pub fn echo_once(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let mut w = s.try_clone().expect("clone");
+    let payload = data.to_vec();
+    let writer = std::thread::spawn(move || {
+        w.write_all(&payload).expect("write");
+        w.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    });
+    let mut got = Vec::with_capacity(data.len());
+    (&s).read_to_end(&mut got).expect("read echo");
+    writer.join().expect("writer");
+    got
+}
+
+/// Deterministic pseudo-random bytes with plenty of NULs.
+pub fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if x % 5 == 0 {
+                0
+            } else {
+                x as u8
+            }
+        })
+        .collect()
+}
+
+/// Assert an output has exactly one stderr line, no panic text, and a failing status.
+pub fn assert_one_line_error(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, got {:?}", out.status);
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "panic: {err}"
+    );
+    assert!(err.contains(needle), "stderr {err:?} lacks {needle:?}");
+}
