@@ -340,10 +340,15 @@ impl Worker {
                 Ok(())
             }
             Life::Aborting => {
-                let mut back = Vec::new();
-                c.queue.drain_unsent(&mut self.segs, |b| back.push(b));
-                for b in back {
-                    self.bufs.give_back(b)?;
+                let bufs = &mut *self.bufs;
+                let mut broken = None;
+                c.queue.drain_unsent(&mut self.segs, |b| {
+                    if let Err(e) = bufs.give_back(b) {
+                        broken = Some(e);
+                    }
+                });
+                if let Some(e) = broken {
+                    return Err(e.into());
                 }
                 let c = self.conns.get_mut(idx);
                 match c.recv {
