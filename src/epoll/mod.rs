@@ -1,5 +1,9 @@
 //! The epoll engine: the readiness-driven baseline the io_uring engine is measured against.
 
+mod pending;
+mod slab;
+mod sys;
+
 use crate::error::Result;
 use crate::server::WorkerCtx;
 
