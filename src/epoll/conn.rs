@@ -313,6 +313,24 @@ mod tests {
     }
 
     #[test]
+    fn a_short_read_ends_the_turn_unless_the_mask_reports_fin() {
+        let mut fx = fixture(4096, 4096);
+        let (mut conn, mut client) = pair();
+        client.write_all(b"last words").unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        // The mask this test claims (IN only) says no FIN had arrived at harvest time, so
+        // the short read ends the turn; a real FIN arriving later brings a fresh event...
+        assert!(matches!(conn.on_event(sys::IN, &mut fx), Step::Wait));
+        assert_eq!(conn.read_side(), ReadSide::Idle);
+        // ...whose mask carries RDHUP, and then the connection reads on to EOF.
+        assert!(matches!(
+            conn.on_event(sys::IN | sys::RDHUP, &mut fx),
+            Step::Close(None)
+        ));
+        assert_eq!(drain(&mut client), b"last words");
+    }
+
+    #[test]
     fn the_read_budget_puts_a_busy_connection_in_backlog() {
         // Tiny scratch so the budget runs out long before the data does.
         let mut fx = fixture(64, 1 << 20);

@@ -131,19 +131,24 @@ impl<T> Slab<T> {
     pub fn remove(&mut self, token: Token) -> Option<T> {
         let index = token.index();
         let slot = self.slots.get_mut(index)?;
-        if slot.generation != token.generation() || matches!(slot.entry, Entry::Vacant { .. }) {
+        if slot.generation != token.generation() {
             return None;
         }
-        let Entry::Occupied(value) =
-            std::mem::replace(&mut slot.entry, Entry::Vacant { next: self.free })
-        else {
-            unreachable!("checked occupied above");
-        };
-        // Wrapping is harmless: a stale token lives for one epoll batch, not 2^32 reuses.
-        slot.generation = slot.generation.wrapping_add(1);
-        self.free = index as u32;
-        self.len -= 1;
-        Some(value)
+        match std::mem::replace(&mut slot.entry, Entry::Vacant { next: self.free }) {
+            Entry::Occupied(value) => {
+                // Wrapping is harmless: a stale token lives one loop iteration (an event
+                // batch, a ready list), not 2^32 reuses of its slot.
+                slot.generation = slot.generation.wrapping_add(1);
+                self.free = index as u32;
+                self.len -= 1;
+                Some(value)
+            }
+            vacant => {
+                // A token never issued for this slot's current generation: change nothing.
+                slot.entry = vacant;
+                None
+            }
+        }
     }
 
     /// Bytes one slot occupies (what an idle entry costs, besides what it owns).
