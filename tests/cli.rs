@@ -67,7 +67,10 @@ fn port_in_use_by_another_ringecho() {
 
 #[test]
 fn unknown_subcommand_and_missing_address() {
-    let out = run_bounded(Command::new(bin()).arg("frobnicate"), Duration::from_secs(10));
+    let out = run_bounded(
+        Command::new(bin()).arg("frobnicate"),
+        Duration::from_secs(10),
+    );
     assert_one_line_error(&out, "frobnicate");
     let out = run_bounded(Command::new(bin()).arg("check"), Duration::from_secs(10));
     assert!(!out.status.success());

@@ -136,7 +136,10 @@ impl Drop for Server {
 /// Run `ringecho check ADDR ARGS...` with a hard time limit.
 pub fn check(addr: SocketAddr, args: &[&str]) -> Output {
     run_bounded(
-        Command::new(bin()).arg("check").arg(addr.to_string()).args(args),
+        Command::new(bin())
+            .arg("check")
+            .arg(addr.to_string())
+            .args(args),
         Duration::from_secs(240),
     )
 }
@@ -169,7 +172,8 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
 /// on socket buffers) and return what came back before the server closed.
 pub fn echo_once(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
     let s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
     let mut w = s.try_clone().expect("clone");
     let payload = data.to_vec();
     let writer = std::thread::spawn(move || {
@@ -202,7 +206,11 @@ pub fn payload(len: usize, seed: u64) -> Vec<u8> {
 /// Assert an output has exactly one stderr line, no panic text, and a failing status.
 pub fn assert_one_line_error(out: &Output, needle: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, got {:?}", out.status);
+    assert!(
+        !out.status.success(),
+        "expected failure, got {:?}",
+        out.status
+    );
     assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
     assert!(
         !err.contains("panicked") && !err.contains("backtrace"),
