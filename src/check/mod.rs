@@ -1,17 +1,270 @@
-//! `ringecho check`: a conformance suite for any TCP echo server.
+//! `ringecho check`: a conformance suite for any TCP echo server (ours, the kernel
+//! module, anyone's). It prints one line per case, what was tried and what came back, and
+//! a closing `result:` line; the exit status is non-zero if any case failed.
+
+mod cases;
+mod payload;
+
+use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use crate::error::Result;
+pub use cases::{Ctx, Plan, CASES};
+
+use crate::error::{Error, Result};
 
 /// `ringecho check` flags.
 #[derive(Debug, Clone, Args)]
 pub struct CheckArgs {
-    /// The server to test, as HOST:PORT (e.g. 127.0.0.1:12346 or [::1]:12346).
+    /// The server to test, as HOST:PORT (e.g. 127.0.0.1:12346, [::1]:12346, localhost:12346).
     pub addr: String,
+
+    /// Limit in seconds for any one connect, read or write of a case.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub timeout: f64,
+
+    /// Connections held open at once by the concurrency case.
+    #[arg(long, default_value_t = 1000)]
+    pub conns: usize,
+
+    /// Seed of the random payloads [default: from the clock]; printed, so a failure replays.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// One case's outcome.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Case name.
+    pub name: &'static str,
+    /// Passed?
+    pub pass: bool,
+    /// What was tried and what came back.
+    pub detail: String,
+    /// How long it took.
+    pub took: Duration,
 }
 
 /// Run the suite; Ok(true) when every case passed.
-pub fn run(_args: &CheckArgs) -> Result<bool> {
-    crate::bail!("checker not written yet")
+pub fn run(args: &CheckArgs) -> Result<bool> {
+    if !(args.timeout > 0.0 && args.timeout <= 3600.0) {
+        crate::bail!("--timeout must be between 0 and 3600 seconds");
+    }
+    if args.conns == 0 {
+        crate::bail!("--conns must be at least 1");
+    }
+    let addr = resolve(&args.addr)?;
+    let seed = args.seed.unwrap_or_else(clock_seed);
+    let plan = Plan {
+        conns: args.conns,
+        ..Plan::default()
+    };
+    let timeout = Duration::from_secs_f64(args.timeout);
+    println!(
+        "ringecho check {addr} (seed {seed}, timeout {}s)",
+        args.timeout
+    );
+    let rows = run_cases(addr, timeout, plan, seed, |row| {
+        println!("{}", format_row(row));
+        let _ = std::io::stdout().flush();
+    });
+    println!("{}", summary(&rows));
+    Ok(rows.iter().all(|r| r.pass))
+}
+
+/// Run every case against `addr`, reporting each row as it finishes.
+pub fn run_cases(
+    addr: SocketAddr,
+    timeout: Duration,
+    plan: Plan,
+    seed: u64,
+    mut report: impl FnMut(&Row),
+) -> Vec<Row> {
+    CASES
+        .iter()
+        .enumerate()
+        .map(|(i, case)| {
+            let ctx = Ctx {
+                addr,
+                timeout,
+                plan: plan.clone(),
+                seed: seed.wrapping_add(i as u64 * 0x9e37_79b9),
+            };
+            let start = Instant::now();
+            let outcome = (case.run)(&ctx);
+            let row = Row {
+                name: case.name,
+                pass: outcome.is_ok(),
+                detail: outcome.unwrap_or_else(|e| e),
+                took: start.elapsed(),
+            };
+            report(&row);
+            row
+        })
+        .collect()
+}
+
+/// One table line: name, PASS/FAIL, detail, time.
+pub fn format_row(r: &Row) -> String {
+    format!(
+        "  {:<24} {}  {:>7.2}s  {}",
+        r.name,
+        if r.pass { "PASS" } else { "FAIL" },
+        r.took.as_secs_f64(),
+        r.detail
+    )
+}
+
+/// The closing line.
+pub fn summary(rows: &[Row]) -> String {
+    let failed = rows.iter().filter(|r| !r.pass).count();
+    if failed == 0 {
+        format!("result: all {} cases passed", rows.len())
+    } else {
+        format!("result: {failed} of {} cases FAILED", rows.len())
+    }
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr> {
+    addr.to_socket_addrs()
+        .map_err(|e| Error::from(e).context(format!("cannot resolve '{addr}' (want HOST:PORT)")))?
+        .next()
+        .ok_or_else(|| Error::msg(format!("'{addr}' resolves to no address")))
+}
+
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::{Shutdown, TcpListener, TcpStream};
+
+    /// A thread-per-connection echo server whose echo `mangle`s each chunk; closes after
+    /// echoing everything if `closes` is set.
+    fn server(mangle: fn(&mut [u8], usize), closes: bool) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { return };
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 16 << 10];
+                    let mut total = 0;
+                    loop {
+                        match s.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                mangle(&mut buf[..n], total);
+                                total += n;
+                                if s.write_all(&buf[..n]).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    if closes {
+                        let _ = s.shutdown(Shutdown::Both);
+                    } else {
+                        std::thread::sleep(Duration::from_secs(30));
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn small() -> Plan {
+        Plan {
+            conns: 100,
+            slow_reader_bytes: 1 << 20,
+            pipelined_writes: 1000,
+        }
+    }
+
+    fn rows(addr: SocketAddr, timeout: Duration) -> Vec<Row> {
+        run_cases(addr, timeout, small(), 42, |_| {})
+    }
+
+    #[test]
+    fn a_correct_server_passes_every_case() {
+        let addr = server(|_, _| {}, true);
+        let r = rows(addr, Duration::from_secs(10));
+        assert!(r.iter().all(|r| r.pass), "{r:#?}");
+        assert_eq!(
+            summary(&r),
+            format!("result: all {} cases passed", CASES.len())
+        );
+    }
+
+    #[test]
+    fn a_corrupting_server_fails_with_the_offset() {
+        // Flips one byte 70,000 bytes into every stream: only streams that long fail.
+        let addr = server(
+            |b, off| {
+                if (off..off + b.len()).contains(&70_000) {
+                    b[70_000 - off] ^= 0xff;
+                }
+            },
+            true,
+        );
+        let r = rows(addr, Duration::from_secs(5));
+        let failed: Vec<_> = r.iter().filter(|r| !r.pass).map(|r| r.name).collect();
+        assert_eq!(
+            failed,
+            ["1 MiB binary", "half-close", "slow reader"],
+            "{r:#?}"
+        );
+        let mib = r.iter().find(|r| r.name == "1 MiB binary").expect("row");
+        assert!(mib.detail.contains("byte 70000 differs"), "{}", mib.detail);
+        assert!(summary(&r).contains("3 of 9 cases FAILED"));
+    }
+
+    #[test]
+    fn a_server_that_never_closes_fails_the_close_cases() {
+        let addr = server(|_, _| {}, false);
+        let r = rows(addr, Duration::from_millis(700));
+        let failed: Vec<_> = r.iter().filter(|r| !r.pass).map(|r| r.name).collect();
+        assert_eq!(failed, ["connect, close, no data", "half-close"], "{r:#?}");
+        assert!(r[1].detail.contains("did not close"), "{}", r[1].detail);
+    }
+
+    #[test]
+    fn nobody_listening_fails_every_case_quickly() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port");
+        let r = rows(port, Duration::from_secs(2));
+        assert!(
+            r.iter().all(|r| !r.pass && r.detail.contains("connect")),
+            "{r:#?}"
+        );
+        let _ = TcpStream::connect(port);
+    }
+
+    #[test]
+    fn rows_are_one_line_with_status_and_time() {
+        let row = Row {
+            name: "one byte",
+            pass: false,
+            detail: "timed out".into(),
+            took: Duration::from_millis(1500),
+        };
+        let s = format_row(&row);
+        assert!(s.contains("one byte") && s.contains("FAIL") && s.contains("1.50s"));
+        assert!(!s.contains('\n'));
+    }
+
+    #[test]
+    fn bad_addresses_are_one_line_errors() {
+        assert!(resolve("nonsense").is_err());
+        assert!(resolve("127.0.0.1:99999").is_err());
+        assert_eq!(resolve("[::1]:7").expect("v6").to_string(), "[::1]:7");
+    }
 }

@@ -1,0 +1,345 @@
+//! The conformance cases. Each is independent (its own connections), bounded by the
+//! socket timeouts, and returns what it tried and what came back, pass or fail.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use super::payload::{first_mismatch, Rng};
+
+/// Sizes the cases use. The CLI uses [`Plan::default`]; tests shrink it.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Connections open at once in the concurrency case.
+    pub conns: usize,
+    /// Bytes the slow reader writes before reading anything.
+    pub slow_reader_bytes: usize,
+    /// Writes in the pipelining case.
+    pub pipelined_writes: usize,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Plan {
+            conns: 1000,
+            slow_reader_bytes: 8 << 20,
+            pipelined_writes: 10_000,
+        }
+    }
+}
+
+/// What every case gets.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// The server under test.
+    pub addr: SocketAddr,
+    /// Limit for any one connect, read or write.
+    pub timeout: Duration,
+    /// Case sizes.
+    pub plan: Plan,
+    /// Seed of this case's payloads.
+    pub seed: u64,
+}
+
+/// Pass with a detail line, or fail with one.
+pub type Outcome = Result<String, String>;
+
+/// One named case.
+pub struct Case {
+    /// Its name in the table.
+    pub name: &'static str,
+    /// Runs it.
+    pub run: fn(&Ctx) -> Outcome,
+}
+
+/// Every case, in the order they run.
+pub const CASES: &[Case] = &[
+    Case {
+        name: "one byte",
+        run: one_byte,
+    },
+    Case {
+        name: "connect, close, no data",
+        run: connect_close,
+    },
+    Case {
+        name: "64 KiB binary",
+        run: |c| bulk(c, 64 << 10),
+    },
+    Case {
+        name: "1 MiB binary",
+        run: |c| bulk(c, 1 << 20),
+    },
+    Case {
+        name: "concurrent connections",
+        run: concurrent,
+    },
+    Case {
+        name: "pipelined small writes",
+        run: pipelined,
+    },
+    Case {
+        name: "half-close",
+        run: half_close,
+    },
+    Case {
+        name: "slow reader",
+        run: slow_reader,
+    },
+    Case {
+        name: "reset mid-transfer",
+        run: reset_mid_transfer,
+    },
+];
+
+fn one_byte(ctx: &Ctx) -> Outcome {
+    let s = connect(ctx)?;
+    let b = Rng::new(ctx.seed).bytes(1);
+    (&s).write_all(&b)
+        .map_err(|e| format!("write failed: {e}"))?;
+    read_expect(ctx, &s, &b)?;
+    Ok(format!("sent {:#04x}, got it back", b[0]))
+}
+
+fn connect_close(ctx: &Ctx) -> Outcome {
+    let s = connect(ctx)?;
+    s.shutdown(Shutdown::Write)
+        .map_err(|e| format!("shutdown failed: {e}"))?;
+    expect_eof(ctx, &s)?;
+    Ok("shut down our write side; the server closed with no data".into())
+}
+
+fn bulk(ctx: &Ctx, size: usize) -> Outcome {
+    let data = Rng::new(ctx.seed).bytes(size);
+    let s = connect(ctx)?;
+    echo_exact(ctx, &s, &data)?;
+    Ok(format!("{} random bytes (NULs included) byte-exact", size))
+}
+
+fn concurrent(ctx: &Ctx) -> Outcome {
+    let n = ctx.plan.conns;
+    let limit = crate::net::raise_nofile_limit();
+    if limit < n as u64 + 64 {
+        return Err(format!(
+            "the open-file limit {limit} is too low for {n} connections (raise ulimit -n)"
+        ));
+    }
+    let mut rng = Rng::new(ctx.seed);
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        conns.push(connect(ctx).map_err(|e| format!("conn {i}: {e}"))?);
+    }
+    let payloads: Vec<Vec<u8>> = (0..n)
+        .map(|_| {
+            let len = rng.range(1, 2000);
+            rng.bytes(len)
+        })
+        .collect();
+    for (i, (s, p)) in conns.iter().zip(&payloads).enumerate() {
+        (&*s)
+            .write_all(p)
+            .map_err(|e| format!("conn {i}: write failed: {e}"))?;
+    }
+    for (i, (s, p)) in conns.iter().zip(&payloads).enumerate() {
+        read_expect(ctx, s, p).map_err(|e| format!("conn {i}: {e}"))?;
+    }
+    Ok(format!(
+        "{n} connections open at once, 1..2000 B each: all byte-exact"
+    ))
+}
+
+fn pipelined(ctx: &Ctx) -> Outcome {
+    let mut rng = Rng::new(ctx.seed);
+    let sizes: Vec<usize> = (0..ctx.plan.pipelined_writes)
+        .map(|_| rng.range(1, 64))
+        .collect();
+    let data = rng.bytes(sizes.iter().sum());
+    let s = connect(ctx)?;
+    let _ = s.set_nodelay(true);
+    std::thread::scope(|sc| {
+        let writer = sc.spawn(|| {
+            let mut off = 0;
+            for len in &sizes {
+                (&s).write_all(&data[off..off + len])?;
+                off += len;
+            }
+            Ok::<(), std::io::Error>(())
+        });
+        let read = read_expect(ctx, &s, &data);
+        if read.is_err() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        let wrote = writer
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("writer thread panicked")));
+        read?;
+        wrote.map_err(|e| format!("write failed: {e}"))
+    })?;
+    Ok(format!(
+        "{} writes of 1..64 B ({} B) without waiting: byte-exact, in order",
+        sizes.len(),
+        data.len()
+    ))
+}
+
+fn half_close(ctx: &Ctx) -> Outcome {
+    let data = Rng::new(ctx.seed).bytes(256 << 10);
+    let s = connect(ctx)?;
+    std::thread::scope(|sc| {
+        let writer = sc.spawn(|| {
+            (&s).write_all(&data)?;
+            s.shutdown(Shutdown::Write)
+        });
+        let read = read_expect(ctx, &s, &data);
+        if read.is_err() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        let wrote = writer
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("writer thread panicked")));
+        read?;
+        wrote.map_err(|e| format!("write or shutdown failed: {e}"))
+    })?;
+    expect_eof(ctx, &s)?;
+    Ok("wrote 256 KiB, shut down writing: all echoed, then the server closed".into())
+}
+
+fn slow_reader(ctx: &Ctx) -> Outcome {
+    let data = Rng::new(ctx.seed).bytes(ctx.plan.slow_reader_bytes);
+    let other = Rng::new(ctx.seed ^ 0x5157).bytes(64 << 10);
+    let a = connect(ctx)?;
+    let written = AtomicUsize::new(0);
+    std::thread::scope(|sc| {
+        let writer = sc.spawn(|| {
+            for chunk in data.chunks(64 << 10) {
+                (&a).write_all(chunk)?;
+                written.fetch_add(chunk.len(), Ordering::Relaxed);
+            }
+            Ok::<(), std::io::Error>(())
+        });
+        // Let A fill every buffer between us and the server: wait until its writes stall
+        // (or finish) before measuring whether anyone else is still served.
+        let start = Instant::now();
+        let (mut last, mut since) = (0, Instant::now());
+        while start.elapsed() < ctx.timeout && !writer.is_finished() {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = written.load(Ordering::Relaxed);
+            if now != last {
+                (last, since) = (now, Instant::now());
+            } else if since.elapsed() > Duration::from_millis(300) {
+                break;
+            }
+        }
+        let queued = written.load(Ordering::Relaxed);
+        let b = connect(ctx).and_then(|b| echo_exact(ctx, &b, &other));
+        let read = b
+            .map_err(|e| format!("client B, while A had {queued} B unread: {e}"))
+            .and_then(|()| read_expect(ctx, &a, &data).map_err(|e| format!("client A: {e}")));
+        if read.is_err() {
+            let _ = a.shutdown(Shutdown::Both);
+        }
+        let wrote = writer
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("writer thread panicked")));
+        read?;
+        wrote.map_err(|e| format!("client A: write failed: {e}"))?;
+        Ok(format!(
+            "B echoed 64 KiB while A had {queued} B unread; A then read all {} B back byte-exact",
+            data.len()
+        ))
+    })
+}
+
+fn reset_mid_transfer(ctx: &Ctx) -> Outcome {
+    let data = Rng::new(ctx.seed).bytes(1 << 20);
+    let c = connect(ctx)?;
+    (&c).write_all(&data[..256 << 10])
+        .map_err(|e| format!("write failed: {e}"))?;
+    socket2::SockRef::from(&c)
+        .set_linger(Some(Duration::ZERO))
+        .map_err(|e| format!("SO_LINGER failed: {e}"))?;
+    drop(c); // linger 0: close sends RST with data still unread
+    std::thread::sleep(Duration::from_millis(50));
+    let other = Rng::new(ctx.seed ^ 0x7e57).bytes(64 << 10);
+    let d = connect(ctx).map_err(|e| format!("after the reset: {e}"))?;
+    echo_exact(ctx, &d, &other).map_err(|e| format!("after the reset: {e}"))?;
+    Ok("reset a connection after 256 KiB; the next client echoed 64 KiB byte-exact".into())
+}
+
+/// Connect with the case timeout applied to the connect and to every read and write.
+fn connect(ctx: &Ctx) -> Result<TcpStream, String> {
+    let s = TcpStream::connect_timeout(&ctx.addr, ctx.timeout)
+        .map_err(|e| format!("connect to {} failed: {e}", ctx.addr))?;
+    s.set_read_timeout(Some(ctx.timeout))
+        .and_then(|()| s.set_write_timeout(Some(ctx.timeout)))
+        .map_err(|e| format!("setting timeouts failed: {e}"))?;
+    Ok(s)
+}
+
+/// Write `data` from a second thread while reading the echo here, so that no payload
+/// size can deadlock on full socket buffers.
+fn echo_exact(ctx: &Ctx, s: &TcpStream, data: &[u8]) -> Result<(), String> {
+    std::thread::scope(|sc| {
+        let writer = sc.spawn(|| (&*s).write_all(data));
+        let read = read_expect(ctx, s, data);
+        if read.is_err() {
+            // Unblock the writer at once instead of waiting for its timeout.
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        let wrote = writer
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("writer thread panicked")));
+        read?;
+        wrote.map_err(|e| format!("write failed: {e}"))
+    })
+}
+
+/// Read exactly `want.len()` bytes, comparing as they arrive.
+fn read_expect(ctx: &Ctx, mut s: &TcpStream, want: &[u8]) -> Result<(), String> {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut got = 0;
+    while got < want.len() {
+        let room = buf.len().min(want.len() - got);
+        match s.read(&mut buf[..room]) {
+            Ok(0) => return Err(format!("server closed after {got} of {} bytes", want.len())),
+            Ok(n) => {
+                if let Some(m) = first_mismatch(want, got, &buf[..n]) {
+                    return Err(m);
+                }
+                got += n;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(format!(
+                    "timed out after {}s having received {got} of {} bytes",
+                    ctx.timeout.as_secs_f64(),
+                    want.len()
+                ))
+            }
+            Err(e) => {
+                return Err(format!(
+                    "read failed after {got} of {} bytes: {e}",
+                    want.len()
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Expect the server to close the connection cleanly (FIN) with nothing more to read.
+fn expect_eof(ctx: &Ctx, mut s: &TcpStream) -> Result<(), String> {
+    let mut b = [0u8; 4096];
+    loop {
+        return match s.read(&mut b) {
+            Ok(0) => Ok(()),
+            Ok(n) => Err(format!("{n} unexpected bytes instead of the close")),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Err(
+                format!("server did not close within {}s", ctx.timeout.as_secs_f64()),
+            ),
+            Err(e) => Err(format!("server reset instead of closing: {e}")),
+        };
+    }
+}
