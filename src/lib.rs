@@ -8,6 +8,8 @@
 //! connection's send queue ([`uring::conn`]) and goes back to the ring once its bytes are
 //! sent. [`epoll`] does the same with readiness events and `read`/`write`.
 
+#[path = "../bench/mod.rs"]
+pub mod bench;
 pub mod check;
 pub mod config;
 pub mod epoll;

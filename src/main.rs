@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use ringecho::bench::BenchArgs;
 use ringecho::check::CheckArgs;
 use ringecho::config::ServeConfig;
 
@@ -21,6 +22,8 @@ enum Command {
     Serve(ServeConfig),
     /// Test any TCP echo server for conformance; exits non-zero on any failure.
     Check(CheckArgs),
+    /// Load an echo server and measure it (every byte is checked).
+    Bench(BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
             ringecho::server::serve(cfg).map(|()| true)
         }
         Command::Check(args) => ringecho::check::run(&args),
+        Command::Bench(args) => ringecho::bench::run(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -15,6 +15,12 @@ pub use cases::{Ctx, Plan, CASES};
 
 use crate::error::{Error, Result};
 
+/// `len` reproducible random bytes (NULs included) for `seed`: the checker's payloads,
+/// shared with the load generator.
+pub fn payload_bytes(seed: u64, len: usize) -> Vec<u8> {
+    payload::Rng::new(seed).bytes(len)
+}
+
 /// `ringecho check` flags.
 #[derive(Debug, Clone, Args)]
 pub struct CheckArgs {

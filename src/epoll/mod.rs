@@ -17,7 +17,7 @@
 mod conn;
 mod pending;
 mod slab;
-mod sys;
+pub mod sys;
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};

@@ -1,0 +1,384 @@
+//! Closed-loop load generator: a few threads, each driving thousands of non-blocking
+//! connections through one epoll instance (never a thread per connection, which measures
+//! the client's scheduler instead of the server). Each connection keeps exactly one
+//! message in flight: send it, read the whole echo, check every byte, record the latency,
+//! send the next.
+//!
+//! Messages differ per connection (each reads its own window of a per-thread random
+//! pattern), so data crossing between connections is caught as well as corruption.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::{cpu, hist};
+use crate::check::payload_bytes;
+use crate::epoll::sys::{self, Epoll};
+use crate::error::{Context, Result};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    /// Server address.
+    pub addr: SocketAddr,
+    /// Connections, all threads together.
+    pub conns: usize,
+    /// Message size in bytes.
+    pub size: usize,
+    /// Time before measuring (connections are made in it).
+    pub warmup: Duration,
+    /// Measured time.
+    pub duration: Duration,
+    /// Load threads.
+    pub threads: usize,
+    /// CPUs to pin load thread i to (`cpus[i % len]`); empty = not pinned.
+    pub cpus: Vec<usize>,
+    /// Payload seed.
+    pub seed: u64,
+    /// The server's pid, to report its own CPU (absent for the kernel module).
+    pub server_pid: Option<u32>,
+}
+
+/// What went wrong, counted; a run with any of these is not a clean result.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Errors {
+    /// Connections that failed to connect.
+    pub connect: u64,
+    /// Echoes that differed from what was sent (the connection is dropped).
+    pub mismatch: u64,
+    /// Connections the server closed or reset mid-run.
+    pub closed: u64,
+    /// Connections with a message outstanding for over a second at the end.
+    pub stalled: u64,
+}
+
+impl Errors {
+    /// Sum of all kinds.
+    pub fn total(&self) -> u64 {
+        self.connect + self.mismatch + self.closed + self.stalled
+    }
+
+    fn add(&mut self, o: &Errors) {
+        self.connect += o.connect;
+        self.mismatch += o.mismatch;
+        self.closed += o.closed;
+        self.stalled += o.stalled;
+    }
+}
+
+/// The measured window's outcome, all threads merged.
+#[derive(Debug)]
+pub struct LoadResult {
+    /// Complete, verified echoes inside the window.
+    pub echoes: u64,
+    /// Echoed bytes inside the window.
+    pub bytes: u64,
+    /// Send-to-full-echo latency of each of those echoes, in ns.
+    pub latency: Histogram<u64>,
+    /// Length of the measured window.
+    pub window: Duration,
+    /// CPU the load threads used inside the window.
+    pub client_cpu: Duration,
+    /// Busy CPU of the whole machine inside the window.
+    pub machine_cpu: Option<Duration>,
+    /// CPU of the server process inside the window.
+    pub server_cpu: Option<Duration>,
+    /// Problems seen.
+    pub errors: Errors,
+}
+
+/// One connection's progress through its current message.
+struct Client {
+    sock: Socket,
+    /// Start of this connection's window into the pattern.
+    offset: usize,
+    sent: usize,
+    received: usize,
+    started: Instant,
+    state: State,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Connecting,
+    Running,
+    Dead,
+}
+
+struct ThreadOut {
+    echoes: u64,
+    bytes: u64,
+    latency: Histogram<u64>,
+    cpu: Duration,
+    errors: Errors,
+}
+
+/// Run the load and wait for it; errors only for set-up failures (no socket at all).
+pub fn run(spec: &LoadSpec) -> Result<LoadResult> {
+    if spec.threads == 0 || spec.conns == 0 || spec.size == 0 {
+        crate::bail!("threads, connections and message size must all be at least 1");
+    }
+    crate::net::raise_nofile_limit();
+    let start = Instant::now() + Duration::from_millis(20);
+    let window_start = start + spec.warmup;
+    let window_end = window_start + spec.duration;
+    let barrier = Barrier::new(spec.threads);
+    let (outs, (machine_cpu, server_cpu)) = std::thread::scope(|sc| {
+        // Samples the machine and the server at the window's edges.
+        let sampler = sc.spawn(move || {
+            sleep_until(window_start);
+            let m0 = cpu::machine_busy();
+            let s0 = spec.server_pid.and_then(cpu::process_cpu);
+            sleep_until(window_end);
+            let m1 = cpu::machine_busy();
+            let s1 = spec.server_pid.and_then(cpu::process_cpu);
+            (
+                m0.zip(m1).map(|(a, b)| b.saturating_sub(a)),
+                s0.zip(s1).map(|(a, b)| b.saturating_sub(a)),
+            )
+        });
+        let handles: Vec<_> = (0..spec.threads)
+            .map(|t| {
+                let barrier = &barrier;
+                sc.spawn(move || {
+                    if !spec.cpus.is_empty() {
+                        crate::net::pin_current_thread(spec.cpus[t % spec.cpus.len()])?;
+                    }
+                    let share =
+                        spec.conns / spec.threads + usize::from(t < spec.conns % spec.threads);
+                    barrier.wait();
+                    drive(spec, t, share, window_start, window_end)
+                })
+            })
+            .collect();
+        let outs: Vec<Result<ThreadOut>> = handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(crate::error::Error::msg("load thread panicked")))
+            })
+            .collect();
+        (outs, sampler.join().unwrap_or((None, None)))
+    });
+    let mut result = LoadResult {
+        echoes: 0,
+        bytes: 0,
+        latency: hist::new_histogram(),
+        window: window_end - window_start,
+        client_cpu: Duration::ZERO,
+        machine_cpu,
+        server_cpu,
+        errors: Errors::default(),
+    };
+    for out in outs {
+        let out = out?;
+        result.echoes += out.echoes;
+        result.bytes += out.bytes;
+        let _ = result.latency.add(&out.latency);
+        result.client_cpu += out.cpu;
+        result.errors.add(&out.errors);
+    }
+    Ok(result)
+}
+
+/// One load thread: connect its share, then ping-pong until the window closes.
+fn drive(
+    spec: &LoadSpec,
+    thread: usize,
+    share: usize,
+    window_start: Instant,
+    window_end: Instant,
+) -> Result<ThreadOut> {
+    let ep = Epoll::new().context("creating an epoll instance")?;
+    // Per-thread pattern; connection k's messages are pattern[k % 256 ..][..size].
+    let pattern = payload_bytes(spec.seed ^ thread as u64, spec.size + 256);
+    let mut out = ThreadOut {
+        echoes: 0,
+        bytes: 0,
+        latency: hist::new_histogram(),
+        cpu: Duration::ZERO,
+        errors: Errors::default(),
+    };
+    let mut clients = Vec::with_capacity(share);
+    for k in 0..share {
+        match start_connect(spec.addr) {
+            Ok(sock) => {
+                ep.add(
+                    sock_fd(&sock),
+                    sys::IN | sys::OUT | sys::RDHUP | sys::ET,
+                    k as u64,
+                )
+                .context("registering a load connection")?;
+                clients.push(Client {
+                    sock,
+                    offset: (k * 7) % 256,
+                    sent: 0,
+                    received: 0,
+                    started: Instant::now(),
+                    state: State::Connecting,
+                });
+            }
+            Err(_) => out.errors.connect += 1,
+        }
+    }
+    let mut events = sys::event_buffer(1024);
+    let mut scratch = vec![0u8; spec.size.clamp(4096, 1 << 20)];
+    let mut cpu_at_start = None;
+    loop {
+        let now = Instant::now();
+        if cpu_at_start.is_none() && now >= window_start {
+            cpu_at_start = Some(cpu::thread_cpu());
+        }
+        if now >= window_end {
+            break;
+        }
+        let wait = (window_end - now).min(Duration::from_millis(10));
+        let n = ep
+            .wait(&mut events, wait.as_millis().max(1) as i32)
+            .context("epoll_wait")?;
+        for ev in &events[..n] {
+            let (k, bits) = (ev.u64 as usize, ev.events);
+            let Some(c) = clients.get_mut(k) else {
+                continue;
+            };
+            step(
+                c,
+                bits,
+                &pattern[c.offset..c.offset + spec.size],
+                &mut scratch,
+                (window_start, window_end),
+                &mut out,
+            );
+        }
+    }
+    out.cpu = cpu::thread_cpu().saturating_sub(cpu_at_start.unwrap_or_default());
+    let now = Instant::now();
+    out.errors.stalled = clients
+        .iter()
+        .filter(|c| {
+            c.state == State::Connecting && now.duration_since(c.started) > Duration::from_secs(1)
+                || c.state == State::Running
+                    && c.sent > 0
+                    && now.duration_since(c.started) > Duration::from_secs(1)
+        })
+        .count() as u64;
+    Ok(out)
+}
+
+/// Advance one connection on an epoll event.
+fn step(
+    c: &mut Client,
+    bits: u32,
+    msg: &[u8],
+    scratch: &mut [u8],
+    window: (Instant, Instant),
+    out: &mut ThreadOut,
+) {
+    if c.state == State::Connecting {
+        if bits & (sys::OUT | sys::ERR | sys::HUP) == 0 {
+            return;
+        }
+        match c.sock.take_error() {
+            Ok(None) if bits & sys::ERR == 0 => {
+                c.state = State::Running;
+                begin_message(c);
+            }
+            _ => {
+                out.errors.connect += 1;
+                c.state = State::Dead;
+                return;
+            }
+        }
+    }
+    if c.state != State::Running {
+        return;
+    }
+    // Read everything available (edge-triggered), checking each byte.
+    loop {
+        match sys::recv(c.sock.as_fd(), scratch) {
+            Ok(0) => {
+                out.errors.closed += 1;
+                c.state = State::Dead;
+                return;
+            }
+            Ok(n) => {
+                let end = c.received + n;
+                if end > c.sent || scratch[..n] != msg[c.received..end] {
+                    out.errors.mismatch += 1;
+                    c.state = State::Dead;
+                    return;
+                }
+                c.received = end;
+                if c.received == msg.len() {
+                    let done = Instant::now();
+                    if done >= window.0 && done < window.1 {
+                        out.echoes += 1;
+                        out.bytes += msg.len() as u64;
+                        hist::record(
+                            &mut out.latency,
+                            done.duration_since(c.started).as_nanos() as u64,
+                        );
+                    }
+                    begin_message(c);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                out.errors.closed += 1;
+                c.state = State::Dead;
+                return;
+            }
+        }
+    }
+    // Send what is left of the current message.
+    while c.sent < msg.len() {
+        match sys::send(c.sock.as_fd(), &msg[c.sent..]) {
+            Ok(n) => c.sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                out.errors.closed += 1;
+                c.state = State::Dead;
+                return;
+            }
+        }
+    }
+}
+
+fn sleep_until(t: Instant) {
+    if let Some(d) = t.checked_duration_since(Instant::now()) {
+        std::thread::sleep(d);
+    }
+}
+
+fn begin_message(c: &mut Client) {
+    c.sent = 0;
+    c.received = 0;
+    c.started = Instant::now();
+}
+
+/// A non-blocking connect under way (or done) to `addr`, with TCP_NODELAY.
+fn start_connect(addr: SocketAddr) -> io::Result<Socket> {
+    let s = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    s.set_tcp_nodelay(true)?;
+    match s.connect(&addr.into()) {
+        Ok(()) => Ok(s),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(s),
+        Err(e) => Err(e),
+    }
+}
+
+fn sock_fd(s: &Socket) -> i32 {
+    use std::os::fd::AsRawFd;
+    s.as_raw_fd()
+}

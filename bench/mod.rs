@@ -1,0 +1,150 @@
+//! `ringecho bench`: load generators, latency histograms and CPU accounting for comparing
+//! echo servers. See `bench/README.md` for what exists and what is still to come.
+
+pub mod cpu;
+pub mod hist;
+pub mod loadgen;
+
+use std::net::ToSocketAddrs;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use crate::error::{Error, Result};
+use hist::Percentiles;
+
+/// `ringecho bench` flags.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub workload: Workload,
+}
+
+/// Which workload to run.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Workload {
+    /// Closed-loop ping-pong: each connection keeps one message in flight.
+    Throughput(ThroughputArgs),
+}
+
+/// `ringecho bench throughput` flags.
+#[derive(Debug, Clone, Args)]
+pub struct ThroughputArgs {
+    /// The server, as HOST:PORT.
+    pub addr: String,
+    /// Connections, all load threads together.
+    #[arg(long, default_value_t = 100)]
+    pub conns: usize,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub secs: f64,
+    /// Warm-up seconds before measuring (connections are made then).
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Load threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// CPUs to pin the load threads to, comma-separated (e.g. `1` or `2,3`); keep them off
+    /// the server's CPUs.
+    #[arg(long, value_delimiter = ',')]
+    pub cpus: Vec<usize>,
+    /// The server's pid, to report its CPU time too.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Payload seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// Run a workload; Ok(false) if it saw errors (wrong bytes, resets, stalls) or no echo.
+pub fn run(args: &BenchArgs) -> Result<bool> {
+    match &args.workload {
+        Workload::Throughput(t) => throughput(t),
+    }
+}
+
+fn throughput(a: &ThroughputArgs) -> Result<bool> {
+    let secs = |name: &str, v: f64| {
+        if v.is_finite() && (0.0..=3600.0).contains(&v) {
+            Ok(Duration::from_secs_f64(v))
+        } else {
+            Err(Error::msg(format!(
+                "--{name} must be between 0 and 3600 seconds"
+            )))
+        }
+    };
+    let spec = loadgen::LoadSpec {
+        addr: a
+            .addr
+            .to_socket_addrs()
+            .map_err(|e| Error::from(e).context(format!("cannot resolve '{}'", a.addr)))?
+            .next()
+            .ok_or_else(|| Error::msg(format!("'{}' resolves to no address", a.addr)))?,
+        conns: a.conns,
+        size: a.size,
+        warmup: secs("warmup", a.warmup)?,
+        duration: secs("secs", a.secs)?,
+        threads: a.threads,
+        cpus: a.cpus.clone(),
+        seed: a.seed,
+        server_pid: a.server_pid,
+    };
+    if spec.duration.is_zero() {
+        crate::bail!("--secs must be more than 0");
+    }
+    println!(
+        "throughput {}: {} conns x {} B, {} load thread(s), {:.1}s (+{:.1}s warm-up)",
+        spec.addr,
+        spec.conns,
+        spec.size,
+        spec.threads,
+        spec.duration.as_secs_f64(),
+        spec.warmup.as_secs_f64()
+    );
+    let r = loadgen::run(&spec)?;
+    println!("{}", report(&r));
+    Ok(r.errors.total() == 0 && r.echoes > 0)
+}
+
+/// The human-readable result lines.
+pub fn report(r: &loadgen::LoadResult) -> String {
+    let secs = r.window.as_secs_f64();
+    let per_echo = |d: Duration| {
+        if r.echoes == 0 {
+            "n/a".to_string()
+        } else {
+            format!("{:.2} µs", d.as_secs_f64() * 1e6 / r.echoes as f64)
+        }
+    };
+    let mut s = format!(
+        "  {:.0} echoes/s, {:.2} MB/s; latency {}\n  cpu per echo: machine {}, client {}",
+        r.echoes as f64 / secs,
+        r.bytes as f64 / secs / 1e6,
+        Percentiles::of(&r.latency).describe(),
+        r.machine_cpu.map_or("n/a".into(), per_echo),
+        per_echo(r.client_cpu),
+    );
+    if let Some(sc) = r.server_cpu {
+        s += &format!(", server {}", per_echo(sc));
+    }
+    s += &format!(
+        "\n  client load: {:.0}% of one CPU",
+        r.client_cpu.as_secs_f64() / secs * 100.0
+    );
+    let e = r.errors;
+    s += &if e.total() == 0 {
+        "\n  errors: none (every byte checked)".to_string()
+    } else {
+        format!(
+            "\n  ERRORS: {} connect, {} wrong bytes, {} closed by server, {} stalled",
+            e.connect, e.mismatch, e.closed, e.stalled
+        )
+    };
+    if r.echoes == 0 {
+        s += "\n  ERROR: no echo completed in the measured window";
+    }
+    s
+}

@@ -1,0 +1,120 @@
+//! The load generator against real servers and against broken ones: a clean run reports
+//! no errors; wrong bytes and stalls are reported and fail the run, never counted as echoes.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{bin, run_bounded, Server};
+
+fn bench(addr: SocketAddr, extra: &[&str]) -> Output {
+    run_bounded(
+        Command::new(bin())
+            .args(["bench", "throughput", &addr.to_string()])
+            .args(["--secs", "1", "--warmup", "0.5"])
+            .args(extra),
+        Duration::from_secs(60),
+    )
+}
+
+#[test]
+fn clean_runs_against_both_engines_report_every_field() {
+    for engine in ["uring", "epoll"] {
+        let s = Server::start(&["--engine", engine, "--threads", "1"]);
+        let pid = s.child.id().to_string();
+        let out = bench(
+            s.connect_addr(),
+            &["--conns", "50", "--size", "512", "--server-pid", &pid],
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{engine}: {text}");
+        assert!(text.contains("errors: none"), "{text}");
+        for field in [
+            "echoes/s",
+            "p99.9",
+            "machine",
+            "client",
+            "server",
+            "% of one CPU",
+        ] {
+            assert!(text.contains(field), "{engine}: no {field:?} in {text}");
+        }
+    }
+}
+
+#[test]
+fn many_connections_from_two_threads() {
+    let s = Server::start(&["--threads", "1"]);
+    let out = bench(s.connect_addr(), &["--conns", "2000", "--threads", "2"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("2000 conns"), "{text}");
+}
+
+/// A server that echoes, but flips one bit in the 100th byte of every connection.
+fn corrupting_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut buf = [0u8; 4096];
+                let mut total = 0usize;
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    if (total..total + n).contains(&100) {
+                        buf[100 - total] ^= 1;
+                    }
+                    total += n;
+                    if s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn wrong_bytes_are_reported_and_fail_the_run() {
+    let out = bench(corrupting_server(), &["--conns", "8", "--size", "64"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("ERRORS") && text.contains("8 wrong bytes"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_stalling_server_is_reported_not_counted() {
+    // Accepts connections and never answers.
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let _hold = std::thread::spawn(move || {
+        let conns: Vec<_> = l.incoming().take(4).collect();
+        std::thread::sleep(Duration::from_secs(10));
+        drop(conns);
+    });
+    let out = bench(addr, &["--conns", "4"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("4 stalled"), "{text}");
+    assert!(text.contains("no echo completed"), "{text}");
+}
+
+#[test]
+fn bad_arguments_are_one_line_errors() {
+    let out = run_bounded(
+        Command::new(bin()).args(["bench", "throughput", "127.0.0.1:1", "--secs=-3"]),
+        Duration::from_secs(10),
+    );
+    common::assert_one_line_error(&out, "--secs");
+}
