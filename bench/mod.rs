@@ -1,9 +1,12 @@
 //! `ringecho bench`: load generators, latency histograms and CPU accounting for comparing
 //! echo servers. See `bench/README.md` for what exists and what is still to come.
 
+pub mod all;
+pub mod chart;
 pub mod cpu;
 pub mod hist;
 pub mod loadgen;
+pub mod results;
 
 use std::net::ToSocketAddrs;
 use std::time::Duration;

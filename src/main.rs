@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use ringecho::bench::all::BenchAllArgs;
 use ringecho::bench::BenchArgs;
 use ringecho::check::CheckArgs;
 use ringecho::config::ServeConfig;
@@ -24,6 +25,15 @@ enum Command {
     Check(CheckArgs),
     /// Load an echo server and measure it (every byte is checked).
     Bench(BenchArgs),
+    /// Measure the uring and epoll servers (and the kernel module, if loaded) side by side
+    /// and write CSV, charts and a summary.
+    BenchAll(BenchAllArgs),
+    /// Redraw the charts in DIR from its throughput.csv.
+    Plot {
+        /// A results directory written by bench-all.
+        #[arg(default_value = "results")]
+        dir: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -41,6 +51,8 @@ fn main() -> ExitCode {
         }
         Command::Check(args) => ringecho::check::run(&args),
         Command::Bench(args) => ringecho::bench::run(&args),
+        Command::BenchAll(args) => ringecho::bench::all::run(&args),
+        Command::Plot { dir } => ringecho::bench::all::plot(&dir),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

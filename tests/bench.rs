@@ -118,3 +118,63 @@ fn bad_arguments_are_one_line_errors() {
     );
     common::assert_one_line_error(&out, "--secs");
 }
+
+#[test]
+fn bench_all_quick_writes_csv_charts_summary_and_plot_redraws() {
+    let out = std::env::temp_dir().join(format!("ringecho-bench-all-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = run_bounded(
+        Command::new(bin())
+            .args(["bench-all", "--quick", "--kmod", "127.0.0.1:1", "--out"])
+            .arg(&out),
+        Duration::from_secs(180),
+    );
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(String::from_utf8_lossy(&run.stderr).contains("nothing answers on 127.0.0.1:1"));
+
+    let csv = std::fs::read_to_string(out.join("throughput.csv")).expect("csv");
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(
+        rows.len(),
+        2 * 3 * 2,
+        "uring+epoll x 3 conns x 2 sizes:\n{csv}"
+    );
+    for server in ["uring", "epoll"] {
+        for conns in ["1", "10", "100"] {
+            for size in ["64", "4096"] {
+                let row = rows
+                    .iter()
+                    .find(|r| r.starts_with(&format!("{server},throughput,{conns},{size},")))
+                    .unwrap_or_else(|| panic!("no row {server} {conns} {size}"));
+                assert!(row.ends_with(",0"), "errors in {row}");
+            }
+        }
+    }
+    let summary = std::fs::read_to_string(out.join("summary.md")).expect("summary");
+    assert!(summary.contains("| uring | 100 | 4096 |"), "{summary}");
+    assert!(std::fs::read_to_string(out.join("metadata.txt"))
+        .expect("metadata")
+        .contains("net.core.somaxconn"));
+    for size in [64, 4096] {
+        for kind in ["throughput", "cpu_per_echo", "latency_p99"] {
+            let png = out.join(format!("{kind}_{size}B.png"));
+            let img = image::open(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+            assert_eq!((img.width(), img.height()), (1000, 620));
+        }
+    }
+    // `plot` redraws from the CSV alone.
+    let png = out.join("throughput_64B.png");
+    std::fs::remove_file(&png).expect("remove");
+    let replot = run_bounded(
+        Command::new(bin()).arg("plot").arg(&out),
+        Duration::from_secs(60),
+    );
+    assert!(replot.status.success());
+    assert!(image::open(&png).is_ok());
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -1,0 +1,212 @@
+//! Benchmark results as data: one row per server × workload point, written to and read
+//! back from CSV (so charts can be redrawn without rerunning), and the `summary.md` table.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::error::{Context, Error, Result};
+
+/// One measured point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// `uring`, `epoll` or `kernel`.
+    pub server: String,
+    /// `throughput` (closed loop).
+    pub workload: String,
+    pub conns: u64,
+    pub size: u64,
+    pub echoes_per_sec: f64,
+    pub mb_per_sec: f64,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+    /// Busy CPU of the whole machine per echo, µs.
+    pub machine_us_per_echo: f64,
+    /// Load generator CPU per echo, µs.
+    pub client_us_per_echo: f64,
+    /// Server process CPU per echo, µs (NaN where there is no process: the kernel module).
+    pub server_us_per_echo: f64,
+    /// Load generator CPU as a share of one CPU, %.
+    pub client_cpu_pct: f64,
+    /// Wrong bytes, resets, stalls, failed connects.
+    pub errors: u64,
+}
+
+const HEADER: &str = "server,workload,conns,size,echoes_per_sec,mb_per_sec,p50_us,p90_us,p99_us,p999_us,max_us,machine_us_per_echo,client_us_per_echo,server_us_per_echo,client_cpu_pct,errors";
+
+/// Rows as CSV text (with header).
+pub fn to_csv(rows: &[Row]) -> String {
+    let mut s = String::from(HEADER);
+    s.push('\n');
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{:.1},{:.3},{:.2},{:.2},{:.2},{:.2},{:.2},{:.3},{:.3},{:.3},{:.1},{}",
+            r.server,
+            r.workload,
+            r.conns,
+            r.size,
+            r.echoes_per_sec,
+            r.mb_per_sec,
+            r.p50_us,
+            r.p90_us,
+            r.p99_us,
+            r.p999_us,
+            r.max_us,
+            r.machine_us_per_echo,
+            r.client_us_per_echo,
+            r.server_us_per_echo,
+            r.client_cpu_pct,
+            r.errors
+        );
+    }
+    s
+}
+
+/// Parse CSV written by [`to_csv`]; errors name the line.
+pub fn from_csv(text: &str) -> Result<Vec<Row>> {
+    let mut lines = text.lines();
+    if lines.next() != Some(HEADER) {
+        crate::bail!("not a ringecho results CSV (unexpected header)");
+    }
+    lines
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| parse_row(l).ok_or_else(|| Error::msg(format!("line {}: malformed", i + 2))))
+        .collect()
+}
+
+fn parse_row(l: &str) -> Option<Row> {
+    let f: Vec<&str> = l.split(',').collect();
+    if f.len() != 16 {
+        return None;
+    }
+    let n = |i: usize| f[i].parse::<f64>().ok();
+    Some(Row {
+        server: f[0].to_string(),
+        workload: f[1].to_string(),
+        conns: f[2].parse().ok()?,
+        size: f[3].parse().ok()?,
+        echoes_per_sec: n(4)?,
+        mb_per_sec: n(5)?,
+        p50_us: n(6)?,
+        p90_us: n(7)?,
+        p99_us: n(8)?,
+        p999_us: n(9)?,
+        max_us: n(10)?,
+        machine_us_per_echo: n(11)?,
+        client_us_per_echo: n(12)?,
+        server_us_per_echo: n(13)?,
+        client_cpu_pct: n(14)?,
+        errors: f[15].parse().ok()?,
+    })
+}
+
+/// Write `rows` to `dir/throughput.csv`.
+pub fn write_csv(dir: &Path, rows: &[Row]) -> Result<()> {
+    let p = dir.join("throughput.csv");
+    std::fs::write(&p, to_csv(rows)).with_context(|| format!("writing {}", p.display()))
+}
+
+/// Read `dir/throughput.csv`.
+pub fn read_csv(dir: &Path) -> Result<Vec<Row>> {
+    let p = dir.join("throughput.csv");
+    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    from_csv(&text).with_context(|| p.display().to_string())
+}
+
+/// A Markdown table of every point, servers side by side, plus each server's ratio to
+/// epoll at that point.
+pub fn summary_md(rows: &[Row], meta: &str) -> String {
+    let mut s = String::from("# ringecho benchmark summary\n\n");
+    s += "Closed-loop ping-pong (one message in flight per connection), every byte checked. ";
+    s += "Compare servers within this run; absolute numbers drift between runs and machines.\n\n";
+    s += "| server | conns | size (B) | echoes/s | MB/s | p50 µs | p99 µs | p99.9 µs | machine CPU µs/echo | server CPU µs/echo | client CPU % | errors |\n";
+    s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    for r in rows {
+        let server_cpu = if r.server_us_per_echo.is_nan() {
+            "n/a".to_string()
+        } else {
+            format!("{:.2}", r.server_us_per_echo)
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.0} | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} | {} | {:.0} | {} |",
+            r.server,
+            r.conns,
+            r.size,
+            r.echoes_per_sec,
+            r.mb_per_sec,
+            r.p50_us,
+            r.p99_us,
+            r.p999_us,
+            r.machine_us_per_echo,
+            server_cpu,
+            r.client_cpu_pct,
+            r.errors
+        );
+    }
+    s += "\n## Machine\n\n```\n";
+    s += meta;
+    s += "```\n";
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(server: &str, conns: u64) -> Row {
+        Row {
+            server: server.into(),
+            workload: "throughput".into(),
+            conns,
+            size: 64,
+            echoes_per_sec: 12345.6,
+            mb_per_sec: 0.79,
+            p50_us: 10.5,
+            p90_us: 12.25,
+            p99_us: 30.0,
+            p999_us: 99.5,
+            max_us: 1000.0,
+            machine_us_per_echo: 9.125,
+            client_us_per_echo: 4.5,
+            server_us_per_echo: f64::NAN,
+            client_cpu_pct: 55.0,
+            errors: 0,
+        }
+    }
+
+    #[test]
+    fn csv_round_trips_every_field() {
+        let rows = vec![row("uring", 1), row("kernel", 10000)];
+        let back = from_csv(&to_csv(&rows)).expect("parse");
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[1].server, "kernel");
+        assert_eq!(back[1].conns, 10000);
+        assert_eq!(back[0].p90_us, 12.25);
+        assert!(
+            back[0].server_us_per_echo.is_nan(),
+            "NaN survives for the module"
+        );
+    }
+
+    #[test]
+    fn malformed_csv_names_the_line() {
+        let mut text = to_csv(&[row("uring", 1)]);
+        text += "uring,throughput,oops\n";
+        let e = from_csv(&text).expect_err("malformed");
+        assert!(e.to_string().contains("line 3"), "{e}");
+        assert!(from_csv("a,b\n").is_err());
+    }
+
+    #[test]
+    fn summary_has_a_line_per_row_and_the_machine() {
+        let md = summary_md(&[row("uring", 1), row("epoll", 1)], "kernel: x\n");
+        assert_eq!(md.matches("\n| uring |").count(), 1);
+        assert_eq!(md.matches("\n| epoll |").count(), 1);
+        assert!(md.contains("| n/a |") && md.contains("kernel: x"));
+    }
+}
