@@ -21,6 +21,18 @@ run-epoll *ARGS: build
 check ADDR *ARGS: build
     ./target/release/ringecho check {{ADDR}} {{ARGS}}
 
+# Measure every server side by side; charts, CSV and summary.md land in results/ (`--quick`: ~1 min)
+bench-all *ARGS: build
+    ./target/release/ringecho bench-all {{ARGS}}
+
+# One load run against any server, e.g. `just bench throughput 127.0.0.1:12346 --conns 1000`
+bench *ARGS: build
+    ./target/release/ringecho bench {{ARGS}}
+
+# Redraw the charts from a results directory's throughput.csv
+plot DIR="results": build
+    ./target/release/ringecho plot {{DIR}}
+
 # Unit and integration tests (the README's test command)
 test:
     cargo test --locked

@@ -6,7 +6,7 @@
 //! metadata.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -268,7 +268,7 @@ fn start_server(engine: &str) -> Result<Target> {
 
 /// The module, if something answers on its address.
 fn kmod_target(addr: &str) -> Option<Target> {
-    let a = addr.to_socket_addrs().ok()?.next()?;
+    let a = crate::net::resolve(addr).ok()?;
     TcpStream::connect_timeout(&a, Duration::from_millis(300)).ok()?;
     Some(Target {
         name: "kernel".into(),

@@ -53,7 +53,7 @@ pub struct Errors {
     pub mismatch: u64,
     /// Connections the server closed or reset mid-run.
     pub closed: u64,
-    /// Connections with a message outstanding for over a second at the end.
+    /// Connections that made no progress in the whole measured window.
     pub stalled: u64,
 }
 
@@ -257,15 +257,11 @@ fn drive(
         }
     }
     out.cpu = cpu::thread_cpu().saturating_sub(cpu_at_start.unwrap_or_default());
-    let now = Instant::now();
+    // Stalled: a message (or connect) outstanding since before the window began and still
+    // not done at its end, i.e. no progress at all while we measured. Slow is not stalled.
     out.errors.stalled = clients
         .iter()
-        .filter(|c| {
-            c.state == State::Connecting && now.duration_since(c.started) > Duration::from_secs(1)
-                || c.state == State::Running
-                    && c.sent > 0
-                    && now.duration_since(c.started) > Duration::from_secs(1)
-        })
+        .filter(|c| c.state != State::Dead && c.started < window_start)
         .count() as u64;
     Ok(out)
 }

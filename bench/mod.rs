@@ -8,7 +8,6 @@ pub mod hist;
 pub mod loadgen;
 pub mod results;
 
-use std::net::ToSocketAddrs;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -80,12 +79,7 @@ fn throughput(a: &ThroughputArgs) -> Result<bool> {
         }
     };
     let spec = loadgen::LoadSpec {
-        addr: a
-            .addr
-            .to_socket_addrs()
-            .map_err(|e| Error::from(e).context(format!("cannot resolve '{}'", a.addr)))?
-            .next()
-            .ok_or_else(|| Error::msg(format!("'{}' resolves to no address", a.addr)))?,
+        addr: crate::net::resolve(&a.addr)?,
         conns: a.conns,
         size: a.size,
         warmup: secs("warmup", a.warmup)?,

@@ -8,6 +8,18 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::error::{Context, Result};
 
+/// Resolve `HOST:PORT` (names, IPv4, `[IPv6]`) to its first address, with a one-line error.
+pub fn resolve(addr: &str) -> Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    addr.to_socket_addrs()
+        .map_err(|e| {
+            crate::error::Error::from(e)
+                .context(format!("cannot resolve '{addr}' (want HOST:PORT)"))
+        })?
+        .next()
+        .ok_or_else(|| crate::error::Error::msg(format!("'{addr}' resolves to no address")))
+}
+
 /// Online CPUs (the default worker count), at least 1.
 pub fn online_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

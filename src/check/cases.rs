@@ -157,25 +157,18 @@ fn pipelined(ctx: &Ctx) -> Outcome {
     let data = rng.bytes(sizes.iter().sum());
     let s = connect(ctx)?;
     let _ = s.set_nodelay(true);
-    std::thread::scope(|sc| {
-        let writer = sc.spawn(|| {
+    with_writer(
+        &s,
+        || {
             let mut off = 0;
             for len in &sizes {
                 (&s).write_all(&data[off..off + len])?;
                 off += len;
             }
-            Ok::<(), std::io::Error>(())
-        });
-        let read = read_expect(ctx, &s, &data);
-        if read.is_err() {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-        let wrote = writer
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("writer thread panicked")));
-        read?;
-        wrote.map_err(|e| format!("write failed: {e}"))
-    })?;
+            Ok(())
+        },
+        || read_expect(ctx, &s, &data),
+    )?;
     Ok(format!(
         "{} writes of 1..64 B ({} B) without waiting: byte-exact, in order",
         sizes.len(),
@@ -186,21 +179,14 @@ fn pipelined(ctx: &Ctx) -> Outcome {
 fn half_close(ctx: &Ctx) -> Outcome {
     let data = Rng::new(ctx.seed).bytes(256 << 10);
     let s = connect(ctx)?;
-    std::thread::scope(|sc| {
-        let writer = sc.spawn(|| {
+    with_writer(
+        &s,
+        || {
             (&s).write_all(&data)?;
             s.shutdown(Shutdown::Write)
-        });
-        let read = read_expect(ctx, &s, &data);
-        if read.is_err() {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-        let wrote = writer
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("writer thread panicked")));
-        read?;
-        wrote.map_err(|e| format!("write or shutdown failed: {e}"))
-    })?;
+        },
+        || read_expect(ctx, &s, &data),
+    )?;
     expect_eof(ctx, &s)?;
     Ok("wrote 256 KiB, shut down writing: all echoed, then the server closed".into())
 }
@@ -210,19 +196,19 @@ fn slow_reader(ctx: &Ctx) -> Outcome {
     let other = Rng::new(ctx.seed ^ 0x5157).bytes(64 << 10);
     let a = connect(ctx)?;
     let written = AtomicUsize::new(0);
-    std::thread::scope(|sc| {
-        let writer = sc.spawn(|| {
-            for chunk in data.chunks(64 << 10) {
-                (&a).write_all(chunk)?;
-                written.fetch_add(chunk.len(), Ordering::Relaxed);
-            }
-            Ok::<(), std::io::Error>(())
-        });
+    let write = || {
+        for chunk in data.chunks(64 << 10) {
+            (&a).write_all(chunk)?;
+            written.fetch_add(chunk.len(), Ordering::Relaxed);
+        }
+        Ok(())
+    };
+    let read = || {
         // Let A fill every buffer between us and the server: wait until its writes stall
-        // (or finish) before measuring whether anyone else is still served.
+        // (or finish) before checking that someone else is still served.
         let start = Instant::now();
         let (mut last, mut since) = (0, Instant::now());
-        while start.elapsed() < ctx.timeout && !writer.is_finished() {
+        while start.elapsed() < ctx.timeout && last < data.len() {
             std::thread::sleep(Duration::from_millis(50));
             let now = written.load(Ordering::Relaxed);
             if now != last {
@@ -232,23 +218,17 @@ fn slow_reader(ctx: &Ctx) -> Outcome {
             }
         }
         let queued = written.load(Ordering::Relaxed);
-        let b = connect(ctx).and_then(|b| echo_exact(ctx, &b, &other));
-        let read = b
-            .map_err(|e| format!("client B, while A had {queued} B unread: {e}"))
-            .and_then(|()| read_expect(ctx, &a, &data).map_err(|e| format!("client A: {e}")));
-        if read.is_err() {
-            let _ = a.shutdown(Shutdown::Both);
-        }
-        let wrote = writer
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("writer thread panicked")));
-        read?;
-        wrote.map_err(|e| format!("client A: write failed: {e}"))?;
-        Ok(format!(
-            "B echoed 64 KiB while A had {queued} B unread; A then read all {} B back byte-exact",
-            data.len()
-        ))
-    })
+        connect(ctx)
+            .and_then(|b| echo_exact(ctx, &b, &other))
+            .map_err(|e| format!("client B, while A had {queued} B unread: {e}"))?;
+        read_expect(ctx, &a, &data).map_err(|e| format!("client A: {e}"))?;
+        Ok(queued)
+    };
+    let queued = with_writer(&a, write, read)?;
+    Ok(format!(
+        "B echoed 64 KiB while A had {queued} B unread; A then read all {} B back byte-exact",
+        data.len()
+    ))
 }
 
 fn reset_mid_transfer(ctx: &Ctx) -> Outcome {
@@ -280,18 +260,30 @@ fn connect(ctx: &Ctx) -> Result<TcpStream, String> {
 /// Write `data` from a second thread while reading the echo here, so that no payload
 /// size can deadlock on full socket buffers.
 fn echo_exact(ctx: &Ctx, s: &TcpStream, data: &[u8]) -> Result<(), String> {
+    with_writer(s, || (&*s).write_all(data), || read_expect(ctx, s, data))
+}
+
+/// Run `write` on a second thread while `read` runs on this one. If the read fails, the
+/// socket is shut down so a writer blocked on a full socket stops at once instead of at
+/// its timeout. The read's failure is reported first (it is the one that says what the
+/// server did wrong), then the writer's.
+fn with_writer<T>(
+    s: &TcpStream,
+    write: impl FnOnce() -> std::io::Result<()> + Send,
+    read: impl FnOnce() -> Result<T, String>,
+) -> Result<T, String> {
     std::thread::scope(|sc| {
-        let writer = sc.spawn(|| (&*s).write_all(data));
-        let read = read_expect(ctx, s, data);
-        if read.is_err() {
-            // Unblock the writer at once instead of waiting for its timeout.
+        let writer = sc.spawn(write);
+        let got = read();
+        if got.is_err() {
             let _ = s.shutdown(Shutdown::Both);
         }
         let wrote = writer
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("writer thread panicked")));
-        read?;
-        wrote.map_err(|e| format!("write failed: {e}"))
+        let got = got?;
+        wrote.map_err(|e| format!("write failed: {e}"))?;
+        Ok(got)
     })
 }
 

@@ -6,14 +6,14 @@ mod cases;
 mod payload;
 
 use std::io::Write;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 
 pub use cases::{Ctx, Plan, CASES};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// `len` reproducible random bytes (NULs included) for `seed`: the checker's payloads,
 /// shared with the load generator.
@@ -61,7 +61,7 @@ pub fn run(args: &CheckArgs) -> Result<bool> {
     if args.conns == 0 {
         crate::bail!("--conns must be at least 1");
     }
-    let addr = resolve(&args.addr)?;
+    let addr = crate::net::resolve(&args.addr)?;
     let seed = args.seed.unwrap_or_else(clock_seed);
     let plan = Plan {
         conns: args.conns,
@@ -131,13 +131,6 @@ pub fn summary(rows: &[Row]) -> String {
     } else {
         format!("result: {failed} of {} cases FAILED", rows.len())
     }
-}
-
-fn resolve(addr: &str) -> Result<SocketAddr> {
-    addr.to_socket_addrs()
-        .map_err(|e| Error::from(e).context(format!("cannot resolve '{addr}' (want HOST:PORT)")))?
-        .next()
-        .ok_or_else(|| Error::msg(format!("'{addr}' resolves to no address")))
 }
 
 fn clock_seed() -> u64 {
@@ -269,8 +262,11 @@ mod tests {
 
     #[test]
     fn bad_addresses_are_one_line_errors() {
-        assert!(resolve("nonsense").is_err());
-        assert!(resolve("127.0.0.1:99999").is_err());
-        assert_eq!(resolve("[::1]:7").expect("v6").to_string(), "[::1]:7");
+        assert!(crate::net::resolve("nonsense").is_err());
+        assert!(crate::net::resolve("127.0.0.1:99999").is_err());
+        assert_eq!(
+            crate::net::resolve("[::1]:7").expect("v6").to_string(),
+            "[::1]:7"
+        );
     }
 }

@@ -8,6 +8,7 @@
 //! joins the connection's send queue → one send at a time echoes the queue's head → the
 //! send CQE returns the fully sent buffer to the ring.
 
+use std::collections::VecDeque;
 use std::mem::ManuallyDrop;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -41,8 +42,9 @@ pub struct Worker {
     bufs: ManuallyDrop<BufRing>,
     segs: Segments,
     conns: Slab,
-    /// Connections whose receive ended with ENOBUFS, to re-arm once buffers return.
-    starved: Vec<u32>,
+    /// Connections whose receive ended with ENOBUFS, oldest first, to re-arm as buffers
+    /// return.
+    starved: VecDeque<u32>,
     batch: Vec<cqueue::Entry>,
     ctx: WorkerCtx,
     recv_bundles: bool,
@@ -80,7 +82,7 @@ impl Worker {
             segs: Segments::new(entries),
             bufs: ManuallyDrop::new(bufs),
             conns: Slab::default(),
-            starved: Vec::new(),
+            starved: VecDeque::new(),
             batch: Vec::with_capacity(REAP_BATCH),
             recv_bundles: features.recv_bundles,
             conn_cap,
@@ -149,11 +151,8 @@ impl Worker {
                 self.handle(cqe)?;
             }
         }
-        let returned = self.bufs.publish();
-        if (returned || self.bufs.held() < u32::from(self.bufs.entries()))
-            && !self.starved.is_empty()
-            && self.stopping.is_none()
-        {
+        self.bufs.publish();
+        if !self.starved.is_empty() && self.stopping.is_none() {
             self.rearm_starved()?;
         }
         Ok(())
@@ -252,7 +251,7 @@ impl Worker {
             }
             if c.recv == RecvState::Starved {
                 bump(&self.ctx.stats.starved, 1);
-                self.starved.push(idx);
+                self.starved.push_back(idx);
             }
         }
         self.settle(idx)
@@ -424,18 +423,25 @@ impl Worker {
         self.push(close)
     }
 
-    /// Buffers came back: give every starved connection its receive again (or leave it
-    /// paused if its own queue is still full).
+    /// Buffers came back: give starved connections their receive again, oldest first, but
+    /// no more of them than there are free buffers. Re-arming all of them at once would
+    /// have most hit ENOBUFS again at once: a thundering herd that burns the CPU and, with
+    /// thousands of connections, starves some for seconds.
     fn rearm_starved(&mut self) -> Result<()> {
-        let mut list = std::mem::take(&mut self.starved);
-        for idx in list.drain(..) {
+        let mut free = u32::from(self.bufs.entries()).saturating_sub(self.bufs.held());
+        while free > 0 {
+            let Some(idx) = self.starved.pop_front() else {
+                break;
+            };
             let c = self.conns.get_mut(idx);
             if c.life == Life::Open && c.recv == RecvState::Starved {
+                // Paused, then settle: re-armed now unless its own queue is still full
+                // (then its next send completion re-arms it).
                 c.recv = RecvState::Paused;
                 self.settle(idx)?;
+                free -= 1;
             }
         }
-        self.starved = list;
         Ok(())
     }
 
