@@ -153,7 +153,7 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
                 size,
                 row.echoes_per_sec,
                 row.p99_us,
-                if row.errors > 0 { format!(", {} ERRORS", row.errors) } else { String::new() },
+                problems(&row),
                 eta
             );
             let _ = std::io::stdout().flush();
@@ -174,7 +174,45 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
         charts.len(),
         charts.join(", ")
     );
+    let bad: Vec<String> = rows
+        .iter()
+        .filter(|r| r.errors > 0 || r.stalled > 0 || r.echoes_per_sec == 0.0)
+        .map(|r| {
+            format!(
+                "{} {} conns x {} B:{}",
+                r.server,
+                r.conns,
+                r.size,
+                problems(r)
+            )
+        })
+        .collect();
+    if !bad.is_empty() {
+        println!(
+            "points with problems (see summary.md):\n  {}",
+            bad.join("\n  ")
+        );
+    }
+    // Wrong bytes, resets and failed connects are failures; starvation is a result.
     Ok(rows.iter().all(|r| r.errors == 0))
+}
+
+/// ", 3 ERRORS (wrong bytes/closed/connect), 12 stalled connections" or "".
+fn problems(r: &Row) -> String {
+    let mut s = String::new();
+    if r.errors > 0 {
+        s += &format!(
+            ", {} ERRORS (wrong bytes, resets or failed connects)",
+            r.errors
+        );
+    }
+    if r.stalled > 0 {
+        s += &format!(", {} connections starved for the whole window", r.stalled);
+    }
+    if r.echoes_per_sec == 0.0 {
+        s += ", no echo completed";
+    }
+    s
 }
 
 /// `ringecho plot DIR`: redraw the charts from `DIR/throughput.csv`.
@@ -213,7 +251,8 @@ fn to_row(server: &str, conns: usize, size: usize, r: &loadgen::LoadResult) -> R
         client_us_per_echo: per(Some(r.client_cpu)),
         server_us_per_echo: per(r.server_cpu),
         client_cpu_pct: r.client_cpu.as_secs_f64() / secs * 100.0,
-        errors: r.errors.total() + u64::from(r.echoes == 0),
+        errors: r.errors.connect + r.errors.mismatch + r.errors.closed,
+        stalled: r.errors.stalled,
     }
 }
 

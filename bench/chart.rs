@@ -122,6 +122,8 @@ pub fn human(v: f64) -> String {
         format!("{:.1}k", v / 1e3)
     } else if a >= 10.0 || a == 0.0 {
         format!("{:.0}", v)
+    } else if a >= 1.0 {
+        format!("{:.1}", v)
     } else {
         format!("{:.2}", v)
     }
@@ -194,7 +196,8 @@ mod tests {
         assert_eq!(human(1500.0), "1.5k");
         assert_eq!(human(210_115.0), "210k");
         assert_eq!(human(2_500_000.0), "2.5M");
-        assert_eq!(human(4.567), "4.57");
+        assert_eq!(human(4.567), "4.6");
+        assert_eq!(human(0.456), "0.46");
     }
 
     #[test]

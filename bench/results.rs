@@ -30,11 +30,14 @@ pub struct Row {
     pub server_us_per_echo: f64,
     /// Load generator CPU as a share of one CPU, %.
     pub client_cpu_pct: f64,
-    /// Wrong bytes, resets, stalls, failed connects.
+    /// Correctness failures: wrong bytes, connections closed by the server, failed connects.
     pub errors: u64,
+    /// Connections that made no progress during the whole measured window (starvation:
+    /// a result about the server, not a harness failure).
+    pub stalled: u64,
 }
 
-const HEADER: &str = "server,workload,conns,size,echoes_per_sec,mb_per_sec,p50_us,p90_us,p99_us,p999_us,max_us,machine_us_per_echo,client_us_per_echo,server_us_per_echo,client_cpu_pct,errors";
+const HEADER: &str = "server,workload,conns,size,echoes_per_sec,mb_per_sec,p50_us,p90_us,p99_us,p999_us,max_us,machine_us_per_echo,client_us_per_echo,server_us_per_echo,client_cpu_pct,errors,stalled";
 
 /// Rows as CSV text (with header).
 pub fn to_csv(rows: &[Row]) -> String {
@@ -43,7 +46,7 @@ pub fn to_csv(rows: &[Row]) -> String {
     for r in rows {
         let _ = writeln!(
             s,
-            "{},{},{},{},{:.1},{:.3},{:.2},{:.2},{:.2},{:.2},{:.2},{:.3},{:.3},{:.3},{:.1},{}",
+            "{},{},{},{},{:.1},{:.3},{:.2},{:.2},{:.2},{:.2},{:.2},{:.3},{:.3},{:.3},{:.1},{},{}",
             r.server,
             r.workload,
             r.conns,
@@ -59,7 +62,8 @@ pub fn to_csv(rows: &[Row]) -> String {
             r.client_us_per_echo,
             r.server_us_per_echo,
             r.client_cpu_pct,
-            r.errors
+            r.errors,
+            r.stalled
         );
     }
     s
@@ -80,7 +84,7 @@ pub fn from_csv(text: &str) -> Result<Vec<Row>> {
 
 fn parse_row(l: &str) -> Option<Row> {
     let f: Vec<&str> = l.split(',').collect();
-    if f.len() != 16 {
+    if f.len() != 17 {
         return None;
     }
     let n = |i: usize| f[i].parse::<f64>().ok();
@@ -101,6 +105,7 @@ fn parse_row(l: &str) -> Option<Row> {
         server_us_per_echo: n(13)?,
         client_cpu_pct: n(14)?,
         errors: f[15].parse().ok()?,
+        stalled: f[16].parse().ok()?,
     })
 }
 
@@ -123,8 +128,8 @@ pub fn summary_md(rows: &[Row], meta: &str) -> String {
     let mut s = String::from("# ringecho benchmark summary\n\n");
     s += "Closed-loop ping-pong (one message in flight per connection), every byte checked. ";
     s += "Compare servers within this run; absolute numbers drift between runs and machines.\n\n";
-    s += "| server | conns | size (B) | echoes/s | MB/s | p50 µs | p99 µs | p99.9 µs | machine CPU µs/echo | server CPU µs/echo | client CPU % | errors |\n";
-    s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    s += "| server | conns | size (B) | echoes/s | MB/s | p50 µs | p99 µs | p99.9 µs | machine CPU µs/echo | server CPU µs/echo | client CPU % | errors | stalled conns |\n";
+    s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for r in rows {
         let server_cpu = if r.server_us_per_echo.is_nan() {
             "n/a".to_string()
@@ -133,7 +138,7 @@ pub fn summary_md(rows: &[Row], meta: &str) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.0} | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} | {} | {:.0} | {} |",
+            "| {} | {} | {} | {:.0} | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} | {} | {:.0} | {} | {} |",
             r.server,
             r.conns,
             r.size,
@@ -145,7 +150,8 @@ pub fn summary_md(rows: &[Row], meta: &str) -> String {
             r.machine_us_per_echo,
             server_cpu,
             r.client_cpu_pct,
-            r.errors
+            r.errors,
+            r.stalled
         );
     }
     s += "\n## Machine\n\n```\n";
@@ -176,6 +182,7 @@ mod tests {
             server_us_per_echo: f64::NAN,
             client_cpu_pct: 55.0,
             errors: 0,
+            stalled: 3,
         }
     }
 

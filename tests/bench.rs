@@ -151,7 +151,7 @@ fn bench_all_quick_writes_csv_charts_summary_and_plot_redraws() {
                     .iter()
                     .find(|r| r.starts_with(&format!("{server},throughput,{conns},{size},")))
                     .unwrap_or_else(|| panic!("no row {server} {conns} {size}"));
-                assert!(row.ends_with(",0"), "errors in {row}");
+                assert!(row.ends_with(",0,0"), "errors or stalls in {row}");
             }
         }
     }
