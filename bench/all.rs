@@ -45,6 +45,9 @@ pub struct Profile {
     pub sizes: Vec<usize>,
     pub warmup: Duration,
     pub secs: Duration,
+    /// Burst: connections released at once, and rounds.
+    pub burst_threads: usize,
+    pub burst_rounds: u32,
 }
 
 impl Profile {
@@ -56,6 +59,8 @@ impl Profile {
                 sizes: vec![64, 4096],
                 warmup: Duration::from_millis(300),
                 secs: Duration::from_secs(1),
+                burst_threads: 100,
+                burst_rounds: 2,
             }
         } else {
             Profile {
@@ -63,6 +68,8 @@ impl Profile {
                 sizes: vec![64, 512, 4096, 65536],
                 warmup: Duration::from_secs(1),
                 secs: Duration::from_secs(4),
+                burst_threads: 1000,
+                burst_rounds: 10,
             }
         }
     }
@@ -160,6 +167,34 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
             rows.push(row);
         }
     }
+    let mut burst_rows = Vec::new();
+    let mut burst_errors = 0;
+    for t in &targets {
+        let r = super::burst::run(
+            t.addr,
+            profile.burst_threads,
+            profile.burst_rounds,
+            Duration::from_secs(10),
+        )?;
+        println!(
+            "burst  {:<6} {} at once x {} rounds: response {}{}",
+            t.name,
+            profile.burst_threads,
+            profile.burst_rounds,
+            Percentiles::of(&r.response).describe(),
+            if r.errors > 0 {
+                format!(", {} FAILED connections", r.errors)
+            } else {
+                String::new()
+            }
+        );
+        burst_errors += r.errors;
+        burst_rows.extend(r.samples.into_iter().map(|s| (t.name.clone(), s)));
+    }
+    write(
+        &a.out.join("burst.csv"),
+        &results::burst_to_csv(&burst_rows),
+    )?;
     let meta = metadata(&targets);
     results::write_csv(&a.out, &rows)?;
     write(&a.out.join("metadata.txt"), &meta)?;
@@ -167,9 +202,9 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
         &a.out.join("summary.md"),
         &results::summary_md(&rows, &meta),
     )?;
-    let charts = chart::draw_all(&a.out, &rows)?;
+    let charts = draw_everything(&a.out, &rows)?;
     println!(
-        "wrote {}/throughput.csv, summary.md, metadata.txt and {} charts: {}",
+        "wrote {}/throughput.csv, burst.csv, summary.md, metadata.txt and {} charts: {}",
         a.out.display(),
         charts.len(),
         charts.join(", ")
@@ -194,7 +229,7 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
         );
     }
     // Wrong bytes, resets and failed connects are failures; starvation is a result.
-    Ok(rows.iter().all(|r| r.errors == 0))
+    Ok(rows.iter().all(|r| r.errors == 0) && burst_errors == 0)
 }
 
 /// ", 3 ERRORS (wrong bytes/closed/connect), 12 stalled connections" or "".
@@ -218,7 +253,7 @@ fn problems(r: &Row) -> String {
 /// `ringecho plot DIR`: redraw the charts from `DIR/throughput.csv`.
 pub fn plot(dir: &Path) -> Result<bool> {
     let rows = results::read_csv(dir)?;
-    let charts = chart::draw_all(dir, &rows)?;
+    let charts = draw_everything(dir, &rows)?;
     println!(
         "redrew {} charts in {}: {}",
         charts.len(),
@@ -226,6 +261,34 @@ pub fn plot(dir: &Path) -> Result<bool> {
         charts.join(", ")
     );
     Ok(true)
+}
+
+/// Throughput charts from `rows`, and the burst chart if `dir/burst.csv` exists.
+fn draw_everything(dir: &Path, rows: &[Row]) -> Result<Vec<String>> {
+    let mut charts = chart::draw_all(dir, rows)?;
+    let burst = dir.join("burst.csv");
+    if burst.exists() {
+        let text = std::fs::read_to_string(&burst)
+            .with_context(|| format!("reading {}", burst.display()))?;
+        let samples = results::burst_from_csv(&text)?;
+        let mut servers: Vec<String> = samples.iter().map(|(s, _)| s.clone()).collect();
+        servers.sort();
+        servers.dedup();
+        let per: Vec<(String, Vec<(u32, f64)>)> = servers
+            .into_iter()
+            .map(|srv| {
+                let mine: Vec<_> = samples
+                    .iter()
+                    .filter(|(s, _)| *s == srv)
+                    .map(|(_, x)| *x)
+                    .collect();
+                let means = super::burst::mean_by_rank(&mine);
+                (srv, means)
+            })
+            .collect();
+        charts.push(chart::draw_burst(dir, &per)?);
+    }
+    Ok(charts)
 }
 
 fn to_row(server: &str, conns: usize, size: usize, r: &loadgen::LoadResult) -> Row {

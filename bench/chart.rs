@@ -41,14 +41,15 @@ fn color(name: &str) -> RGBColor {
     }
 }
 
-/// A line chart with a log-scale x axis (connection counts span decades) and a linear y
-/// axis from zero.
+/// A line chart with a linear y axis from zero and a log-scale x axis (connection counts
+/// span decades) or, with `log_x` false, a linear one.
 pub fn line_chart(
     path: &Path,
     title: &str,
     x_desc: &str,
     y_desc: &str,
     series: &[Series],
+    log_x: bool,
 ) -> Result<()> {
     register_font();
     let draw_err = |e: String| Error::msg(format!("drawing {}: {e}", path.display()));
@@ -62,52 +63,69 @@ pub fn line_chart(
     if x0 > x1 {
         crate::bail!("no data for {}", path.display());
     }
-    let (x0, x1) = (x0.max(1.0) / 1.5, x1.max(1.0) * 1.5);
     let y1 = if y1 > 0.0 { y1 * 1.1 } else { 1.0 };
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| draw_err(e.to_string()))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 24))
-        .margin(20)
-        .x_label_area_size(55)
-        .y_label_area_size(90)
-        .build_cartesian_2d((x0..x1).log_scale(), 0.0..y1)
-        .map_err(|e| draw_err(e.to_string()))?;
-    chart
-        .configure_mesh()
-        .x_desc(x_desc)
-        .y_desc(y_desc)
-        .axis_desc_style(("sans-serif", 18))
-        .label_style(("sans-serif", 15))
-        .x_label_formatter(&|x| format!("{:.0}", x))
-        .y_label_formatter(&|y| human(*y))
-        .draw()
-        .map_err(|e| draw_err(e.to_string()))?;
-    for s in series {
-        let c = color(&s.name);
-        let pts: Vec<(f64, f64)> = s
-            .points
-            .iter()
-            .copied()
-            .filter(|p| p.1.is_finite())
-            .collect();
-        chart
-            .draw_series(LineSeries::new(pts.clone(), c.stroke_width(3)))
-            .map_err(|e| draw_err(e.to_string()))?
-            .label(s.name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(3)));
-        chart
-            .draw_series(pts.iter().map(|p| Circle::new(*p, 5, c.filled())))
-            .map_err(|e| draw_err(e.to_string()))?;
+    let builder = || {
+        let mut b = ChartBuilder::on(&root);
+        b.caption(title, ("sans-serif", 24))
+            .margin(20)
+            .x_label_area_size(55)
+            .y_label_area_size(90);
+        b
+    };
+    // The coordinate type differs between log and linear axes; the drawing is the same.
+    macro_rules! draw {
+        ($xrange:expr) => {{
+            let mut chart = builder()
+                .build_cartesian_2d($xrange, 0.0..y1)
+                .map_err(|e| draw_err(e.to_string()))?;
+            chart
+                .configure_mesh()
+                .x_desc(x_desc)
+                .y_desc(y_desc)
+                .axis_desc_style(("sans-serif", 18))
+                .label_style(("sans-serif", 15))
+                .x_label_formatter(&|x| human(*x))
+                .y_label_formatter(&|y| human(*y))
+                .draw()
+                .map_err(|e| draw_err(e.to_string()))?;
+            for s in series {
+                let c = color(&s.name);
+                let pts: Vec<(f64, f64)> = s
+                    .points
+                    .iter()
+                    .copied()
+                    .filter(|p| p.1.is_finite())
+                    .collect();
+                chart
+                    .draw_series(LineSeries::new(pts.clone(), c.stroke_width(3)))
+                    .map_err(|e| draw_err(e.to_string()))?
+                    .label(s.name.clone())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(3))
+                    });
+                if pts.len() <= 64 {
+                    chart
+                        .draw_series(pts.iter().map(|p| Circle::new(*p, 5, c.filled())))
+                        .map_err(|e| draw_err(e.to_string()))?;
+                }
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .label_font(("sans-serif", 17))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| draw_err(e.to_string()))?;
+        }};
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font(("sans-serif", 17))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| draw_err(e.to_string()))?;
+    if log_x {
+        draw!((x0.max(1.0) / 1.5..x1.max(1.0) * 1.5).log_scale());
+    } else {
+        draw!(x0.min(0.0)..x1.max(1.0));
+    }
     root.present().map_err(|e| draw_err(e.to_string()))
 }
 
@@ -161,6 +179,7 @@ pub fn draw_all(dir: &Path, rows: &[Row]) -> Result<Vec<String>> {
             "concurrent connections (log scale)",
             "echoes per second",
             &series_for(size, &|r| r.echoes_per_sec),
+            true,
         )?;
         written.push(name);
         let name = format!("cpu_per_echo_{size}B.png");
@@ -170,6 +189,7 @@ pub fn draw_all(dir: &Path, rows: &[Row]) -> Result<Vec<String>> {
             "concurrent connections (log scale)",
             "busy CPU µs per echo",
             &series_for(size, &|r| r.machine_us_per_echo),
+            true,
         )?;
         written.push(name);
         let name = format!("latency_p99_{size}B.png");
@@ -179,10 +199,33 @@ pub fn draw_all(dir: &Path, rows: &[Row]) -> Result<Vec<String>> {
             "concurrent connections (log scale)",
             "p99 latency (µs)",
             &series_for(size, &|r| r.p99_us),
+            true,
         )?;
         written.push(name);
     }
     Ok(written)
+}
+
+/// The seed's chart: connection number (completion order) against its mean response
+/// time over the rounds, one line per server.
+pub fn draw_burst(dir: &Path, per_server: &[(String, Vec<(u32, f64)>)]) -> Result<String> {
+    let name = "burst_response.png".to_string();
+    let series: Vec<Series> = per_server
+        .iter()
+        .map(|(srv, v)| Series {
+            name: srv.clone(),
+            points: v.iter().map(|&(r, us)| (f64::from(r), us)).collect(),
+        })
+        .collect();
+    line_chart(
+        &dir.join(&name),
+        "Burst: all connections released at once, 13-byte message (mean over rounds)",
+        "connection number, in order of completion",
+        "response time (µs)",
+        &series,
+        false,
+    )?;
+    Ok(name)
 }
 
 #[cfg(test)]
@@ -215,7 +258,8 @@ mod tests {
                 points: vec![(1.0, 9.0), (100.0, 200.0), (10000.0, f64::NAN)],
             },
         ];
-        line_chart(&path, "t", "x", "y", &s).expect("draw");
+        line_chart(&path, "t", "x", "y", &s, true).expect("draw");
+        line_chart(&dir.join("lin.png"), "t", "x", "y", &s, false).expect("linear x");
         let img = image::open(&path).expect("decodes");
         assert_eq!((img.width(), img.height()), SIZE);
         let _ = std::fs::remove_dir_all(&dir);

@@ -2,6 +2,7 @@
 //! echo servers. See `bench/README.md` for what exists and what is still to come.
 
 pub mod all;
+pub mod burst;
 pub mod chart;
 pub mod cpu;
 pub mod hist;
@@ -27,6 +28,27 @@ pub struct BenchArgs {
 pub enum Workload {
     /// Closed-loop ping-pong: each connection keeps one message in flight.
     Throughput(ThroughputArgs),
+    /// The seed's burst: N threads released at once, each connect, echo 13 bytes, close.
+    Burst(BurstArgs),
+}
+
+/// `ringecho bench burst` flags.
+#[derive(Debug, Clone, Args)]
+pub struct BurstArgs {
+    /// The server, as HOST:PORT.
+    pub addr: String,
+    /// Threads (connections) released at once per round.
+    #[arg(long, default_value_t = 1000)]
+    pub threads: usize,
+    /// Rounds.
+    #[arg(long, default_value_t = 10)]
+    pub rounds: u32,
+    /// Per-connection limit in seconds for connect and echo.
+    #[arg(long, default_value_t = 10.0)]
+    pub timeout: f64,
+    /// Write every connection's result (round, rank, connect µs, response µs) to this CSV.
+    #[arg(long)]
+    pub csv: Option<std::path::PathBuf>,
 }
 
 /// `ringecho bench throughput` flags.
@@ -65,7 +87,50 @@ pub struct ThroughputArgs {
 pub fn run(args: &BenchArgs) -> Result<bool> {
     match &args.workload {
         Workload::Throughput(t) => throughput(t),
+        Workload::Burst(b) => burst_cmd(b),
     }
+}
+
+fn burst_cmd(a: &BurstArgs) -> Result<bool> {
+    if !(a.timeout > 0.0 && a.timeout <= 3600.0) {
+        crate::bail!("--timeout must be between 0 and 3600 seconds");
+    }
+    let addr = crate::net::resolve(&a.addr)?;
+    println!(
+        "burst {addr}: {} connections released at once, {} round(s), message {:?}",
+        a.threads,
+        a.rounds,
+        String::from_utf8_lossy(burst::MESSAGE)
+    );
+    let r = burst::run(
+        addr,
+        a.threads,
+        a.rounds,
+        Duration::from_secs_f64(a.timeout),
+    )?;
+    println!("  response {}", Percentiles::of(&r.response).describe());
+    let mut connect = hist::new_histogram();
+    for s in &r.samples {
+        hist::record(&mut connect, (s.connect_us * 1000.0) as u64);
+    }
+    println!("  connect  {}", Percentiles::of(&connect).describe());
+    if let Some(path) = &a.csv {
+        let rows: Vec<(String, burst::Sample)> = r
+            .samples
+            .iter()
+            .map(|s| ("server".to_string(), *s))
+            .collect();
+        std::fs::write(path, results::burst_to_csv(&rows))
+            .map_err(|e| Error::from(e).context(format!("writing {}", path.display())))?;
+        println!("  wrote {} rows to {}", rows.len(), path.display());
+    }
+    if r.errors > 0 {
+        println!(
+            "  ERRORS: {} connections failed (connect, wrong echo or timeout)",
+            r.errors
+        );
+    }
+    Ok(r.errors == 0)
 }
 
 fn throughput(a: &ThroughputArgs) -> Result<bool> {

@@ -160,6 +160,44 @@ pub fn summary_md(rows: &[Row], meta: &str) -> String {
     s
 }
 
+/// Burst samples as CSV: `server,round,rank,connect_us,response_us`.
+pub fn burst_to_csv(samples: &[(String, super::burst::Sample)]) -> String {
+    let mut s = String::from("server,round,rank,connect_us,response_us\n");
+    for (srv, x) in samples {
+        let _ = writeln!(
+            s,
+            "{srv},{},{},{:.1},{:.1}",
+            x.round, x.rank, x.connect_us, x.response_us
+        );
+    }
+    s
+}
+
+/// Parse [`burst_to_csv`]'s output.
+pub fn burst_from_csv(text: &str) -> Result<Vec<(String, super::burst::Sample)>> {
+    text.lines()
+        .skip(1)
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            let f: Vec<&str> = l.split(',').collect();
+            let bad = || Error::msg(format!("burst.csv line {}: malformed", i + 2));
+            if f.len() != 5 {
+                return Err(bad());
+            }
+            Ok((
+                f[0].to_string(),
+                super::burst::Sample {
+                    round: f[1].parse().map_err(|_| bad())?,
+                    rank: f[2].parse().map_err(|_| bad())?,
+                    connect_us: f[3].parse().map_err(|_| bad())?,
+                    response_us: f[4].parse().map_err(|_| bad())?,
+                },
+            ))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +236,21 @@ mod tests {
             back[0].server_us_per_echo.is_nan(),
             "NaN survives for the module"
         );
+    }
+
+    #[test]
+    fn burst_csv_round_trips() {
+        let x = super::super::burst::Sample {
+            round: 2,
+            rank: 7,
+            connect_us: 12.5,
+            response_us: 99.0,
+        };
+        let back = burst_from_csv(&burst_to_csv(&[("epoll".into(), x)])).expect("parse");
+        assert_eq!(back.len(), 1);
+        assert_eq!((back[0].1.round, back[0].1.rank), (2, 7));
+        assert_eq!(back[0].1.response_us, 99.0);
+        assert!(burst_from_csv("h\nx,1\n").is_err());
     }
 
     #[test]

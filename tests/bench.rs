@@ -111,6 +111,44 @@ fn a_stalling_server_is_reported_not_counted() {
 }
 
 #[test]
+fn burst_releases_every_thread_and_checks_the_echo() {
+    let s = Server::start(&["--engine", "epoll", "--threads", "1"]);
+    let csv = std::env::temp_dir().join(format!("ringecho-burst-{}.csv", std::process::id()));
+    let out = run_bounded(
+        Command::new(bin())
+            .args(["bench", "burst", &s.connect_addr().to_string()])
+            .args(["--threads", "200", "--rounds", "2", "--csv"])
+            .arg(&csv),
+        Duration::from_secs(60),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("response p50"), "{text}");
+    let rows = std::fs::read_to_string(&csv).expect("csv");
+    assert_eq!(rows.lines().count(), 1 + 400, "header + 200 x 2");
+    let _ = std::fs::remove_file(&csv);
+    // Nobody listening: every connection fails, and the run says so.
+    drop(s);
+    let free = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port");
+    let out = run_bounded(
+        Command::new(bin()).args([
+            "bench",
+            "burst",
+            &free.to_string(),
+            "--threads",
+            "10",
+            "--rounds",
+            "1",
+        ]),
+        Duration::from_secs(30),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("10 connections failed"));
+}
+
+#[test]
 fn bad_arguments_are_one_line_errors() {
     let out = run_bounded(
         Command::new(bin()).args(["bench", "throughput", "127.0.0.1:1", "--secs=-3"]),
@@ -167,6 +205,15 @@ fn bench_all_quick_writes_csv_charts_summary_and_plot_redraws() {
             assert_eq!((img.width(), img.height()), (1000, 620));
         }
     }
+    let burst = std::fs::read_to_string(out.join("burst.csv")).expect("burst.csv");
+    for server in ["uring", "epoll"] {
+        let n = burst
+            .lines()
+            .filter(|l| l.starts_with(&format!("{server},")))
+            .count();
+        assert_eq!(n, 100 * 2, "{server}: 100 connections x 2 rounds");
+    }
+    assert!(image::open(out.join("burst_response.png")).is_ok());
     // `plot` redraws from the CSV alone.
     let png = out.join("throughput_64B.png");
     std::fs::remove_file(&png).expect("remove");
