@@ -214,11 +214,11 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
         .filter(|r| r.errors > 0 || r.stalled > 0 || r.echoes_per_sec == 0.0)
         .map(|r| {
             format!(
-                "{} {} conns x {} B:{}",
+                "{} {} conns x {} B: {}",
                 r.server,
                 r.conns,
                 r.size,
-                problems(r)
+                problems(r).trim_start_matches(", ")
             )
         })
         .collect();
