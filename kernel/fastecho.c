@@ -345,20 +345,26 @@ static void fe_accept_work(struct work_struct *work)
 	queue_work(fe_wq, &fe_listener.work);
 }
 
+/*
+ * The whole string must be one address: with a '\0' delimiter the parsers
+ * reject any other character instead of stopping at it.
+ */
 static int fe_parse_addr(struct sockaddr_storage *ss, int *len)
 {
 	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
 	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+	const char *end;
 
 	memset(ss, 0, sizeof(*ss));
-	if (in4_pton(addr, -1, (u8 *)&sin->sin_addr.s_addr, -1, NULL)) {
+	if (in4_pton(addr, -1, (u8 *)&sin->sin_addr.s_addr, '\0', &end) &&
+	    !*end) {
 		sin->sin_family = AF_INET;
 		sin->sin_port = htons(port);
 		*len = sizeof(*sin);
 		return 0;
 	}
 	if (IS_ENABLED(CONFIG_IPV6) &&
-	    in6_pton(addr, -1, sin6->sin6_addr.s6_addr, -1, NULL)) {
+	    in6_pton(addr, -1, sin6->sin6_addr.s6_addr, '\0', &end) && !*end) {
 		sin6->sin6_family = AF_INET6;
 		sin6->sin6_port = htons(port);
 		*len = sizeof(*sin6);
