@@ -11,6 +11,11 @@
  *   echoclient hold HOST PORT N READYFILE TIMEOUT
  *       open N connections, echo one byte on each, create READYFILE, then
  *       wait until the server has closed every one of them
+ *   echoclient busy HOST PORT N READYFILE TIMEOUT
+ *       open N connections that keep sending (every other one also reads
+ *       and checks the echo, the rest never read), create READYFILE once
+ *       data flows on all of them, then keep going until the server has
+ *       closed every one of them (for rmmod under load)
  *   echoclient listen HOST PORT READYFILE
  *       listen on HOST:PORT (to occupy the port), create READYFILE, sleep
  *   echoclient load MODULE [PARAMS...]
@@ -305,6 +310,93 @@ static int cmd_hold(char **av, unsigned int n, const char *ready, int timeout)
 	return open_left ? 1 : 0;
 }
 
+static int cmd_busy(char **av, unsigned int n, const char *ready, int timeout)
+{
+	struct conn *c = calloc(n, sizeof(*c));
+	struct pollfd *pfd = calloc(n, sizeof(*pfd));
+	unsigned int i, left = n, flowing = 0, bad = 0;
+	double t0 = now(), tready = 0;
+	uint8_t buf[16384];
+	size_t j;
+	int fd;
+
+	if (!c || !pfd)
+		die("out of memory");
+	raise_nofile(n);
+	resolve(av[0], av[1]);
+	for (i = 0; i < n; i++) {
+		c[i].fd = connect_nb();
+		pfd[i].fd = c[i].fd;
+	}
+	while (left && now() - t0 < timeout) {
+		for (i = 0; i < n; i++)
+			pfd[i].events = (i % 2 ? 0 : POLLIN) | POLLOUT;
+		if (poll(pfd, n, 1000) < 0)
+			die("poll: %s", strerror(errno));
+		for (i = 0; i < n; i++) {
+			struct conn *k = &c[i];
+			ssize_t r;
+
+			if (pfd[i].fd < 0 || !pfd[i].revents)
+				continue;
+			if (pfd[i].revents & POLLOUT) {
+				for (j = 0; j < sizeof(buf); j++)
+					buf[j] = pattern(i, k->sent + j);
+				r = send(k->fd, buf, sizeof(buf), MSG_NOSIGNAL);
+				if (r > 0) {
+					if (!k->sent && i % 2)
+						flowing++;
+					k->sent += r;
+				} else if (r < 0 && errno != EAGAIN) {
+					goto closed;
+				}
+			}
+			if (i % 2 == 0 &&
+			    (pfd[i].revents & (POLLIN | POLLHUP | POLLERR))) {
+				r = recv(k->fd, buf, sizeof(buf), 0);
+				if (r < 0 && errno == EAGAIN)
+					continue;
+				if (r <= 0)
+					goto closed;
+				for (j = 0; j < (size_t)r; j++)
+					if (buf[j] != pattern(i, k->got + j))
+						break;
+				if (j < (size_t)r) {
+					printf("echoclient: conn %u: wrong byte at %zu\n",
+					       i, k->got + j);
+					bad++;
+					goto closed;
+				}
+				if (!k->got)
+					flowing++;
+				k->got += r;
+			} else if (i % 2 && (pfd[i].revents & (POLLHUP | POLLERR))) {
+				goto closed;
+			}
+			continue;
+closed:
+			if (!tready)
+				die("busy: conn %u closed before the test was ready", i);
+			close(k->fd);
+			pfd[i].fd = -1;
+			left--;
+		}
+		if (!tready && flowing == n) {
+			tready = now();
+			printf("busy: %u connections moving data\n", n);
+			fd = open(ready, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+			if (fd < 0)
+				die("%s: %s", ready, strerror(errno));
+			close(fd);
+		}
+	}
+	if (!tready)
+		die("busy: only %u of %u connections got data moving", flowing, n);
+	printf("busy: %u of %u connections closed by the server in %.2f s, %u bad echoes\n",
+	       n - left, n, now() - tready, bad);
+	return left || bad ? 1 : 0;
+}
+
 static void __attribute__((noreturn)) cmd_listen(char **av, const char *ready)
 {
 	int one = 1, fd;
@@ -359,6 +451,9 @@ int main(int argc, char **argv)
 				strtoul(argv[5], NULL, 0), atoi(argv[6]));
 	if (argc >= 7 && !strcmp(argv[1], "hold"))
 		return cmd_hold(argv + 2, strtoul(argv[4], NULL, 0), argv[5],
+				atoi(argv[6]));
+	if (argc >= 7 && !strcmp(argv[1], "busy"))
+		return cmd_busy(argv + 2, strtoul(argv[4], NULL, 0), argv[5],
 				atoi(argv[6]));
 	if (argc >= 5 && !strcmp(argv[1], "listen"))
 		cmd_listen(argv + 2, argv[4]);

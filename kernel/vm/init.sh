@@ -118,6 +118,31 @@ else
 	unload
 fi
 
+# 3b. rmmod while 200 connections are moving data (half of them never read)
+insmod $KO
+rm -f /tmp/busy
+echoclient busy 127.0.0.1 $PORT 200 /tmp/busy 120 >/tmp/busy.log 2>&1 &
+busy=$!
+if wait_file /tmp/busy 120; then
+	sleep 1
+	bytes=$(counter bytes_echoed)
+	t0=$(uptime_s)
+	timeout 60 rmmod fastecho
+	rc=$?
+	t1=$(uptime_s)
+	wait $busy
+	crc=$?
+	if [ $rc = 0 ] && ! loaded && [ $crc = 0 ]; then
+		result rmmod_busy PASS "$bytes B echoed before; rmmod took $t0 -> $t1 s; $(tail -n1 /tmp/busy.log)"
+	else
+		result rmmod_busy FAIL "rmmod rc=$rc, loaded=$(loaded && echo yes || echo no), client rc=$crc: $(tail -n2 /tmp/busy.log | tr '\n' ' ')"
+	fi
+else
+	result rmmod_busy FAIL "client did not get data moving: $(tail -n2 /tmp/busy.log | tr '\n' ' ')"
+	kill $busy 2>/dev/null
+	unload
+fi
+
 # 4. bad parameters and a port in use are refused, other addresses work
 bad=""
 for p in port=0 port=70000 port=-1 backlog=0 backlog=-5 addr=garbage addr=1.2.3 addr=::zz; do

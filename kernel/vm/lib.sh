@@ -210,7 +210,7 @@ vm_pick_accel() {
 				-append "console=ttyS0 panic=-1 quiet vmtest=probe" \
 				-nographic -monitor none -no-reboot -nic none \
 				-serial "file:$dir/console.log" -serial "file:$dir/results.log" \
-				</dev/null; true) >"$dir/qemu.log" 2>&1
+				</dev/null || true) >"$dir/qemu.log" 2>&1
 			grep -qs '@@PROBE ok' "$dir/results.log" && accel=kvm
 		fi
 	fi
