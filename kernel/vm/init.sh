@@ -251,6 +251,27 @@ else
 	result counters FAIL "fresh $c0 (want 0/0/0), after 10x12345 B $c1 (want $want1), 5 held $c2 (want $want2), client rc $crc/$hrc"
 fi
 
+# 6b. the host scripts, as a person runs them (busybox sh stands in for bash)
+o1=$(sh /kmod/load-kmod.sh 2>&1)
+r1=$?
+o2=$(FASTECHO_KO=$KO sh /kmod/load-kmod.sh port=12350 2>&1)
+r2=$?
+echoclient echo 127.0.0.1 12350 1000 >/dev/null 2>&1
+r3=$?
+o4=$(sh /kmod/unload-kmod.sh 2>&1)
+r4=$?
+o5=$(sh /kmod/unload-kmod.sh 2>&1)
+r5=$?
+o6=$(FASTECHO_KO=$KO sh /kmod/load-kmod.sh port=0 2>&1)
+r6=$?
+loaded && unload
+case "$r1$r2$r3$r4$r5$r6|$o1|$o5|$o6" in
+100011"|"*"no kernel headers"*"|"*"not loaded"*"|"*"invalid port 0"*)
+	result scripts PASS "no headers: '$o1' / FASTECHO_KO load+echo+unload ok / '$o5' / '$o6'" ;;
+*)
+	result scripts FAIL "rc $r1$r2$r3$r4$r5$r6 (want 100011): '$o1' '$o2' '$o4' '$o5' '$o6'" ;;
+esac
+
 # 7. the kernel log since the start of the test
 dmesg >/tmp/dmesg.log
 sed -n '/vm-test: start/,$p' /tmp/dmesg.log >/tmp/dmesg.test

@@ -164,7 +164,7 @@ vm_build_client() {
 }
 
 # vm_pack_initramfs KREL INIT [NAME=PATH]...: busybox + INIT as /init +
-# fastecho.ko + echoclient + each PATH as /bin/NAME (debug info stripped),
+# fastecho.ko + echoclient + the load/unload scripts + each PATH as /bin/NAME (debug info stripped),
 # with the shared libraries it needs. Sets VM_INITRD.
 vm_pack_initramfs() {
 	local krel=$1 init=$2 stage=$VM_CACHE/$1/initramfs arg bin lib
@@ -176,6 +176,8 @@ vm_pack_initramfs() {
 	chmod 755 "$stage/init"
 	cp "$VM_KO" "$stage/fastecho.ko"
 	cp "$VM_CLIENT" "$stage/bin/echoclient"
+	mkdir -p "$stage/kmod"
+	cp "$KMOD_SRC/load-kmod.sh" "$KMOD_SRC/unload-kmod.sh" "$stage/kmod/"
 	for arg in "$@"; do
 		bin=${arg#*=}
 		strip --strip-debug -o "$stage/bin/${arg%%=*}" "$bin" ||

@@ -24,7 +24,7 @@ case $RINGECHO_BIN in
 /*) ;;
 *) RINGECHO_BIN=$REPO_ROOT/$RINGECHO_BIN ;;
 esac
-STEPS="load check echo conc1000 rmmod_held rmmod_busy bad_params port_in_use params cycles counters dmesg"
+STEPS="load check echo conc1000 rmmod_held rmmod_busy bad_params port_in_use params cycles counters scripts dmesg"
 
 start=$(date +%s)
 [ -x "$RINGECHO_BIN" ] ||
