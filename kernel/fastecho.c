@@ -74,7 +74,7 @@ struct fe_conn {
 
 static struct {
 	struct socket *sock;
-	struct work_struct work;
+	struct delayed_work work;	/* accepts; delayed only to retry */
 	void (*saved_data_ready)(struct sock *sk);
 } fe_listener;
 
@@ -271,7 +271,7 @@ static void fe_listen_data_ready(struct sock *sk)
 	 * listener itself queues the accept work.
 	 */
 	if (sk->sk_user_data && sk->sk_state == TCP_LISTEN)
-		queue_work(fe_wq, &fe_listener.work);
+		mod_delayed_work(fe_wq, &fe_listener.work, 0);
 	read_unlock_bh(&sk->sk_callback_lock);
 }
 
@@ -317,8 +317,12 @@ static void fe_accept_work(struct work_struct *work)
 		err = kernel_accept(fe_listener.sock, &sock, O_NONBLOCK);
 		if (err == -EAGAIN)
 			return;
+		if (err == -ECONNABORTED)
+			continue;
 		if (err) {
+			/* Out of memory or files: try again soon, not never. */
 			pr_warn_ratelimited("accept failed: %d\n", err);
+			queue_delayed_work(fe_wq, &fe_listener.work, HZ / 10);
 			return;
 		}
 
@@ -342,7 +346,7 @@ static void fe_accept_work(struct work_struct *work)
 		mutex_unlock(&fe_conns_lock);
 	}
 	/* More may be waiting: run again after what is already queued. */
-	queue_work(fe_wq, &fe_listener.work);
+	queue_delayed_work(fe_wq, &fe_listener.work, 0);
 }
 
 /*
@@ -404,7 +408,7 @@ static int fe_listen_start(void)
 	}
 
 	fe_listener.sock = sock;
-	INIT_WORK(&fe_listener.work, fe_accept_work);
+	INIT_DELAYED_WORK(&fe_listener.work, fe_accept_work);
 	write_lock_bh(&sk->sk_callback_lock);
 	fe_listener.saved_data_ready = sk->sk_data_ready;
 	sk->sk_user_data = &fe_listener;
@@ -440,7 +444,7 @@ static void fe_listen_stop(void)
 	write_unlock_bh(&sk->sk_callback_lock);
 
 	/* No callback can queue it now; this also stops a self-requeue. */
-	cancel_work_sync(&fe_listener.work);
+	cancel_delayed_work_sync(&fe_listener.work);
 	/* Children still in the accept queue are reset and freed here. */
 	sock_release(fe_listener.sock);
 	fe_listener.sock = NULL;
