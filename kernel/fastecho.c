@@ -30,6 +30,7 @@
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/net.h>
+#include <linux/netdevice.h>
 #include <linux/slab.h>
 #include <linux/socket.h>
 #include <linux/sysfs.h>
@@ -552,6 +553,11 @@ static void __exit fastecho_exit(void)
 {
 	fe_listen_stop();
 	fe_conns_stop();
+	/*
+	 * Every callback is detached; let any softirq that was still returning
+	 * from one of ours finish before the module text goes away.
+	 */
+	synchronize_net();
 	destroy_workqueue(fe_wq);
 	kobject_put(fe_kobj);
 	WARN_ON(atomic_read(&fe_allocated));
