@@ -87,8 +87,10 @@ static struct {
  * execute at once per CPU, not how many connections exist: excess items
  * wait their turn in order. Not WQ_MEM_RECLAIM (nothing in memory reclaim
  * waits on us), not WQ_HIGHPRI (an echo server shouldn't preempt other
- * kernel work), not WQ_UNBOUND (it would give up that locality). Items stay
- * short: each run is capped by FE_WORK_BUDGET and requeues itself.
+ * kernel work), not WQ_UNBOUND (it would give up that locality and add a
+ * cross-CPU wakeup per event). Items stay short: each run is capped by
+ * FE_WORK_BUDGET and requeues itself. On loopback the softirq runs on the
+ * sending client's CPU, so the echo work shares that CPU with the client.
  */
 static struct workqueue_struct *fe_wq;
 
