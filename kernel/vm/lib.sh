@@ -163,9 +163,10 @@ vm_build_client() {
 	mv "$VM_CLIENT.new" "$VM_CLIENT"
 }
 
-# vm_pack_initramfs KREL INIT [NAME=PATH]...: busybox + INIT as /init +
-# fastecho.ko + echoclient + the load/unload scripts + each PATH as /bin/NAME (debug info stripped),
-# with the shared libraries it needs. Sets VM_INITRD.
+# vm_pack_initramfs KREL INIT [NAME=PATH | +DEST=FILE]...: busybox, INIT as
+# /init, fastecho.ko, echoclient, the load/unload scripts, each PATH as
+# /bin/NAME (debug info stripped) with the shared libraries it needs, and
+# each plain FILE as /DEST. Sets VM_INITRD.
 vm_pack_initramfs() {
 	local krel=$1 init=$2 stage=$VM_CACHE/$1/initramfs arg bin lib
 	shift 2
@@ -179,6 +180,11 @@ vm_pack_initramfs() {
 	mkdir -p "$stage/kmod"
 	cp "$KMOD_SRC/load-kmod.sh" "$KMOD_SRC/unload-kmod.sh" "$stage/kmod/"
 	for arg in "$@"; do
+		if [ "${arg#+}" != "$arg" ]; then
+			arg=${arg#+}
+			cp "${arg#*=}" "$stage/${arg%%=*}"
+			continue
+		fi
 		bin=${arg#*=}
 		strip --strip-debug -o "$stage/bin/${arg%%=*}" "$bin" ||
 			cp "$bin" "$stage/bin/${arg%%=*}"
@@ -222,11 +228,13 @@ vm_pick_accel() {
 
 # vm_boot KREL TIMEOUT CMDLINE-EXTRA: boots the kernel with its initramfs;
 # the console goes to console.log, the init script's results to results.log.
+# VM_SMP and VM_MEM (MiB) size the guest (default 2 and 2048).
 vm_boot() {
 	local krel=$1 limit=$2 extra=$3 dir=$VM_CACHE/$1 rc=0
 	rm -f "$dir/console.log" "$dir/results.log"
 	timeout --kill-after=10 "$limit" qemu-system-x86_64 "${VM_ACCEL_ARGS[@]}" \
-		-smp 2 -m 2048 -kernel "$VM_VMLINUZ" -initrd "$VM_INITRD" \
+		-smp "${VM_SMP:-2}" -m "${VM_MEM:-2048}" \
+		-kernel "$VM_VMLINUZ" -initrd "$VM_INITRD" \
 		-append "console=ttyS0 panic=-1 loglevel=4 $extra" \
 		-nographic -monitor none -no-reboot -nic none \
 		-serial "file:$dir/console.log" -serial "file:$dir/results.log" \
