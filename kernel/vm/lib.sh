@@ -132,6 +132,12 @@ vm_kernel_fetch() {
 	# The arch headers include the common tree by absolute path: point it here.
 	sed -i "s#^include /usr/src/#include $dir/root/usr/src/#" "$VM_KBUILD/Makefile"
 	[ -e "$VM_VMLINUZ" ] || die "no vmlinuz in linux-image-$krel"
+	# The guest runs from the initramfs alone: its modules and docs are dead
+	# weight here, and so are the .debs once unpacked.
+	rm -rf "$dir/root/lib/modules" "$dir/root/usr/share/doc"
+	for pkg in "${pkgs[@]}"; do
+		rm -f "$debs/${pkg}"_*.deb
+	done
 	touch "$dir/.extracted"
 }
 
