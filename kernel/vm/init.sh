@@ -95,11 +95,15 @@ else
 	result conc1000 FAIL "$(head -n3 /tmp/conc.log | tr '\n' ' ')"
 fi
 
-# 3. rmmod while a client holds 1,000 connections open
+# 3. rmmod while a client holds HOLD_N connections open (reloaded with a
+# backlog that takes them all at once, as a benchmark host would)
+HOLD_N=4000
+unload
+insmod $KO backlog=4096
 rm -f /tmp/held
-echoclient hold 127.0.0.1 $PORT 1000 /tmp/held 120 >/tmp/hold.log 2>&1 &
+echoclient hold 127.0.0.1 $PORT $HOLD_N /tmp/held 120 >/tmp/hold.log 2>&1 &
 hold=$!
-if wait_file /tmp/held 150 && wait_active 1000 10; then
+if wait_file /tmp/held 150 && wait_active $HOLD_N 10; then
 	active=$(counter active)
 	t0=$(uptime_s)
 	timeout 60 rmmod fastecho
@@ -113,7 +117,7 @@ if wait_file /tmp/held 150 && wait_active 1000 10; then
 		result rmmod_held FAIL "rmmod rc=$rc, loaded=$(loaded && echo yes || echo no), client rc=$crc: $(tail -n1 /tmp/hold.log)"
 	fi
 else
-	result rmmod_held FAIL "client did not get 1000 connections up (active=$(counter active)): $(tail -n2 /tmp/hold.log | tr '\n' ' ')"
+	result rmmod_held FAIL "client did not get $HOLD_N connections up (active=$(counter active)): $(tail -n2 /tmp/hold.log | tr '\n' ' ')"
 	kill $hold 2>/dev/null
 	unload
 fi
