@@ -105,7 +105,7 @@ vm_kernel_release() {
 # vm_kernel_fetch KREL: downloads and extracts the image, headers and kbuild
 # packages into $VM_CACHE/KREL/root; sets VM_VMLINUZ and VM_KBUILD.
 vm_kernel_fetch() {
-	local krel=$1 dir=$VM_CACHE/$1 debs=$VM_CACHE/debs pkgs deb common kbuild
+	local krel=$1 dir=$VM_CACHE/$1 debs=$VM_CACHE/debs pkgs pkg deb common kbuild
 	VM_VMLINUZ=$dir/root/boot/vmlinuz-$krel
 	VM_KBUILD=$dir/root/usr/src/linux-headers-$krel
 	if [ -e "$dir/.extracted" ] && [ -e "$VM_VMLINUZ" ] && [ -e "$VM_KBUILD/Makefile" ]; then
@@ -116,18 +116,23 @@ vm_kernel_fetch() {
 		sed -n 's/^Depends: .*\(linux-headers-[^ ,]*-common\).*/\1/p' | head -n1)
 	kbuild=$(apt-cache show --no-all-versions "linux-headers-$krel" 2>/dev/null |
 		sed -n 's/^Depends: .*\(linux-kbuild-[^ ,]*\).*/\1/p' | head -n1)
-	[ -n "$common" ] && [ -n "$kbuild" ] || die "cannot resolve the headers of $krel"
+	if [ -z "$common" ] || [ -z "$kbuild" ]; then
+		die "cannot resolve the headers of $krel"
+	fi
 	pkgs=("linux-image-$krel" "linux-headers-$krel" "$common" "$kbuild")
 	say "vm: downloading ${pkgs[*]}"
+	for pkg in "${pkgs[@]}"; do
+		rm -f "$debs/${pkg}"_*.deb	# leftovers of an interrupted run
+	done
 	(cd "$debs" && apt-get download -qq "${pkgs[@]}" >/dev/null 2>"$debs/download.log") ||
 		die "apt-get download ${pkgs[*]} failed: $(tail -n3 "$debs/download.log")"
 	rm -rf "$dir/root"
 	mkdir -p "$dir/root"
 	for pkg in "${pkgs[@]}"; do
-		# the newest download of that package (older ones may linger)
-		deb=$(ls -t "$debs/${pkg}"_*.deb 2>/dev/null | head -n1)
-		[ -n "$deb" ] || die "no .deb for $pkg in $debs"
-		dpkg -x "$deb" "$dir/root"
+		for deb in "$debs/${pkg}"_*.deb; do
+			[ -e "$deb" ] || die "no .deb for $pkg in $debs"
+			dpkg -x "$deb" "$dir/root"
+		done
 	done
 	# The arch headers include the common tree by absolute path: point it here.
 	sed -i "s#^include /usr/src/#include $dir/root/usr/src/#" "$VM_KBUILD/Makefile"
@@ -213,7 +218,7 @@ VM_ACCEL=${VM_ACCEL:-auto}
 # else TCG. Sets VM_ACCEL_ARGS. The probe costs one short boot.
 vm_pick_accel() {
 	local accel=$VM_ACCEL dir=$VM_CACHE/probe
-	VM_ACCEL_ARGS=(-accel tcg,thread=multi -cpu max)
+	VM_ACCEL_ARGS=(-accel "tcg,thread=multi" -cpu max)
 	if [ "$accel" = auto ]; then
 		accel=tcg
 		if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then

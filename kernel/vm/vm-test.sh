@@ -101,5 +101,9 @@ for suite in $VM_SUITES; do
 done
 
 echo
-echo "vm-test: $(IFS=,; echo "${summary[*]}" | sed 's/,/, /g') ($(($(date +%s) - start)) s)"
+line=
+for item in "${summary[@]}"; do
+	line+="${line:+, }$item"
+done
+echo "vm-test: $line ($(($(date +%s) - start)) s)"
 exit $failed
