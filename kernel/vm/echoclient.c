@@ -1,0 +1,464 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * echoclient: the VM harness's small test client for fastecho.ko, built
+ * with gcc -static so it runs in a bare busybox initramfs.
+ *
+ *   echoclient echo HOST PORT SIZE
+ *       one connection: SIZE bytes (NUL bytes included) echoed byte-exact,
+ *       then a half-close that must be answered by EOF
+ *   echoclient conc HOST PORT N SIZE TIMEOUT
+ *       N connections at once, each echoing its own SIZE-byte pattern
+ *   echoclient hold HOST PORT N READYFILE TIMEOUT
+ *       open N connections, echo one byte on each, create READYFILE, then
+ *       wait until the server has closed every one of them
+ *   echoclient busy HOST PORT N READYFILE TIMEOUT
+ *       open N connections that keep sending (every other one also reads
+ *       and checks the echo, the rest never read), create READYFILE once
+ *       data flows on all of them, then keep going until the server has
+ *       closed every one of them (for rmmod under load)
+ *   echoclient listen HOST PORT READYFILE
+ *       listen on HOST:PORT (to occupy the port), create READYFILE, sleep
+ *   echoclient load MODULE [PARAMS...]
+ *       finit_module(2) with PARAMS; prints "load: ok" or "load: errno=NAME"
+ *
+ * Exit status 0 means the check passed; a line starting with "echoclient:"
+ * says what went wrong.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+static void die(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fputs("echoclient: ", stdout);
+	vprintf(fmt, ap);
+	putchar('\n');
+	va_end(ap);
+	exit(1);
+}
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Byte i of connection k: varied, with a NUL every 7 bytes. */
+static uint8_t pattern(unsigned int k, size_t i)
+{
+	if (i % 7 == 3)
+		return 0;
+	return (uint8_t)(i * 131 + k * 29 + (i >> 9));
+}
+
+static void raise_nofile(unsigned int n)
+{
+	struct rlimit rl = { n + 64, n + 64 };
+
+	if (setrlimit(RLIMIT_NOFILE, &rl))
+		die("setrlimit(%u): %s", n + 64, strerror(errno));
+}
+
+static struct sockaddr_storage target;
+static socklen_t target_len;
+
+static void resolve(const char *host, const char *port)
+{
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&target;
+	struct sockaddr_in *s4 = (struct sockaddr_in *)&target;
+	int p = atoi(port);
+
+	memset(&target, 0, sizeof(target));
+	if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons(p);
+		target_len = sizeof(*s4);
+	} else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons(p);
+		target_len = sizeof(*s6);
+	} else {
+		die("bad address %s", host);
+	}
+}
+
+static int connect_nb(void)
+{
+	int fd = socket(target.ss_family, SOCK_STREAM | SOCK_NONBLOCK, 0);
+
+	if (fd < 0)
+		die("socket: %s", strerror(errno));
+	if (connect(fd, (struct sockaddr *)&target, target_len) &&
+	    errno != EINPROGRESS)
+		die("connect: %s", strerror(errno));
+	return fd;
+}
+
+struct conn {
+	int fd;
+	size_t sent, got;
+	int done;
+};
+
+/*
+ * Drive @n connections that each echo @size bytes of their own pattern.
+ * Returns the number that finished byte-exact; reports the first failure.
+ */
+static int run_echo(struct conn *c, unsigned int n, size_t size, double deadline)
+{
+	struct pollfd *pfd = calloc(n, sizeof(*pfd));
+	unsigned int i, left = n, ok = 0;
+	uint8_t buf[65536];
+
+	if (!pfd)
+		die("out of memory");
+	while (left) {
+		int timeout = (int)((deadline - now()) * 1000);
+
+		if (timeout <= 0) {
+			printf("echoclient: timeout with %u of %u unfinished\n", left, n);
+			break;
+		}
+		for (i = 0; i < n; i++) {
+			pfd[i].fd = c[i].done ? -1 : c[i].fd;
+			pfd[i].events = POLLIN | (c[i].sent < size ? POLLOUT : 0);
+			pfd[i].revents = 0;
+		}
+		if (poll(pfd, n, timeout > 1000 ? 1000 : timeout) < 0)
+			die("poll: %s", strerror(errno));
+		for (i = 0; i < n; i++) {
+			struct conn *k = &c[i];
+			ssize_t r;
+			size_t j;
+
+			if (k->done || !pfd[i].revents)
+				continue;
+			if ((pfd[i].revents & POLLOUT) && k->sent < size) {
+				size_t len = size - k->sent;
+
+				if (len > sizeof(buf))
+					len = sizeof(buf);
+				for (j = 0; j < len; j++)
+					buf[j] = pattern(i, k->sent + j);
+				r = send(k->fd, buf, len, MSG_NOSIGNAL);
+				if (r > 0)
+					k->sent += r;
+				else if (r < 0 && errno != EAGAIN)
+					goto fail;
+			}
+			if (pfd[i].revents & (POLLIN | POLLHUP | POLLERR)) {
+				r = recv(k->fd, buf, sizeof(buf), 0);
+				if (r < 0 && errno == EAGAIN)
+					continue;
+				if (r == 0)
+					errno = 0;
+				if (r <= 0)
+					goto fail;
+				for (j = 0; j < (size_t)r; j++) {
+					if (buf[j] != pattern(i, k->got + j)) {
+						printf("echoclient: conn %u: byte %zu is %u, want %u\n",
+						       i, k->got + j, buf[j],
+						       pattern(i, k->got + j));
+						k->done = 1;
+						left--;
+						goto next;
+					}
+				}
+				k->got += r;
+				if (k->got > size) {
+					printf("echoclient: conn %u: %zu bytes echoed, sent %zu\n",
+					       i, k->got, size);
+					k->done = 1;
+					left--;
+				} else if (k->got == size) {
+					k->done = 1;
+					left--;
+					ok++;
+				}
+			}
+			continue;
+fail:
+			printf("echoclient: conn %u: %s after %zu sent, %zu echoed\n",
+			       i, errno ? strerror(errno) : "EOF", k->sent, k->got);
+			k->done = 1;
+			left--;
+next:
+			;
+		}
+	}
+	free(pfd);
+	return ok;
+}
+
+static int cmd_conc(char **av, unsigned int n, size_t size, int timeout)
+{
+	struct conn *c = calloc(n, sizeof(*c));
+	double t0 = now();
+	unsigned int i;
+	int ok;
+
+	if (!c)
+		die("out of memory");
+	raise_nofile(n);
+	resolve(av[0], av[1]);
+	for (i = 0; i < n; i++)
+		c[i].fd = connect_nb();
+	ok = run_echo(c, n, size, t0 + timeout);
+	for (i = 0; i < n; i++)
+		close(c[i].fd);
+	printf("conc: %d of %u connections echoed %zu bytes byte-exact in %.2f s\n",
+	       ok, n, size, now() - t0);
+	return ok == (int)n ? 0 : 1;
+}
+
+static int cmd_echo(char **av, size_t size)
+{
+	struct conn c = { 0 };
+	uint8_t b;
+	ssize_t r;
+	int flags;
+
+	resolve(av[0], av[1]);
+	c.fd = connect_nb();
+	if (run_echo(&c, 1, size, now() + 20) != 1)
+		return 1;
+	/* Half-close: the server must finish and answer with EOF. */
+	if (shutdown(c.fd, SHUT_WR))
+		die("shutdown: %s", strerror(errno));
+	flags = fcntl(c.fd, F_GETFL);
+	fcntl(c.fd, F_SETFL, flags & ~O_NONBLOCK);
+	r = recv(c.fd, &b, 1, 0);
+	if (r != 0)
+		die("expected EOF after half-close, got %zd (%s)", r,
+		    r < 0 ? strerror(errno) : "data");
+	close(c.fd);
+	printf("echo: %zu bytes byte-exact, EOF after half-close\n", size);
+	return 0;
+}
+
+static int cmd_hold(char **av, unsigned int n, const char *ready, int timeout)
+{
+	struct conn *c = calloc(n, sizeof(*c));
+	struct pollfd *pfd = calloc(n, sizeof(*pfd));
+	unsigned int i, open_left = n, closed = 0;
+	double t0 = now();
+	int ok, fd;
+
+	if (!c || !pfd)
+		die("out of memory");
+	raise_nofile(n);
+	resolve(av[0], av[1]);
+	for (i = 0; i < n; i++)
+		c[i].fd = connect_nb();
+	ok = run_echo(c, n, 1, t0 + timeout);
+	if (ok != (int)n)
+		die("hold: only %d of %u connections echoed", ok, n);
+	printf("hold: %u connections open and echoing\n", n);
+	fflush(stdout);
+	fd = open(ready, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0)
+		die("%s: %s", ready, strerror(errno));
+	close(fd);
+
+	/* Every connection must now see EOF or a reset from the server. */
+	t0 = now();
+	for (i = 0; i < n; i++) {
+		pfd[i].fd = c[i].fd;
+		pfd[i].events = POLLIN;
+	}
+	while (open_left && now() - t0 < timeout) {
+		if (poll(pfd, n, 1000) < 0)
+			die("poll: %s", strerror(errno));
+		for (i = 0; i < n; i++) {
+			uint8_t buf[64];
+			ssize_t r;
+
+			if (pfd[i].fd < 0 || !pfd[i].revents)
+				continue;
+			r = recv(pfd[i].fd, buf, sizeof(buf), 0);
+			if (r > 0)
+				die("hold: conn %u: unexpected data", i);
+			if (r < 0 && errno == EAGAIN)
+				continue;
+			close(pfd[i].fd);
+			pfd[i].fd = -1;
+			open_left--;
+			closed++;
+		}
+	}
+	printf("hold: %u of %u connections closed by the server in %.2f s\n",
+	       closed, n, now() - t0);
+	return open_left ? 1 : 0;
+}
+
+static int cmd_busy(char **av, unsigned int n, const char *ready, int timeout)
+{
+	struct conn *c = calloc(n, sizeof(*c));
+	struct pollfd *pfd = calloc(n, sizeof(*pfd));
+	unsigned int i, left = n, flowing = 0, bad = 0;
+	double t0 = now(), tready = 0;
+	uint8_t buf[16384];
+	size_t j;
+	int fd;
+
+	if (!c || !pfd)
+		die("out of memory");
+	raise_nofile(n);
+	resolve(av[0], av[1]);
+	for (i = 0; i < n; i++) {
+		c[i].fd = connect_nb();
+		pfd[i].fd = c[i].fd;
+	}
+	while (left && now() - t0 < timeout) {
+		for (i = 0; i < n; i++)
+			pfd[i].events = (i % 2 ? 0 : POLLIN) | POLLOUT;
+		if (poll(pfd, n, 1000) < 0)
+			die("poll: %s", strerror(errno));
+		for (i = 0; i < n; i++) {
+			struct conn *k = &c[i];
+			ssize_t r;
+
+			if (pfd[i].fd < 0 || !pfd[i].revents)
+				continue;
+			if (pfd[i].revents & POLLOUT) {
+				for (j = 0; j < sizeof(buf); j++)
+					buf[j] = pattern(i, k->sent + j);
+				r = send(k->fd, buf, sizeof(buf), MSG_NOSIGNAL);
+				if (r > 0) {
+					if (!k->sent && i % 2)
+						flowing++;
+					k->sent += r;
+				} else if (r < 0 && errno != EAGAIN) {
+					goto closed;
+				}
+			}
+			if (i % 2 == 0 &&
+			    (pfd[i].revents & (POLLIN | POLLHUP | POLLERR))) {
+				r = recv(k->fd, buf, sizeof(buf), 0);
+				if (r < 0 && errno == EAGAIN)
+					continue;
+				if (r <= 0)
+					goto closed;
+				for (j = 0; j < (size_t)r; j++)
+					if (buf[j] != pattern(i, k->got + j))
+						break;
+				if (j < (size_t)r) {
+					printf("echoclient: conn %u: wrong byte at %zu\n",
+					       i, k->got + j);
+					bad++;
+					goto closed;
+				}
+				if (!k->got)
+					flowing++;
+				k->got += r;
+			} else if (i % 2 && (pfd[i].revents & (POLLHUP | POLLERR))) {
+				goto closed;
+			}
+			continue;
+closed:
+			if (!tready)
+				die("busy: conn %u closed before the test was ready", i);
+			close(k->fd);
+			pfd[i].fd = -1;
+			left--;
+		}
+		if (!tready && flowing == n) {
+			tready = now();
+			printf("busy: %u connections moving data\n", n);
+			fd = open(ready, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+			if (fd < 0)
+				die("%s: %s", ready, strerror(errno));
+			close(fd);
+		}
+	}
+	if (!tready)
+		die("busy: only %u of %u connections got data moving", flowing, n);
+	printf("busy: %u of %u connections closed by the server in %.2f s, %u bad echoes\n",
+	       n - left, n, now() - tready, bad);
+	return left || bad ? 1 : 0;
+}
+
+static void __attribute__((noreturn)) cmd_listen(char **av, const char *ready)
+{
+	int one = 1, fd;
+
+	resolve(av[0], av[1]);
+	fd = socket(target.ss_family, SOCK_STREAM, 0);
+	if (fd < 0)
+		die("socket: %s", strerror(errno));
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&target, target_len) || listen(fd, 8))
+		die("bind/listen: %s", strerror(errno));
+	fd = open(ready, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0)
+		die("%s: %s", ready, strerror(errno));
+	close(fd);
+	for (;;)
+		pause();
+}
+
+static int cmd_load(const char *path, int argc, char **argv)
+{
+	char params[1024] = "";
+	int fd, i;
+
+	for (i = 0; i < argc; i++) {
+		if (strlen(params) + strlen(argv[i]) + 2 > sizeof(params))
+			die("parameters too long");
+		if (i)
+			strcat(params, " ");
+		strcat(params, argv[i]);
+	}
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		die("%s: %s", path, strerror(errno));
+	if (syscall(SYS_finit_module, fd, params, 0)) {
+		int e = errno;
+
+		printf("load: errno=%s (%s)\n", strerrorname_np(e), strerror(e));
+		return 1;
+	}
+	printf("load: ok\n");
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc >= 5 && !strcmp(argv[1], "echo"))
+		return cmd_echo(argv + 2, strtoul(argv[4], NULL, 0));
+	if (argc >= 7 && !strcmp(argv[1], "conc"))
+		return cmd_conc(argv + 2, strtoul(argv[4], NULL, 0),
+				strtoul(argv[5], NULL, 0), atoi(argv[6]));
+	if (argc >= 7 && !strcmp(argv[1], "hold"))
+		return cmd_hold(argv + 2, strtoul(argv[4], NULL, 0), argv[5],
+				atoi(argv[6]));
+	if (argc >= 7 && !strcmp(argv[1], "busy"))
+		return cmd_busy(argv + 2, strtoul(argv[4], NULL, 0), argv[5],
+				atoi(argv[6]));
+	if (argc >= 5 && !strcmp(argv[1], "listen"))
+		cmd_listen(argv + 2, argv[4]);
+	if (argc >= 3 && !strcmp(argv[1], "load"))
+		return cmd_load(argv[2], argc - 3, argv + 3);
+	fprintf(stderr, "usage: see the comment at the top of echoclient.c\n");
+	return 2;
+}

@@ -1,0 +1,295 @@
+#!/bin/busybox sh
+# /init of the vm-test initramfs (busybox sh, PID 1). Runs the fastecho.ko
+# checks and reports on the second serial port (/dev/ttyS1), one line each:
+#   @@RESULT step=NAME status=PASS|FAIL detail=TEXT
+# between "@@BEGIN kernel=..." and "@@DONE". The kernel console (ttyS0)
+# carries everything else, including the full dmesg at the end.
+
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mkdir -p /tmp
+ip link set lo up
+
+if grep -q 'vmtest=probe' /proc/cmdline; then
+	echo "@@PROBE ok" >/dev/ttyS1
+	poweroff -f
+fi
+
+exec 3>/dev/ttyS1
+ulimit -n 65536
+KO=/fastecho.ko
+SYS=/sys/kernel/fastecho
+PORT=12345
+FAILS=0
+
+say() { echo "vm-test: $*"; }
+result() {	# step status detail...
+	step=$1 status=$2
+	shift 2
+	echo "@@RESULT step=$step status=$status detail=$*" >&3
+	say "$step $status $*"
+	[ "$status" = PASS ] || FAILS=$((FAILS + 1))
+}
+# Output of a command, for the host to show: @@OUT step| line
+out() {	# step file
+	sed "s/^/@@OUT $1| /" "$2" >&3
+}
+loaded() { [ -d /sys/module/fastecho ]; }
+counter() { cat "$SYS/$1" 2>/dev/null || echo "?"; }
+unload() { loaded && timeout 60 rmmod fastecho; ! loaded; }
+wait_file() {	# file seconds
+	i=0
+	while [ ! -e "$1" ] && [ $i -lt $(($2 * 10)) ]; do
+		usleep 100000
+		i=$((i + 1))
+	done
+	[ -e "$1" ]
+}
+wait_active() {	# value seconds
+	i=0
+	while [ "$(counter active)" != "$1" ] && [ $i -lt $(($2 * 10)) ]; do
+		usleep 100000
+		i=$((i + 1))
+	done
+	[ "$(counter active)" = "$1" ]
+}
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+
+echo "@@BEGIN kernel=$(uname -r) cpus=$(grep -c ^processor /proc/cpuinfo)" >&3
+echo "vm-test: start" >/dev/kmsg
+
+# 1. load with the defaults and run the project's conformance suite
+if insmod $KO >/tmp/insmod.log 2>&1 && [ -d $SYS ]; then
+	result load PASS "insmod with defaults; $SYS present"
+else
+	result load FAIL "insmod: $(cat /tmp/insmod.log)"
+fi
+if [ -x /bin/ringecho ]; then
+	t0=$(uptime_s)
+	timeout 180 /bin/ringecho check 127.0.0.1:$PORT >/tmp/check.log 2>&1
+	rc=$?
+	out check /tmp/check.log
+	if [ $rc = 0 ]; then
+		result check PASS "ringecho check 127.0.0.1:$PORT exit 0 ($t0 -> $(uptime_s) s)"
+	else
+		result check FAIL "ringecho check exit $rc: $(grep -i fail /tmp/check.log | head -n1)"
+	fi
+else
+	result check FAIL "no ringecho binary in the initramfs"
+fi
+if echoclient echo 127.0.0.1 $PORT 1000000 >/tmp/echo.log 2>&1; then
+	result echo PASS "$(cat /tmp/echo.log)"
+else
+	result echo FAIL "$(cat /tmp/echo.log)"
+fi
+
+# 2. 1,000 concurrent connections, each echoing 50,000 bytes byte-exact
+echoclient conc 127.0.0.1 $PORT 1000 50000 120 >/tmp/conc.log 2>&1
+rc=$?
+if [ $rc = 0 ]; then
+	result conc1000 PASS "$(tail -n1 /tmp/conc.log)"
+else
+	result conc1000 FAIL "$(head -n3 /tmp/conc.log | tr '\n' ' ')"
+fi
+
+# 3. rmmod while a client holds HOLD_N connections open (reloaded with a
+# backlog that takes them all at once, as a benchmark host would)
+HOLD_N=4000
+unload
+insmod $KO backlog=4096
+rm -f /tmp/held
+echoclient hold 127.0.0.1 $PORT $HOLD_N /tmp/held 120 >/tmp/hold.log 2>&1 &
+hold=$!
+if wait_file /tmp/held 150 && wait_active $HOLD_N 10; then
+	active=$(counter active)
+	t0=$(uptime_s)
+	timeout 60 rmmod fastecho
+	rc=$?
+	t1=$(uptime_s)
+	wait $hold
+	crc=$?
+	if [ $rc = 0 ] && ! loaded && [ $crc = 0 ]; then
+		result rmmod_held PASS "active=$active before; rmmod took $t0 -> $t1 s; $(tail -n1 /tmp/hold.log)"
+	else
+		result rmmod_held FAIL "rmmod rc=$rc, loaded=$(loaded && echo yes || echo no), client rc=$crc: $(tail -n1 /tmp/hold.log)"
+	fi
+else
+	result rmmod_held FAIL "client did not get $HOLD_N connections up (active=$(counter active)): $(tail -n2 /tmp/hold.log | tr '\n' ' ')"
+	kill $hold 2>/dev/null
+	unload
+fi
+
+# 3b. rmmod while 200 connections are moving data (half of them never read)
+insmod $KO
+rm -f /tmp/busy
+echoclient busy 127.0.0.1 $PORT 200 /tmp/busy 120 >/tmp/busy.log 2>&1 &
+busy=$!
+if wait_file /tmp/busy 120; then
+	sleep 1
+	bytes=$(counter bytes_echoed)
+	t0=$(uptime_s)
+	timeout 60 rmmod fastecho
+	rc=$?
+	t1=$(uptime_s)
+	wait $busy
+	crc=$?
+	if [ $rc = 0 ] && ! loaded && [ $crc = 0 ]; then
+		result rmmod_busy PASS "$bytes B echoed before; rmmod took $t0 -> $t1 s; $(tail -n1 /tmp/busy.log)"
+	else
+		result rmmod_busy FAIL "rmmod rc=$rc, loaded=$(loaded && echo yes || echo no), client rc=$crc: $(tail -n2 /tmp/busy.log | tr '\n' ' ')"
+	fi
+else
+	result rmmod_busy FAIL "client did not get data moving: $(tail -n2 /tmp/busy.log | tr '\n' ' ')"
+	kill $busy 2>/dev/null
+	unload
+fi
+
+# 4. bad parameters and a port in use are refused, other addresses work
+bad=""
+for p in port=0 port=70000 port=-1 backlog=0 backlog=-5 addr=garbage addr=1.2.3 addr=::zz; do
+	r=$(echoclient load $KO $p)
+	msg=$(dmesg | grep 'fastecho: ' | tail -n1)
+	case "$r" in
+	*errno=EINVAL*) ;;
+	*) bad="$bad $p:[$r]" ;;
+	esac
+	case "$msg" in
+	*invalid*) ;;
+	*) bad="$bad $p:no-pr_err" ;;
+	esac
+	loaded && { bad="$bad $p:loaded"; unload; }
+done
+if [ -z "$bad" ]; then
+	result bad_params PASS "port=0 port=70000 port=-1 backlog=0 backlog=-5 addr=garbage addr=1.2.3 addr=::zz all EINVAL with a pr_err line"
+else
+	result bad_params FAIL "$bad"
+fi
+
+rm -f /tmp/lready
+echoclient listen 127.0.0.1 $PORT /tmp/lready &
+lst=$!
+wait_file /tmp/lready 10
+r1=$(echoclient load $KO)
+loaded && unload
+r2=$(echoclient load $KO addr=0.0.0.0)
+loaded && unload
+kill $lst
+wait $lst 2>/dev/null
+case "$r1 / $r2" in
+*errno=EADDRINUSE*errno=EADDRINUSE*)
+	result port_in_use PASS "127.0.0.1 and 0.0.0.0 on a port in use: $r1" ;;
+*)
+	result port_in_use FAIL "$r1 / $r2" ;;
+esac
+
+good=""
+for spec in "addr=0.0.0.0 port=12346 backlog=4096|127.0.0.1 12346" \
+	    "addr=::1 port=65535|::1 65535" "addr=:: port=1|127.0.0.1 1"; do
+	params=${spec%|*}
+	target=${spec#*|}
+	# shellcheck disable=SC2086
+	r=$(echoclient load $KO $params)
+	# shellcheck disable=SC2086
+	if [ "$r" = "load: ok" ] && echoclient echo $target 70000 >/dev/null 2>&1; then
+		good="$good ok($params)"
+	else
+		good="$good FAILED($params: $r)"
+	fi
+	unload || good="$good FAILED(rmmod)"
+done
+case "$good" in
+*FAILED*) result params FAIL "$good" ;;
+*) result params PASS "$good" ;;
+esac
+
+# 5. 20 load/unload cycles with an echo in each
+fail=""
+i=1
+while [ $i -le 20 ]; do
+	if ! insmod $KO; then
+		fail="cycle $i: insmod"
+		break
+	fi
+	if ! echoclient echo 127.0.0.1 $PORT 20000 >/tmp/cyc.log 2>&1; then
+		fail="cycle $i: $(cat /tmp/cyc.log)"
+		unload
+		break
+	fi
+	if ! unload; then
+		fail="cycle $i: rmmod"
+		break
+	fi
+	i=$((i + 1))
+done
+if [ -z "$fail" ]; then
+	result cycles PASS "20 insmod/echo/rmmod cycles"
+else
+	result cycles FAIL "$fail"
+fi
+
+# 6. the counters
+insmod $KO
+c0="$(counter accepted)/$(counter active)/$(counter bytes_echoed)"
+echoclient conc 127.0.0.1 $PORT 10 12345 30 >/dev/null 2>&1
+crc=$?
+wait_active 0 10
+c1="$(counter accepted)/$(counter active)/$(counter bytes_echoed)"
+rm -f /tmp/held
+echoclient hold 127.0.0.1 $PORT 5 /tmp/held 30 >/tmp/hold5.log 2>&1 &
+hold=$!
+wait_file /tmp/held 30
+wait_active 5 10
+c2="$(counter accepted)/$(counter active)/$(counter bytes_echoed)"
+unload
+wait $hold
+hrc=$?
+want1="10/0/123450"
+want2="15/5/123455"
+if [ "$c0" = "0/0/0" ] && [ $crc = 0 ] && [ "$c1" = "$want1" ] &&
+   [ "$c2" = "$want2" ] && [ $hrc = 0 ]; then
+	result counters PASS "accepted/active/bytes_echoed: fresh $c0, after 10x12345 B $c1, 5 held $c2"
+else
+	result counters FAIL "fresh $c0 (want 0/0/0), after 10x12345 B $c1 (want $want1), 5 held $c2 (want $want2), client rc $crc/$hrc"
+fi
+
+# 6b. the host scripts, as a person runs them (busybox sh stands in for bash)
+o1=$(sh /kmod/load-kmod.sh 2>&1)
+r1=$?
+o2=$(FASTECHO_KO=$KO sh /kmod/load-kmod.sh port=12350 2>&1)
+r2=$?
+echoclient echo 127.0.0.1 12350 1000 >/dev/null 2>&1
+r3=$?
+o4=$(sh /kmod/unload-kmod.sh 2>&1)
+r4=$?
+o5=$(sh /kmod/unload-kmod.sh 2>&1)
+r5=$?
+o6=$(FASTECHO_KO=$KO sh /kmod/load-kmod.sh port=0 2>&1)
+r6=$?
+loaded && unload
+case "$r1$r2$r3$r4$r5$r6|$o1|$o5|$o6" in
+100011"|"*"no kernel headers"*"|"*"not loaded"*"|"*"invalid port 0"*)
+	result scripts PASS "no headers: '$o1' / FASTECHO_KO load+echo+unload ok / '$o5' / '$o6'" ;;
+*)
+	result scripts FAIL "rc $r1$r2$r3$r4$r5$r6 (want 100011): '$o1' '$o2' '$o4' '$o5' '$o6'" ;;
+esac
+
+# 7. the kernel log since the start of the test
+dmesg >/tmp/dmesg.log
+sed -n '/vm-test: start/,$p' /tmp/dmesg.log >/tmp/dmesg.test
+bad=$(grep -E 'BUG|Oops|WARNING|refcount|leak|UBSAN|KASAN|hogged CPU|hung_task|blocked for more than' /tmp/dmesg.test | head -n3 | tr '\n' ' ')
+pre=$(sed '/vm-test: start/,$d' /tmp/dmesg.log | grep -cE 'BUG|Oops|WARNING|refcount|leak|UBSAN|KASAN')
+if [ -z "$bad" ] && grep -q 'vm-test: start' /tmp/dmesg.test; then
+	result dmesg PASS "$(wc -l </tmp/dmesg.test) lines since the test began, none matching; boot messages matching before it: $pre"
+else
+	result dmesg FAIL "${bad:-the start marker is gone from the log}"
+fi
+out dmesg /tmp/dmesg.test
+
+echo "@@DONE fails=$FAILS" >&3
+echo "=== full dmesg ==="
+cat /tmp/dmesg.log
+sync
+poweroff -f

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# vm-test: builds fastecho.ko against Debian's 6.1 (bookworm) and 6.12
+# (bookworm-backports) cloud kernels and tests it in QEMU, one VM per kernel.
+# See kernel/README.md ("The VM harness").
+#
+# Environment:
+#   RINGECHO_BIN  ringecho binary for `ringecho check` inside the VM
+#                 (default target/release/ringecho, relative to the repo root)
+#   VM_SUITES     Debian suites whose cloud kernel to test
+#                 (default "bookworm bookworm-backports")
+#   VM_ACCEL      auto (default: KVM if a probe boot works, else TCG), kvm, tcg
+#   VM_TIMEOUT    seconds one VM may run (default 300)
+#   VM_CACHE      downloads and builds (default .vm/ at the repo root)
+#
+# Exit status 0 only if every step passed on every kernel.
+set -euo pipefail
+# shellcheck source=kernel/vm/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+VM_SUITES=${VM_SUITES:-bookworm bookworm-backports}
+VM_TIMEOUT=${VM_TIMEOUT:-300}
+RINGECHO_BIN=${RINGECHO_BIN:-target/release/ringecho}
+case $RINGECHO_BIN in
+/*) ;;
+*) RINGECHO_BIN=$REPO_ROOT/$RINGECHO_BIN ;;
+esac
+STEPS="load check echo conc1000 rmmod_held rmmod_busy bad_params port_in_use params cycles counters scripts dmesg"
+
+start=$(date +%s)
+[ -x "$RINGECHO_BIN" ] ||
+	die "no ringecho binary at $RINGECHO_BIN: build it (cargo build --release) or set RINGECHO_BIN"
+mkdir -p "$VM_CACHE"
+vm_host_setup
+vm_build_client
+
+summary=()
+failed=0
+accel_picked=
+for suite in $VM_SUITES; do
+	krel=$(vm_kernel_release "$suite")
+	label=$(echo "$krel" | grep -o '^[0-9]*\.[0-9]*')
+	dir=$VM_CACHE/$krel
+	say "== $label ($krel, $suite)"
+	vm_kernel_fetch "$krel"
+	vm_build_module "$krel"
+	# modinfo must describe every parameter
+	for p in port backlog addr; do
+		modinfo -F parm "$VM_KO" | grep -q "^$p:[^(]" ||
+			die "modinfo: parameter $p has no description"
+	done
+	vm_pack_initramfs "$krel" "$VM_DIR/init.sh" "ringecho=$RINGECHO_BIN"
+	if [ -z "$accel_picked" ]; then
+		vm_pick_accel
+		accel_picked=1
+	fi
+
+	t0=$(date +%s)
+	rc=0
+	vm_boot "$krel" "$VM_TIMEOUT" "" || rc=$?
+	t1=$(date +%s)
+	res=$(tr -d '\r' <"$dir/results.log" 2>/dev/null || true)
+
+	kfail=0
+	printf '\n%-12s %-6s %s\n' "step" "result" "detail ($label, $krel, $((t1 - t0)) s in QEMU)"
+	for step in $STEPS; do
+		line=$(grep -m1 "^@@RESULT step=$step " <<<"$res" || true)
+		if [ -z "$line" ]; then
+			status=MISSING detail="no result (VM timed out or crashed: see $dir/console.log)"
+		else
+			status=$(sed -n 's/.* status=\([A-Z]*\) .*/\1/p' <<<"$line")
+			detail=${line#* detail=}
+		fi
+		[ "$status" = PASS ] || kfail=1
+		printf '%-12s %-6s %s\n' "$step" "$status" "$detail"
+	done
+	if ! grep -q '^@@DONE' <<<"$res"; then
+		kfail=1
+		if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+			printf '%-12s %-6s %s\n' "vm" "FAIL" "timed out after ${VM_TIMEOUT} s"
+		else
+			printf '%-12s %-6s %s\n' "vm" "FAIL" "ended without @@DONE (qemu exit $rc)"
+		fi
+		say "--- last lines of $dir/console.log:"
+		tail -n 40 "$dir/console.log" | tr -d '\r' >&2 || true
+	fi
+	# the conformance suite's own table
+	if grep -q '^@@OUT check|' <<<"$res"; then
+		echo "--- ringecho check ($label):"
+		sed -n 's/^@@OUT check| //p' <<<"$res"
+	fi
+	if [ $kfail = 0 ]; then
+		summary+=("$label PASS")
+	else
+		summary+=("$label FAIL")
+		failed=1
+		if grep -q '^@@OUT dmesg|' <<<"$res"; then
+			say "--- kernel log since the test began ($label):"
+			sed -n 's/^@@OUT dmesg| //p' <<<"$res" | tail -n 60 >&2
+		fi
+	fi
+done
+
+echo
+line=
+for item in "${summary[@]}"; do
+	line+="${line:+, }$item"
+done
+echo "vm-test: $line ($(($(date +%s) - start)) s)"
+exit $failed
