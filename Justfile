@@ -41,3 +41,24 @@ test:
 lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets --locked -- -D warnings
+
+# Build fastecho.ko for this kernel and load it (root, headers), e.g. `just load-kmod port=12345 backlog=4096`
+load-kmod *PARAMS:
+    bash kernel/load-kmod.sh {{PARAMS}}
+
+# Remove fastecho.ko
+unload-kmod:
+    bash kernel/unload-kmod.sh
+
+# Test fastecho.ko in QEMU on Debian's 6.1 and 6.12 kernels (installs qemu, busybox, kernels)
+vm-test: build
+    bash kernel/vm/vm-test.sh
+
+# bench-all inside the 6.12 VM against fastecho.ko, uring and epoll; results land in results/vm/
+vm-bench *ARGS: build
+    bash kernel/vm/vm-bench.sh {{ARGS}}
+
+# checkpatch.pl --strict on the module (installs checkpatch from linux-source-6.1)
+kernel-lint:
+    bash kernel/install-checkpatch.sh
+    checkpatch.pl --no-tree --strict -f kernel/fastecho.c
