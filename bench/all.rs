@@ -1,24 +1,31 @@
 //! `ringecho bench-all`: one run that measures every server side by side. It starts the
 //! userspace servers itself (uring and epoll, one worker each, pinned to CPU 0), includes
-//! the kernel module when something answers on its port, drives each matrix point against
-//! each server in turn (interleaved, so drift hits all servers alike) with the load
-//! generator pinned to the other CPUs, and writes CSV, charts, a summary and the machine's
-//! metadata.
+//! the kernel module when something answers on its port, and drives three workloads
+//! against each server in turn (interleaved per point, so drift hits all servers alike)
+//! with the load generator pinned to the other CPUs:
+//!
+//! 1. throughput: the closed-loop matrix of connections × message sizes;
+//! 2. latency: open loop at fixed fractions of epoll's closed-loop peak;
+//! 3. burst: the seed's N connections released at once.
+//!
+//! It writes CSV, HdrHistogram logs, a summary and the machine's metadata, then draws the
+//! charts from those files (the same code `ringecho plot` runs).
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
 
-use super::chart;
 use super::hist::Percentiles;
 use super::loadgen::{self, LoadSpec};
-use super::results::{self, Row};
-use crate::error::{Context, Error, Result};
+use super::openloop::{self, OpenSpec};
+use super::plot::{self, LatencyTag};
+use super::results::{self, LatencyRow, Row};
+use super::servers::{self, Target};
+use super::{hlog, machine};
+use crate::error::{Context, Result};
 
 /// `ringecho bench-all` flags.
 #[derive(Debug, Clone, Args)]
@@ -36,6 +43,13 @@ pub struct BenchAllArgs {
     /// CPUs for the load generator's threads (the servers run on CPU 0).
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub client_cpus: Vec<usize>,
+    /// Load generator threads (each drives its share of the connections).
+    #[arg(long, default_value_t = 2)]
+    pub client_threads: usize,
+    /// A line drawn under every chart title and kept in metadata.txt, e.g. where the run
+    /// was measured.
+    #[arg(long, default_value = "")]
+    pub note: String,
 }
 
 /// The matrix and timing of a run.
@@ -45,6 +59,12 @@ pub struct Profile {
     pub sizes: Vec<usize>,
     pub warmup: Duration,
     pub secs: Duration,
+    /// Open loop: connections, message size, and rates as percentages of epoll's
+    /// closed-loop echoes/s at that point.
+    pub latency_conns: usize,
+    pub latency_size: usize,
+    pub latency_percents: Vec<u32>,
+    pub latency_secs: Duration,
     /// Burst: connections released at once, and rounds.
     pub burst_threads: usize,
     pub burst_rounds: u32,
@@ -59,6 +79,10 @@ impl Profile {
                 sizes: vec![64, 4096],
                 warmup: Duration::from_millis(300),
                 secs: Duration::from_secs(1),
+                latency_conns: 100,
+                latency_size: 64,
+                latency_percents: vec![50],
+                latency_secs: Duration::from_secs(1),
                 burst_threads: 100,
                 burst_rounds: 2,
             }
@@ -68,50 +92,100 @@ impl Profile {
                 sizes: vec![64, 512, 4096, 65536],
                 warmup: Duration::from_secs(1),
                 secs: Duration::from_secs(4),
+                latency_conns: 100,
+                latency_size: 64,
+                latency_percents: vec![25, 50, 75],
+                latency_secs: Duration::from_secs(5),
                 burst_threads: 1000,
                 burst_rounds: 10,
             }
         }
     }
-}
 
-/// A server under test: its name, address, and process (none for the module).
-struct Target {
-    name: String,
-    addr: SocketAddr,
-    child: Option<Child>,
-    banner: String,
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.child {
-            // SAFETY: kill(2) on our own child's pid; SIGTERM lets it close cleanly.
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while Instant::now() < deadline {
-                if matches!(c.try_wait(), Ok(Some(_))) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+    /// Planned seconds of each kind of step, for the progress bar and its ETA.
+    fn step_secs(&self) -> (f64, f64, f64) {
+        let throughput = (self.warmup + self.secs).as_secs_f64() + 0.1;
+        let latency = (self.warmup + self.latency_secs).as_secs_f64() + 0.2;
+        let burst = 0.5 * f64::from(self.burst_rounds);
+        (throughput, latency, burst)
     }
 }
+
+/// A progress bar over the run's planned seconds (on a terminal), plus one plain line per
+/// finished step with an ETA (always, so logs show progress too).
+struct Progress {
+    bar: ProgressBar,
+    started: Instant,
+    planned_total: f64,
+    planned_done: f64,
+    step: usize,
+    steps: usize,
+}
+
+impl Progress {
+    fn new(steps: usize, planned_total: f64) -> Progress {
+        let bar = ProgressBar::new((planned_total * 1000.0) as u64);
+        // The template is a constant that indicatif parses; a failure would only lose
+        // the bar's layout, so fall back to the default style.
+        if let Ok(style) = ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] [{bar:40}] {percent:>3}% eta {eta} {msg}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Progress {
+            bar,
+            started: Instant::now(),
+            planned_total,
+            planned_done: 0.0,
+            step: 0,
+            steps,
+        }
+    }
+
+    /// Say what runs next.
+    fn starting(&self, what: String) {
+        self.bar.set_message(what);
+    }
+
+    /// A step of `planned` seconds finished with result `line`.
+    fn finished(&mut self, planned: f64, line: &str) {
+        self.step += 1;
+        self.planned_done += planned;
+        self.bar.set_position((self.planned_done * 1000.0) as u64);
+        // Remaining planned time, scaled by how far reality ran from the plan so far.
+        let pace = self.started.elapsed().as_secs_f64() / self.planned_done.max(1e-9);
+        let eta = (self.planned_total - self.planned_done).max(0.0) * pace;
+        let text = format!("[{:>3}/{}] {line}  (eta {eta:.0}s)", self.step, self.steps);
+        self.bar.suspend(|| println!("{text}"));
+    }
+
+    fn done(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Per-server histogram logs being collected.
+type Logs = BTreeMap<String, Vec<hlog::Entry>>;
 
 /// Run the whole comparison; Ok(false) if any point saw errors.
 pub fn run(a: &BenchAllArgs) -> Result<bool> {
     let profile = Profile::new(a.quick);
+    if a.client_threads == 0 || a.client_threads > 64 {
+        crate::bail!("--client-threads must be between 1 and 64");
+    }
+    if a.note.contains('\n') {
+        crate::bail!("--note must be one line");
+    }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    for w in environment_warnings(&profile, &a.client_cpus) {
+    for w in machine::environment_warnings(&profile, &a.client_cpus) {
         eprintln!("warning: {w}");
     }
-    let mut targets = vec![start_server("uring")?, start_server("epoll")?];
-    match kmod_target(&a.kmod) {
+    let mut targets = vec![
+        servers::start_server("uring")?,
+        servers::start_server("epoll")?,
+    ];
+    match servers::kmod_target(&a.kmod) {
         Some(t) => targets.push(t),
         None => eprintln!(
             "kernel module: nothing answers on {}; comparing the userspace servers only \
@@ -124,92 +198,79 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
         .iter()
         .flat_map(|&s| profile.conns.iter().map(move |&c| (c, s)))
         .collect();
-    let total = points.len() * targets.len();
-    let per = profile.warmup + profile.secs + Duration::from_millis(100);
+    let n = targets.len();
+    let (t_secs, l_secs, b_secs) = profile.step_secs();
+    let steps = n * (points.len() + profile.latency_percents.len() + 1);
+    let planned = n as f64
+        * (points.len() as f64 * t_secs + profile.latency_percents.len() as f64 * l_secs + b_secs);
     println!(
-        "bench-all: {} servers x {} points, about {:.0}s; results in {}",
-        targets.len(),
+        "bench-all: {} servers ({}); {} closed-loop points, {} open-loop rates, burst; \
+         about {:.0}s; results in {}",
+        n,
+        targets
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         points.len(),
-        (per * total as u32).as_secs_f64(),
+        profile.latency_percents.len(),
+        planned,
         a.out.display()
     );
-    let started = Instant::now();
-    let mut rows = Vec::new();
-    let mut done = 0;
-    for &(conns, size) in &points {
-        for t in &targets {
-            let spec = LoadSpec {
-                addr: t.addr,
-                conns,
-                size,
-                warmup: profile.warmup,
-                duration: profile.secs,
-                threads: a.client_cpus.len().clamp(1, conns),
-                cpus: a.client_cpus.clone(),
-                seed: (conns * 31 + size) as u64,
-                server_pid: t.child.as_ref().map(Child::id),
-            };
-            let r = loadgen::run(&spec)?;
-            let row = to_row(&t.name, conns, size, &r);
-            done += 1;
-            let eta = started.elapsed().as_secs_f64() / done as f64 * (total - done) as f64;
-            println!(
-                "[{done:>3}/{total}] {:<6} {:>5} conns x {:>5} B: {:>9.0} echoes/s, p99 {:>8.1} µs{}  (eta {:.0}s)",
-                t.name,
-                conns,
-                size,
-                row.echoes_per_sec,
-                row.p99_us,
-                problems(&row),
-                eta
-            );
-            let _ = std::io::stdout().flush();
-            rows.push(row);
-        }
-    }
-    let mut burst_rows = Vec::new();
-    let mut burst_errors = 0;
-    for t in &targets {
-        let r = super::burst::run(
-            t.addr,
-            profile.burst_threads,
-            profile.burst_rounds,
-            Duration::from_secs(10),
-        )?;
-        println!(
-            "burst  {:<6} {} at once x {} rounds: response {}{}",
-            t.name,
-            profile.burst_threads,
-            profile.burst_rounds,
-            Percentiles::of(&r.response).describe(),
-            if r.errors > 0 {
-                format!(", {} FAILED connections", r.errors)
-            } else {
-                String::new()
-            }
-        );
-        burst_errors += r.errors;
-        burst_rows.extend(r.samples.into_iter().map(|s| (t.name.clone(), s)));
-    }
+    let mut progress = Progress::new(steps, planned);
+    let mut logs = Logs::new();
+    let run_start = Instant::now();
+    let ctx = Ctx {
+        args: a,
+        profile: &profile,
+        run_start,
+    };
+    let rows = ctx.throughput(&targets, &points, &mut progress, &mut logs)?;
+    let lat_rows = ctx.latency(&targets, &rows, &mut progress, &mut logs)?;
+    let (burst_rows, burst_errors) = ctx.burst(&targets, &mut progress, &mut logs)?;
+    progress.done();
+
+    let placement = format!(
+        "servers pinned to CPU 0 (one worker); load generator: {} thread(s) on CPU(s) {:?}",
+        a.client_threads, a.client_cpus
+    );
+    let meta = machine::metadata(&targets, &placement, &a.note);
+    drop(targets);
+    results::write_csv(&a.out, &rows)?;
+    write(
+        &a.out.join("latency.csv"),
+        &results::latency_to_csv(&lat_rows),
+    )?;
     write(
         &a.out.join("burst.csv"),
         &results::burst_to_csv(&burst_rows),
     )?;
-    let meta = metadata(&targets);
-    results::write_csv(&a.out, &rows)?;
     write(&a.out.join("metadata.txt"), &meta)?;
     write(
         &a.out.join("summary.md"),
-        &results::summary_md(&rows, &meta),
+        &results::summary_md(&rows, &lat_rows, &meta),
     )?;
-    let charts = draw_everything(&a.out, &rows)?;
+    let hist_dir = a.out.join(plot::HIST_DIR);
+    std::fs::create_dir_all(&hist_dir)
+        .with_context(|| format!("creating {}", hist_dir.display()))?;
+    for (server, entries) in &logs {
+        let comment = format!("ringecho bench-all: server {server}\n{}", a.note);
+        hlog::write(
+            &hist_dir.join(format!("{server}.hlog")),
+            comment.trim_end(),
+            entries,
+        )?;
+    }
+    let charts = plot::draw_everything(&a.out)?;
     println!(
-        "wrote {}/throughput.csv, burst.csv, summary.md, metadata.txt and {} charts: {}",
+        "wrote {0}/throughput.csv, latency.csv, burst.csv, {1}/*.hlog, summary.md, \
+         metadata.txt and {2} charts: {3}",
         a.out.display(),
+        plot::HIST_DIR,
         charts.len(),
         charts.join(", ")
     );
-    let bad: Vec<String> = rows
+    let mut bad: Vec<String> = rows
         .iter()
         .filter(|r| r.errors > 0 || r.stalled > 0 || r.echoes_per_sec == 0.0)
         .map(|r| {
@@ -222,14 +283,242 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
             )
         })
         .collect();
+    bad.extend(
+        lat_rows
+            .iter()
+            .filter(|r| r.errors > 0 || r.unfinished > 0)
+            .map(|r| {
+                format!(
+                    "{} open loop at {:.0}/s: {} errors, {} of {} messages unfinished",
+                    r.server, r.rate, r.errors, r.unfinished, r.scheduled
+                )
+            }),
+    );
     if !bad.is_empty() {
         println!(
             "points with problems (see summary.md):\n  {}",
             bad.join("\n  ")
         );
     }
-    // Wrong bytes, resets and failed connects are failures; starvation is a result.
-    Ok(rows.iter().all(|r| r.errors == 0) && burst_errors == 0)
+    // Wrong bytes, resets and failed connects are failures; starvation and a rate not
+    // kept are results about the server.
+    Ok(rows.iter().all(|r| r.errors == 0)
+        && lat_rows.iter().all(|r| r.errors == 0)
+        && burst_errors == 0)
+}
+
+/// What every phase needs.
+struct Ctx<'a> {
+    args: &'a BenchAllArgs,
+    profile: &'a Profile,
+    run_start: Instant,
+}
+
+impl Ctx<'_> {
+    fn threads(&self, conns: usize) -> usize {
+        self.args.client_threads.clamp(1, conns.max(1))
+    }
+
+    /// The closed-loop matrix.
+    fn throughput(
+        &self,
+        targets: &[Target],
+        points: &[(usize, usize)],
+        progress: &mut Progress,
+        logs: &mut Logs,
+    ) -> Result<Vec<Row>> {
+        let p = self.profile;
+        let mut rows = Vec::new();
+        for &(conns, size) in points {
+            for t in targets {
+                progress.starting(format!("{} {conns} conns x {size} B", t.name));
+                let spec = LoadSpec {
+                    addr: t.addr,
+                    conns,
+                    size,
+                    warmup: p.warmup,
+                    duration: p.secs,
+                    threads: self.threads(conns),
+                    cpus: self.args.client_cpus.clone(),
+                    seed: (conns * 31 + size) as u64,
+                    server_pid: t.pid(),
+                };
+                let began = self.run_start.elapsed();
+                let r = loadgen::run(&spec)?;
+                let row = to_row(&t.name, conns, size, &r);
+                progress.finished(
+                    p.step_secs().0,
+                    &format!(
+                        "{:<6} {:>5} conns x {:>5} B: {:>9.0} echoes/s, p99 {:>8.1} µs{}",
+                        t.name,
+                        conns,
+                        size,
+                        row.echoes_per_sec,
+                        row.p99_us,
+                        problems(&row)
+                    ),
+                );
+                logs.entry(t.name.clone()).or_default().push(hlog::Entry {
+                    tag: format!("throughput:c{conns}-s{size}"),
+                    start: began + p.warmup,
+                    length: p.secs,
+                    hist: r.latency,
+                });
+                rows.push(row);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Open loop at fractions of epoll's closed-loop peak at the latency point.
+    fn latency(
+        &self,
+        targets: &[Target],
+        rows: &[Row],
+        progress: &mut Progress,
+        logs: &mut Logs,
+    ) -> Result<Vec<LatencyRow>> {
+        let p = self.profile;
+        let (conns, size) = (p.latency_conns, p.latency_size);
+        let at_point = |r: &&Row| r.conns == conns as u64 && r.size == size as u64;
+        let reference = rows
+            .iter()
+            .filter(at_point)
+            .find(|r| r.server == "epoll")
+            .or_else(|| {
+                rows.iter()
+                    .filter(at_point)
+                    .max_by(|a, b| a.echoes_per_sec.total_cmp(&b.echoes_per_sec))
+            })
+            .map_or(10_000.0, |r| r.echoes_per_sec)
+            .max(100.0);
+        let mut out = Vec::new();
+        for &pct in &p.latency_percents {
+            let rate = ((reference * f64::from(pct) / 100.0) / 100.0)
+                .round()
+                .max(1.0)
+                * 100.0;
+            let tag = LatencyTag {
+                fraction: pct,
+                rate: rate as u64,
+                conns: conns as u64,
+                size: size as u64,
+            };
+            for t in targets {
+                progress.starting(format!("{} open loop at {rate:.0}/s", t.name));
+                let spec = OpenSpec {
+                    addr: t.addr,
+                    conns,
+                    size,
+                    rate,
+                    warmup: p.warmup,
+                    duration: p.latency_secs,
+                    // One thread per client CPU: two threads sharing a CPU delay each
+                    // other's scheduled sends, which the corrected latency would charge
+                    // to the server.
+                    threads: self.args.client_cpus.len().clamp(1, conns),
+                    cpus: self.args.client_cpus.clone(),
+                    seed: u64::from(pct) * 7919 + size as u64,
+                    server_pid: t.pid(),
+                };
+                let began = self.run_start.elapsed();
+                let r = openloop::run(&spec)?;
+                let secs = r.window.as_secs_f64();
+                let row = LatencyRow {
+                    server: t.name.clone(),
+                    conns: conns as u64,
+                    size: size as u64,
+                    rate,
+                    achieved: r.echoes as f64 / secs,
+                    scheduled: r.scheduled,
+                    unfinished: r.unfinished,
+                    corrected: Percentiles::of(&r.corrected),
+                    uncorrected: Percentiles::of(&r.uncorrected),
+                    machine_us_per_echo: r
+                        .machine_cpu
+                        .map_or(f64::NAN, |m| m.as_secs_f64() * 1e6 / r.echoes.max(1) as f64),
+                    client_cpu_pct: r.client_cpu.as_secs_f64() / secs * 100.0,
+                    errors: r.errors.total(),
+                };
+                progress.finished(
+                    p.step_secs().1,
+                    &format!(
+                        "{:<6} open loop {rate:>8.0}/s ({pct}% of epoll's peak): p99 {:.1} µs \
+                         corrected, {:.1} µs uncorrected{}{}",
+                        t.name,
+                        row.corrected.p99,
+                        row.uncorrected.p99,
+                        if row.unfinished > 0 {
+                            format!(", rate not kept ({} unfinished)", row.unfinished)
+                        } else {
+                            String::new()
+                        },
+                        if row.errors > 0 {
+                            format!(", {} ERRORS", row.errors)
+                        } else {
+                            String::new()
+                        }
+                    ),
+                );
+                let log = logs.entry(t.name.clone()).or_default();
+                for (kind, h) in [("corrected", r.corrected), ("uncorrected", r.uncorrected)] {
+                    log.push(hlog::Entry {
+                        tag: tag.tag(kind),
+                        start: began + p.warmup,
+                        length: p.latency_secs,
+                        hist: h,
+                    });
+                }
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The seed's burst against each server.
+    fn burst(
+        &self,
+        targets: &[Target],
+        progress: &mut Progress,
+        logs: &mut Logs,
+    ) -> Result<(Vec<(String, super::burst::Sample)>, u64)> {
+        let p = self.profile;
+        let (mut samples, mut errors) = (Vec::new(), 0);
+        for t in targets {
+            progress.starting(format!("{} burst", t.name));
+            let began = self.run_start.elapsed();
+            let r = super::burst::run(
+                t.addr,
+                p.burst_threads,
+                p.burst_rounds,
+                Duration::from_secs(10),
+            )?;
+            progress.finished(
+                p.step_secs().2,
+                &format!(
+                    "{:<6} burst {} at once x {} rounds: response {}{}",
+                    t.name,
+                    p.burst_threads,
+                    p.burst_rounds,
+                    Percentiles::of(&r.response).describe(),
+                    if r.errors > 0 {
+                        format!(", {} FAILED connections", r.errors)
+                    } else {
+                        String::new()
+                    }
+                ),
+            );
+            logs.entry(t.name.clone()).or_default().push(hlog::Entry {
+                tag: format!("burst:n{}-r{}", p.burst_threads, p.burst_rounds),
+                start: began,
+                length: self.run_start.elapsed().saturating_sub(began),
+                hist: r.response.clone(),
+            });
+            errors += r.errors;
+            samples.extend(r.samples.into_iter().map(|s| (t.name.clone(), s)));
+        }
+        Ok((samples, errors))
+    }
 }
 
 /// ", 3 ERRORS (wrong bytes/closed/connect), 12 stalled connections" or "".
@@ -248,47 +537,6 @@ fn problems(r: &Row) -> String {
         s += ", no echo completed";
     }
     s
-}
-
-/// `ringecho plot DIR`: redraw the charts from `DIR/throughput.csv`.
-pub fn plot(dir: &Path) -> Result<bool> {
-    let rows = results::read_csv(dir)?;
-    let charts = draw_everything(dir, &rows)?;
-    println!(
-        "redrew {} charts in {}: {}",
-        charts.len(),
-        dir.display(),
-        charts.join(", ")
-    );
-    Ok(true)
-}
-
-/// Throughput charts from `rows`, and the burst chart if `dir/burst.csv` exists.
-fn draw_everything(dir: &Path, rows: &[Row]) -> Result<Vec<String>> {
-    let mut charts = chart::draw_all(dir, rows)?;
-    let burst = dir.join("burst.csv");
-    if burst.exists() {
-        let text = std::fs::read_to_string(&burst)
-            .with_context(|| format!("reading {}", burst.display()))?;
-        let samples = results::burst_from_csv(&text)?;
-        let mut servers: Vec<String> = samples.iter().map(|(s, _)| s.clone()).collect();
-        servers.sort();
-        servers.dedup();
-        let per: Vec<(String, Vec<(u32, f64)>)> = servers
-            .into_iter()
-            .map(|srv| {
-                let mine: Vec<_> = samples
-                    .iter()
-                    .filter(|(s, _)| *s == srv)
-                    .map(|(_, x)| *x)
-                    .collect();
-                let means = super::burst::mean_by_rank(&mine);
-                (srv, means)
-            })
-            .collect();
-        charts.push(chart::draw_burst(dir, &per)?);
-    }
-    Ok(charts)
 }
 
 fn to_row(server: &str, conns: usize, size: usize, r: &loadgen::LoadResult) -> Row {
@@ -317,138 +565,6 @@ fn to_row(server: &str, conns: usize, size: usize, r: &loadgen::LoadResult) -> R
         errors: r.errors.connect + r.errors.mismatch + r.errors.closed,
         stalled: r.errors.stalled,
     }
-}
-
-/// Start `ringecho serve --engine NAME` on a free port, one worker pinned to CPU 0.
-fn start_server(engine: &str) -> Result<Target> {
-    let exe = std::env::current_exe().context("finding the ringecho binary")?;
-    let mut child = Command::new(exe)
-        .args([
-            "serve",
-            "--engine",
-            engine,
-            "--port",
-            "0",
-            "--threads",
-            "1",
-            "--pin",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("starting the {engine} server"))?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| Error::msg("server stdout not captured"))?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(l)) = lines.next() {
-            let _ = tx.send(l);
-        }
-        // Keep draining so the server never blocks on a full pipe.
-        for _ in lines {}
-    });
-    let banner = rx.recv_timeout(Duration::from_secs(10)).map_err(|_| {
-        let _ = child.kill();
-        Error::msg(format!("the {engine} server did not start"))
-    })?;
-    let addr = banner
-        .split("listening on tcp ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .ok_or_else(|| Error::msg(format!("unexpected start-up line: {banner}")))?;
-    Ok(Target {
-        name: engine.into(),
-        addr,
-        child: Some(child),
-        banner,
-    })
-}
-
-/// The module, if something answers on its address.
-fn kmod_target(addr: &str) -> Option<Target> {
-    let a = crate::net::resolve(addr).ok()?;
-    TcpStream::connect_timeout(&a, Duration::from_millis(300)).ok()?;
-    Some(Target {
-        name: "kernel".into(),
-        addr: a,
-        child: None,
-        banner: format!("fastecho.ko on {a}"),
-    })
-}
-
-/// Conditions that distort results, said before the run.
-pub fn environment_warnings(p: &Profile, client_cpus: &[usize]) -> Vec<String> {
-    let mut w = Vec::new();
-    let max_conns = p.conns.iter().copied().max().unwrap_or(0) as u64;
-    let cpus = crate::net::online_cpus();
-    if cpus < 2 || client_cpus.contains(&0) {
-        w.push("server and load generator share a CPU: the run measures both".into());
-    }
-    if let Some(s) = read_num("/proc/sys/net/core/somaxconn") {
-        if s < max_conns.min(4096) {
-            w.push(format!(
-                "net.core.somaxconn is {s}, below the {max_conns} connections made at once"
-            ));
-        }
-    }
-    let nofile = crate::net::raise_nofile_limit();
-    if nofile < max_conns + 256 {
-        w.push(format!(
-            "the open-file limit {nofile} is below {max_conns} connections"
-        ));
-    }
-    if let Ok(g) = std::fs::read_to_string("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
-    {
-        if g.trim() != "performance" {
-            w.push(format!("CPU frequency scaling governor is '{}'", g.trim()));
-        }
-    }
-    w
-}
-
-fn read_num(path: &str) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// Kernel, CPU, servers and the sysctls that matter.
-fn metadata(targets: &[Target]) -> String {
-    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let mut m = format!(
-        "kernel: {}\ncpu: {} x {}\n",
-        crate::uring::probe::kernel_release(),
-        crate::net::online_cpus(),
-        cpu_model
-    );
-    for (k, p) in [
-        ("net.core.somaxconn", "/proc/sys/net/core/somaxconn"),
-        (
-            "net.ipv4.tcp_max_syn_backlog",
-            "/proc/sys/net/ipv4/tcp_max_syn_backlog",
-        ),
-    ] {
-        m += &format!(
-            "{k}: {}\n",
-            read_num(p).map_or("?".into(), |v| v.to_string())
-        );
-    }
-    m += &format!("open-file limit: {}\n", crate::net::nofile_limit());
-    m += "placement: servers pinned to CPU 0 (one worker); load generator on the other CPU(s)\n";
-    for t in targets {
-        m += &format!("server {}: {}\n", t.name, t.banner);
-    }
-    m
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {

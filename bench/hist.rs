@@ -26,6 +26,7 @@ pub struct Percentiles {
     pub p90: f64,
     pub p99: f64,
     pub p999: f64,
+    pub p9999: f64,
     pub max: f64,
 }
 
@@ -39,15 +40,16 @@ impl Percentiles {
             p90: us(0.9),
             p99: us(0.99),
             p999: us(0.999),
+            p9999: us(0.9999),
             max: h.max() as f64 / 1000.0,
         }
     }
 
-    /// `p50 12.3 p90 ... max ...` in µs.
+    /// `p50 12.3 p90 ... p99.99 ... max ...` in µs.
     pub fn describe(&self) -> String {
         format!(
-            "p50 {:.1} p90 {:.1} p99 {:.1} p99.9 {:.1} max {:.1} µs",
-            self.p50, self.p90, self.p99, self.p999, self.max
+            "p50 {:.1} p90 {:.1} p99 {:.1} p99.9 {:.1} p99.99 {:.1} max {:.1} µs",
+            self.p50, self.p90, self.p99, self.p999, self.p9999, self.max
         )
     }
 }

@@ -63,7 +63,7 @@ impl Errors {
         self.connect + self.mismatch + self.closed + self.stalled
     }
 
-    fn add(&mut self, o: &Errors) {
+    pub(super) fn add(&mut self, o: &Errors) {
         self.connect += o.connect;
         self.mismatch += o.mismatch;
         self.closed += o.closed;
@@ -123,48 +123,18 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult> {
     if spec.threads == 0 || spec.conns == 0 || spec.size == 0 {
         crate::bail!("threads, connections and message size must all be at least 1");
     }
-    crate::net::raise_nofile_limit();
     let start = Instant::now() + Duration::from_millis(20);
     let window_start = start + spec.warmup;
     let window_end = window_start + spec.duration;
-    let barrier = Barrier::new(spec.threads);
-    let (outs, (machine_cpu, server_cpu)) = std::thread::scope(|sc| {
-        // Samples the machine and the server at the window's edges.
-        let sampler = sc.spawn(move || {
-            sleep_until(window_start);
-            let m0 = cpu::machine_busy();
-            let s0 = spec.server_pid.and_then(cpu::process_cpu);
-            sleep_until(window_end);
-            let m1 = cpu::machine_busy();
-            let s1 = spec.server_pid.and_then(cpu::process_cpu);
-            (
-                m0.zip(m1).map(|(a, b)| b.saturating_sub(a)),
-                s0.zip(s1).map(|(a, b)| b.saturating_sub(a)),
-            )
-        });
-        let handles: Vec<_> = (0..spec.threads)
-            .map(|t| {
-                let barrier = &barrier;
-                sc.spawn(move || {
-                    if !spec.cpus.is_empty() {
-                        crate::net::pin_current_thread(spec.cpus[t % spec.cpus.len()])?;
-                    }
-                    let share =
-                        spec.conns / spec.threads + usize::from(t < spec.conns % spec.threads);
-                    barrier.wait();
-                    drive(spec, t, share, window_start, window_end)
-                })
-            })
-            .collect();
-        let outs: Vec<Result<ThreadOut>> = handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(crate::error::Error::msg("load thread panicked")))
-            })
-            .collect();
-        (outs, sampler.join().unwrap_or((None, None)))
-    });
+    let threads = Threads {
+        count: spec.threads,
+        conns: spec.conns,
+        cpus: &spec.cpus,
+        window: (window_start, window_end),
+        server_pid: spec.server_pid,
+    };
+    let (outs, machine_cpu, server_cpu) =
+        threads.run(|t, share| drive(spec, t, share, window_start, window_end))?;
     let mut result = LoadResult {
         echoes: 0,
         bytes: 0,
@@ -176,7 +146,6 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult> {
         errors: Errors::default(),
     };
     for out in outs {
-        let out = out?;
         result.echoes += out.echoes;
         result.bytes += out.bytes;
         let _ = result.latency.add(&out.latency);
@@ -184,6 +153,75 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult> {
         result.errors.add(&out.errors);
     }
     Ok(result)
+}
+
+/// Load threads sharing the connections, and the CPU sampling around their measured window;
+/// shared by the closed-loop and the open-loop generators.
+pub(super) struct Threads<'a> {
+    /// Threads to run.
+    pub count: usize,
+    /// Connections, split as evenly as possible.
+    pub conns: usize,
+    /// CPUs to pin thread i to (`cpus[i % len]`); empty = not pinned.
+    pub cpus: &'a [usize],
+    /// The measured window, for the machine's and the server's CPU.
+    pub window: (Instant, Instant),
+    /// The server's pid, if it is a process.
+    pub server_pid: Option<u32>,
+}
+
+impl Threads<'_> {
+    /// Run `f(thread, connections)` on every thread at once (released together at a
+    /// barrier); returns each thread's output and the machine's and server's busy CPU in
+    /// the window.
+    pub fn run<T: Send>(
+        &self,
+        f: impl Fn(usize, usize) -> Result<T> + Sync,
+    ) -> Result<(Vec<T>, Option<Duration>, Option<Duration>)> {
+        crate::net::raise_nofile_limit();
+        let barrier = Barrier::new(self.count);
+        let (window_start, window_end) = self.window;
+        let server_pid = self.server_pid;
+        let (outs, (machine_cpu, server_cpu)) = std::thread::scope(|sc| {
+            // Samples the machine and the server at the window's edges.
+            let sampler = sc.spawn(move || {
+                sleep_until(window_start);
+                let m0 = cpu::machine_busy();
+                let s0 = server_pid.and_then(cpu::process_cpu);
+                sleep_until(window_end);
+                let m1 = cpu::machine_busy();
+                let s1 = server_pid.and_then(cpu::process_cpu);
+                (
+                    m0.zip(m1).map(|(a, b)| b.saturating_sub(a)),
+                    s0.zip(s1).map(|(a, b)| b.saturating_sub(a)),
+                )
+            });
+            let handles: Vec<_> = (0..self.count)
+                .map(|t| {
+                    let (barrier, f) = (&barrier, &f);
+                    sc.spawn(move || {
+                        if !self.cpus.is_empty() {
+                            crate::net::pin_current_thread(self.cpus[t % self.cpus.len()])?;
+                        }
+                        let share =
+                            self.conns / self.count + usize::from(t < self.conns % self.count);
+                        barrier.wait();
+                        f(t, share)
+                    })
+                })
+                .collect();
+            let outs: Vec<Result<T>> = handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(crate::error::Error::msg("load thread panicked")))
+                })
+                .collect();
+            (outs, sampler.join().unwrap_or((None, None)))
+        });
+        let outs = outs.into_iter().collect::<Result<Vec<T>>>()?;
+        Ok((outs, machine_cpu, server_cpu))
+    }
 }
 
 /// One load thread: connect its share, then ping-pong until the window closes.
@@ -208,10 +246,11 @@ fn drive(
     for k in 0..share {
         match start_connect(spec.addr) {
             Ok(sock) => {
+                // The token is the index in `clients`, which skips failed connects.
                 ep.add(
                     sock_fd(&sock),
                     sys::IN | sys::OUT | sys::RDHUP | sys::ET,
-                    k as u64,
+                    clients.len() as u64,
                 )
                 .context("registering a load connection")?;
                 clients.push(Client {
@@ -294,60 +333,100 @@ fn step(
     if c.state != State::Running {
         return;
     }
-    // Read everything available (edge-triggered), checking each byte.
-    loop {
-        match sys::recv(c.sock.as_fd(), scratch) {
-            Ok(0) => {
-                out.errors.closed += 1;
-                c.state = State::Dead;
-                return;
+    match read_echo(&c.sock, msg, c.sent, &mut c.received, scratch) {
+        Wire::Done => {
+            let done = Instant::now();
+            if done >= window.0 && done < window.1 {
+                out.echoes += 1;
+                out.bytes += msg.len() as u64;
+                hist::record(
+                    &mut out.latency,
+                    done.duration_since(c.started).as_nanos() as u64,
+                );
             }
-            Ok(n) => {
-                let end = c.received + n;
-                if end > c.sent || scratch[..n] != msg[c.received..end] {
-                    out.errors.mismatch += 1;
-                    c.state = State::Dead;
-                    return;
-                }
-                c.received = end;
-                if c.received == msg.len() {
-                    let done = Instant::now();
-                    if done >= window.0 && done < window.1 {
-                        out.echoes += 1;
-                        out.bytes += msg.len() as u64;
-                        hist::record(
-                            &mut out.latency,
-                            done.duration_since(c.started).as_nanos() as u64,
-                        );
-                    }
-                    begin_message(c);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => {
-                out.errors.closed += 1;
-                c.state = State::Dead;
-                return;
-            }
+            begin_message(c);
         }
+        Wire::WouldBlock => {}
+        failed => return fail(c, failed, out),
     }
-    // Send what is left of the current message.
-    while c.sent < msg.len() {
-        match sys::send(c.sock.as_fd(), &msg[c.sent..]) {
-            Ok(n) => c.sent += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => {
-                out.errors.closed += 1;
-                c.state = State::Dead;
-                return;
-            }
+    match write_rest(&c.sock, msg, &mut c.sent) {
+        Wire::Done | Wire::WouldBlock => {}
+        failed => fail(c, failed, out),
+    }
+}
+
+fn fail(c: &mut Client, why: Wire, out: &mut ThreadOut) {
+    c.state = State::Dead;
+    out.errors.count(why);
+}
+
+/// What a pass over a connection's socket found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Wire {
+    /// The whole echo came back (reading) or the whole message went out (writing).
+    Done,
+    /// Nothing more to do until the next readiness event.
+    WouldBlock,
+    /// The server closed or reset the connection.
+    Closed,
+    /// The server sent bytes that differ from (or go beyond) what was sent.
+    Mismatch,
+}
+
+impl Errors {
+    /// Count a failed pass (`Closed` or `Mismatch`).
+    pub(super) fn count(&mut self, why: Wire) {
+        match why {
+            Wire::Mismatch => self.mismatch += 1,
+            _ => self.closed += 1,
         }
     }
 }
 
-fn sleep_until(t: Instant) {
+/// Read what has arrived of the echo of `msg` (`sent` bytes of it are out, `*received`
+/// back), checking every byte; `Done` as soon as all of `msg` is back. Edge-triggered
+/// callers get every byte the socket holds up to that point.
+pub(super) fn read_echo(
+    sock: &Socket,
+    msg: &[u8],
+    sent: usize,
+    received: &mut usize,
+    scratch: &mut [u8],
+) -> Wire {
+    loop {
+        match sys::recv(sock.as_fd(), scratch) {
+            Ok(0) => return Wire::Closed,
+            Ok(n) => {
+                let end = *received + n;
+                if end > sent || scratch[..n] != msg[*received..end] {
+                    return Wire::Mismatch;
+                }
+                *received = end;
+                if end == msg.len() {
+                    return Wire::Done;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Wire::WouldBlock,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Wire::Closed,
+        }
+    }
+}
+
+/// Send what is left of `msg` from `*sent`; `Done` once all of it is out.
+pub(super) fn write_rest(sock: &Socket, msg: &[u8], sent: &mut usize) -> Wire {
+    while *sent < msg.len() {
+        match sys::send(sock.as_fd(), &msg[*sent..]) {
+            Ok(n) => *sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Wire::WouldBlock,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Wire::Closed,
+        }
+    }
+    Wire::Done
+}
+
+pub(super) fn sleep_until(t: Instant) {
     if let Some(d) = t.checked_duration_since(Instant::now()) {
         std::thread::sleep(d);
     }
@@ -360,7 +439,7 @@ fn begin_message(c: &mut Client) {
 }
 
 /// A non-blocking connect under way (or done) to `addr`, with TCP_NODELAY.
-fn start_connect(addr: SocketAddr) -> io::Result<Socket> {
+pub(super) fn start_connect(addr: SocketAddr) -> io::Result<Socket> {
     let s = Socket::new(
         Domain::for_address(addr),
         Type::STREAM.nonblocking().cloexec(),
@@ -374,7 +453,7 @@ fn start_connect(addr: SocketAddr) -> io::Result<Socket> {
     }
 }
 
-fn sock_fd(s: &Socket) -> i32 {
+pub(super) fn sock_fd(s: &Socket) -> i32 {
     use std::os::fd::AsRawFd;
     s.as_raw_fd()
 }

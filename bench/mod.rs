@@ -6,8 +6,13 @@ pub mod burst;
 pub mod chart;
 pub mod cpu;
 pub mod hist;
+pub mod hlog;
 pub mod loadgen;
+pub mod machine;
+pub mod openloop;
+pub mod plot;
 pub mod results;
+pub mod servers;
 
 use std::time::Duration;
 
@@ -30,6 +35,46 @@ pub enum Workload {
     Throughput(ThroughputArgs),
     /// The seed's burst: N threads released at once, each connect, echo 13 bytes, close.
     Burst(BurstArgs),
+    /// Open loop (wrk2 style): messages sent on a fixed schedule at a given rate, latency
+    /// from when each was due (coordinated omission corrected) and from when it was sent.
+    Latency(LatencyArgs),
+}
+
+/// `ringecho bench latency` flags.
+#[derive(Debug, Clone, Args)]
+pub struct LatencyArgs {
+    /// The server, as HOST:PORT.
+    pub addr: String,
+    /// Messages per second, all connections together.
+    #[arg(long)]
+    pub rate: f64,
+    /// Connections, all load threads together.
+    #[arg(long, default_value_t = 100)]
+    pub conns: usize,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Measured seconds (messages due in them are measured).
+    #[arg(long, default_value_t = 5.0)]
+    pub secs: f64,
+    /// Warm-up seconds before measuring (the schedule already runs).
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Load threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// CPUs to pin the load threads to, comma-separated; keep them off the server's CPUs.
+    #[arg(long, value_delimiter = ',')]
+    pub cpus: Vec<usize>,
+    /// The server's pid, to report its CPU time too.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Payload seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Also write both histograms to this file in HdrHistogram's interval log format.
+    #[arg(long)]
+    pub hlog: Option<std::path::PathBuf>,
 }
 
 /// `ringecho bench burst` flags.
@@ -88,7 +133,105 @@ pub fn run(args: &BenchArgs) -> Result<bool> {
     match &args.workload {
         Workload::Throughput(t) => throughput(t),
         Workload::Burst(b) => burst_cmd(b),
+        Workload::Latency(l) => latency(l),
     }
+}
+
+/// `--NAME` as a duration: finite, 0..=3600 s.
+fn secs_arg(name: &str, v: f64) -> Result<Duration> {
+    if v.is_finite() && (0.0..=3600.0).contains(&v) {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(Error::msg(format!(
+            "--{name} must be between 0 and 3600 seconds"
+        )))
+    }
+}
+
+fn latency(a: &LatencyArgs) -> Result<bool> {
+    if !(a.rate.is_finite() && (1.0..=1e8).contains(&a.rate)) {
+        crate::bail!("--rate must be between 1 and 100000000 messages per second");
+    }
+    let spec = openloop::OpenSpec {
+        addr: crate::net::resolve(&a.addr)?,
+        conns: a.conns,
+        size: a.size,
+        rate: a.rate,
+        warmup: secs_arg("warmup", a.warmup)?,
+        duration: secs_arg("secs", a.secs)?,
+        threads: a.threads,
+        cpus: a.cpus.clone(),
+        seed: a.seed,
+        server_pid: a.server_pid,
+    };
+    if spec.duration.is_zero() {
+        crate::bail!("--secs must be more than 0");
+    }
+    println!(
+        "latency {}: {} conns x {} B at {:.0} messages/s (open loop), {} load thread(s), {:.1}s (+{:.1}s warm-up)",
+        spec.addr,
+        spec.conns,
+        spec.size,
+        spec.rate,
+        spec.threads,
+        spec.duration.as_secs_f64(),
+        spec.warmup.as_secs_f64()
+    );
+    let r = openloop::run(&spec)?;
+    println!("{}", latency_report(&r));
+    if let Some(path) = &a.hlog {
+        let entries =
+            [("corrected", &r.corrected), ("uncorrected", &r.uncorrected)].map(|(kind, h)| {
+                hlog::Entry {
+                    tag: format!("latency:r{:.0}:{kind}", spec.rate),
+                    start: spec.warmup,
+                    length: spec.duration,
+                    hist: h.clone(),
+                }
+            });
+        hlog::write(path, "ringecho bench latency", &entries)?;
+        println!("  wrote both histograms to {}", path.display());
+    }
+    Ok(r.errors.total() == 0 && r.echoes > 0)
+}
+
+/// The human-readable result lines of an open-loop run.
+pub fn latency_report(r: &openloop::OpenResult) -> String {
+    let secs = r.window.as_secs_f64();
+    let mut s = format!(
+        "  {:.0} echoes/s of {:.0} scheduled; {} of {} due in the window unfinished\n  \
+         corrected   {}\n  uncorrected {}",
+        r.echoes as f64 / secs,
+        r.scheduled as f64 / secs,
+        r.unfinished,
+        r.scheduled,
+        Percentiles::of(&r.corrected).describe(),
+        Percentiles::of(&r.uncorrected).describe(),
+    );
+    if let (Some(m), true) = (r.machine_cpu, r.echoes > 0) {
+        s += &format!(
+            "\n  cpu per echo: machine {:.2} µs",
+            m.as_secs_f64() * 1e6 / r.echoes as f64
+        );
+    }
+    s += &format!(
+        "\n  client load: {:.0}% of one CPU",
+        r.client_cpu.as_secs_f64() / secs * 100.0
+    );
+    if r.unfinished > 0 {
+        s += "\n  note: the rate was not kept (server or load generator saturated): \
+              the corrected percentiles include the backlog";
+    }
+    let e = r.errors;
+    s += &if e.total() == 0 {
+        "\n  errors: none (every byte checked)".to_string()
+    } else {
+        format!(
+            "\n  ERRORS: {} connect, {} wrong bytes, {} closed by server",
+            e.connect, e.mismatch, e.closed
+        )
+    };
+    s
 }
 
 fn burst_cmd(a: &BurstArgs) -> Result<bool> {
@@ -134,21 +277,12 @@ fn burst_cmd(a: &BurstArgs) -> Result<bool> {
 }
 
 fn throughput(a: &ThroughputArgs) -> Result<bool> {
-    let secs = |name: &str, v: f64| {
-        if v.is_finite() && (0.0..=3600.0).contains(&v) {
-            Ok(Duration::from_secs_f64(v))
-        } else {
-            Err(Error::msg(format!(
-                "--{name} must be between 0 and 3600 seconds"
-            )))
-        }
-    };
     let spec = loadgen::LoadSpec {
         addr: crate::net::resolve(&a.addr)?,
         conns: a.conns,
         size: a.size,
-        warmup: secs("warmup", a.warmup)?,
-        duration: secs("secs", a.secs)?,
+        warmup: secs_arg("warmup", a.warmup)?,
+        duration: secs_arg("secs", a.secs)?,
         threads: a.threads,
         cpus: a.cpus.clone(),
         seed: a.seed,

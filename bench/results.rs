@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use super::hist::Percentiles;
 use crate::error::{Context, Error, Result};
 
 /// One measured point.
@@ -124,7 +125,7 @@ pub fn read_csv(dir: &Path) -> Result<Vec<Row>> {
 
 /// A Markdown table of every point, servers side by side, plus each server's ratio to
 /// epoll at that point.
-pub fn summary_md(rows: &[Row], meta: &str) -> String {
+pub fn summary_md(rows: &[Row], latency: &[LatencyRow], meta: &str) -> String {
     let mut s = String::from("# ringecho benchmark summary\n\n");
     s += "Closed-loop ping-pong (one message in flight per connection), every byte checked. ";
     s += "Compare servers within this run; absolute numbers drift between runs and machines.\n\n";
@@ -154,10 +155,131 @@ pub fn summary_md(rows: &[Row], meta: &str) -> String {
             r.stalled
         );
     }
+    if !latency.is_empty() {
+        s += "\n## Open loop (fixed request rates)\n\n";
+        s += "Each connection sends on a schedule; *corrected* latency counts from when a message \
+              was due (coordinated omission corrected), *uncorrected* from when it was sent. \
+              Rates are fractions of epoll's closed-loop echoes/s at the same point. \
+              *Unfinished*: messages due in the window that were not echoed in time \
+              (the rate was not kept).\n\n";
+        s += "| server | conns | size (B) | rate /s | achieved /s | corrected p50 µs | p99 µs | p99.9 µs | p99.99 µs | uncorrected p50 µs | p99 µs | p99.99 µs | machine CPU µs/echo | unfinished | errors |\n";
+        s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+        for r in latency {
+            let (c, u) = (&r.corrected, &r.uncorrected);
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {} | {} |",
+                r.server, r.conns, r.size, r.rate, r.achieved, c.p50, c.p99, c.p999, c.p9999,
+                u.p50, u.p99, u.p9999, r.machine_us_per_echo, r.unfinished, r.errors
+            );
+        }
+    }
     s += "\n## Machine\n\n```\n";
     s += meta;
     s += "```\n";
     s
+}
+
+/// One open-loop point: a server at a fixed request rate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyRow {
+    pub server: String,
+    pub conns: u64,
+    pub size: u64,
+    /// The schedule's rate, messages per second.
+    pub rate: f64,
+    /// Echoes per second actually completed for messages due in the window.
+    pub achieved: f64,
+    /// Messages due in the window, and those not echoed by the end of the drain.
+    pub scheduled: u64,
+    pub unfinished: u64,
+    /// From the scheduled send (coordinated omission corrected), µs.
+    pub corrected: Percentiles,
+    /// From the actual send, µs.
+    pub uncorrected: Percentiles,
+    /// Busy CPU of the whole machine per echo, µs.
+    pub machine_us_per_echo: f64,
+    /// Load generator CPU as a share of one CPU, %.
+    pub client_cpu_pct: f64,
+    /// Wrong bytes, connections closed by the server, failed connects.
+    pub errors: u64,
+}
+
+const LATENCY_HEADER: &str = "server,conns,size,rate,achieved,scheduled,unfinished,\
+c_p50_us,c_p90_us,c_p99_us,c_p999_us,c_p9999_us,c_max_us,\
+u_p50_us,u_p90_us,u_p99_us,u_p999_us,u_p9999_us,u_max_us,\
+machine_us_per_echo,client_cpu_pct,errors";
+
+/// Open-loop rows as CSV (`c_` columns corrected, `u_` uncorrected).
+pub fn latency_to_csv(rows: &[LatencyRow]) -> String {
+    let mut s = String::from(LATENCY_HEADER);
+    s.push('\n');
+    for r in rows {
+        let _ = write!(
+            s,
+            "{},{},{},{:.1},{:.1},{},{}",
+            r.server, r.conns, r.size, r.rate, r.achieved, r.scheduled, r.unfinished
+        );
+        for p in [&r.corrected, &r.uncorrected] {
+            for v in [p.p50, p.p90, p.p99, p.p999, p.p9999, p.max] {
+                let _ = write!(s, ",{v:.2}");
+            }
+        }
+        let _ = writeln!(
+            s,
+            ",{:.3},{:.1},{}",
+            r.machine_us_per_echo, r.client_cpu_pct, r.errors
+        );
+    }
+    s
+}
+
+/// Parse [`latency_to_csv`]'s output; errors name the line.
+pub fn latency_from_csv(text: &str) -> Result<Vec<LatencyRow>> {
+    let mut lines = text.lines();
+    if lines.next() != Some(LATENCY_HEADER) {
+        crate::bail!("not a ringecho latency CSV (unexpected header)");
+    }
+    lines
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            parse_latency(l).ok_or_else(|| Error::msg(format!("line {}: malformed", i + 2)))
+        })
+        .collect()
+}
+
+fn parse_latency(l: &str) -> Option<LatencyRow> {
+    let f: Vec<&str> = l.split(',').collect();
+    if f.len() != 22 {
+        return None;
+    }
+    let n = |i: usize| f[i].parse::<f64>().ok();
+    let pct = |at: usize| -> Option<Percentiles> {
+        Some(Percentiles {
+            count: 0,
+            p50: n(at)?,
+            p90: n(at + 1)?,
+            p99: n(at + 2)?,
+            p999: n(at + 3)?,
+            p9999: n(at + 4)?,
+            max: n(at + 5)?,
+        })
+    };
+    Some(LatencyRow {
+        server: f[0].to_string(),
+        conns: f[1].parse().ok()?,
+        size: f[2].parse().ok()?,
+        rate: n(3)?,
+        achieved: n(4)?,
+        scheduled: f[5].parse().ok()?,
+        unfinished: f[6].parse().ok()?,
+        corrected: pct(7)?,
+        uncorrected: pct(13)?,
+        machine_us_per_echo: n(19)?,
+        client_cpu_pct: n(20)?,
+        errors: f[21].parse().ok()?,
+    })
 }
 
 /// Burst samples as CSV: `server,round,rank,connect_us,response_us`.
@@ -239,6 +361,41 @@ mod tests {
     }
 
     #[test]
+    fn latency_csv_round_trips() {
+        let p = |base: f64| Percentiles {
+            count: 0,
+            p50: base,
+            p90: base + 1.0,
+            p99: base + 2.0,
+            p999: base + 3.0,
+            p9999: base + 4.5,
+            max: base + 100.0,
+        };
+        let r = LatencyRow {
+            server: "uring".into(),
+            conns: 100,
+            size: 64,
+            rate: 50000.0,
+            achieved: 49990.5,
+            scheduled: 100_000,
+            unfinished: 2,
+            corrected: p(20.0),
+            uncorrected: p(10.0),
+            machine_us_per_echo: 12.5,
+            client_cpu_pct: 40.0,
+            errors: 0,
+        };
+        let back = latency_from_csv(&latency_to_csv(std::slice::from_ref(&r))).expect("parse");
+        assert_eq!(back, vec![r]);
+        assert!(latency_from_csv("x\n").is_err());
+        let bad = latency_to_csv(&[]) + "uring,1\n";
+        assert!(latency_from_csv(&bad)
+            .expect_err("short")
+            .to_string()
+            .contains("line 2"));
+    }
+
+    #[test]
     fn burst_csv_round_trips() {
         let x = super::super::burst::Sample {
             round: 2,
@@ -264,7 +421,7 @@ mod tests {
 
     #[test]
     fn summary_has_a_line_per_row_and_the_machine() {
-        let md = summary_md(&[row("uring", 1), row("epoll", 1)], "kernel: x\n");
+        let md = summary_md(&[row("uring", 1), row("epoll", 1)], &[], "kernel: x\n");
         assert_eq!(md.matches("\n| uring |").count(), 1);
         assert_eq!(md.matches("\n| epoll |").count(), 1);
         assert!(md.contains("| n/a |") && md.contains("kernel: x"));

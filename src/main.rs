@@ -52,7 +52,7 @@ fn main() -> ExitCode {
         Command::Check(args) => ringecho::check::run(&args),
         Command::Bench(args) => ringecho::bench::run(&args),
         Command::BenchAll(args) => ringecho::bench::all::run(&args),
-        Command::Plot { dir } => ringecho::bench::all::plot(&dir),
+        Command::Plot { dir } => ringecho::bench::plot::plot(&dir),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -148,6 +148,73 @@ fn burst_releases_every_thread_and_checks_the_echo() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("10 connections failed"));
 }
 
+fn latency(addr: SocketAddr, extra: &[&str]) -> Output {
+    run_bounded(
+        Command::new(bin())
+            .args(["bench", "latency", &addr.to_string()])
+            .args(["--secs", "1", "--warmup", "0.3"])
+            .args(extra),
+        Duration::from_secs(60),
+    )
+}
+
+#[test]
+fn open_loop_keeps_the_rate_and_reports_both_latencies() {
+    for engine in ["uring", "epoll"] {
+        let s = Server::start(&["--engine", engine, "--threads", "1"]);
+        let out = latency(s.connect_addr(), &["--rate", "2000", "--conns", "20"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{engine}: {text}");
+        // 2,000/s for 1 s: exactly 2,000 messages due in the window, all answered.
+        assert!(
+            text.contains("of 2000 scheduled; 0 of 2000 due in the window unfinished"),
+            "{engine}: {text}"
+        );
+        assert!(text.contains("corrected   p50"), "{text}");
+        assert!(text.contains("uncorrected p50"), "{text}");
+        assert!(text.contains("errors: none"), "{text}");
+    }
+}
+
+#[test]
+fn open_loop_catches_wrong_bytes_and_a_silent_server() {
+    let out = latency(
+        corrupting_server(),
+        &["--rate", "500", "--conns", "4", "--size", "256"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("4 wrong bytes"), "{text}");
+
+    // Accepts and never answers: nothing finishes, and the corrected latency still
+    // shows how long the messages waited instead of leaving them out.
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let _hold = std::thread::spawn(move || {
+        let conns: Vec<_> = l.incoming().take(4).collect();
+        std::thread::sleep(Duration::from_secs(10));
+        drop(conns);
+    });
+    let out = latency(addr, &["--rate", "100", "--conns", "4"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "no echo is a failure: {text}");
+    assert!(
+        text.contains("100 of 100 due in the window unfinished"),
+        "{text}"
+    );
+    assert!(text.contains("rate was not kept"), "{text}");
+    let p50 = text
+        .split("corrected   p50 ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("corrected p50");
+    assert!(
+        p50 > 500_000.0,
+        "waits of 0.5 s and more are recorded: {text}"
+    );
+}
+
 #[test]
 fn bad_arguments_are_one_line_errors() {
     let out = run_bounded(
@@ -155,6 +222,16 @@ fn bad_arguments_are_one_line_errors() {
         Duration::from_secs(10),
     );
     common::assert_one_line_error(&out, "--secs");
+    let out = run_bounded(
+        Command::new(bin()).args(["bench", "latency", "127.0.0.1:1", "--rate", "0"]),
+        Duration::from_secs(10),
+    );
+    common::assert_one_line_error(&out, "--rate");
+    let out = run_bounded(
+        Command::new(bin()).args(["bench-all", "--client-threads", "0"]),
+        Duration::from_secs(10),
+    );
+    common::assert_one_line_error(&out, "--client-threads");
 }
 
 #[test]
@@ -213,15 +290,57 @@ fn bench_all_quick_writes_csv_charts_summary_and_plot_redraws() {
             .count();
         assert_eq!(n, 100 * 2, "{server}: 100 connections x 2 rounds");
     }
-    assert!(image::open(out.join("burst_response.png")).is_ok());
-    // `plot` redraws from the CSV alone.
-    let png = out.join("throughput_64B.png");
-    std::fs::remove_file(&png).expect("remove");
+    // Open loop: one row per server at 50% of epoll's peak, every message answered.
+    let lat = ringecho::bench::results::latency_from_csv(
+        &std::fs::read_to_string(out.join("latency.csv")).expect("latency.csv"),
+    )
+    .expect("parse latency.csv");
+    assert_eq!(lat.len(), 2, "{lat:?}");
+    for r in &lat {
+        assert_eq!(r.errors, 0, "{r:?}");
+        assert!(r.scheduled > 0 && r.corrected.p50 > 0.0, "{r:?}");
+        assert!(
+            r.corrected.p99 >= r.uncorrected.p50,
+            "corrected counts from the due time: {r:?}"
+        );
+    }
+    assert_eq!(lat[0].rate, lat[1].rate, "same schedule for every server");
+    // Histograms: one log per server, every point in it, and they decode.
+    for server in ["uring", "epoll"] {
+        let path = out.join("histograms").join(format!("{server}.hlog"));
+        let entries = ringecho::bench::hlog::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let tags: Vec<&str> = entries.iter().map(|e| e.tag.as_str()).collect();
+        assert_eq!(entries.len(), 6 + 2 + 1, "{server}: {tags:?}");
+        assert!(tags.contains(&"throughput:c100-s4096"), "{tags:?}");
+        assert!(tags.iter().any(|t| t.ends_with(":uncorrected")), "{tags:?}");
+        assert!(tags.iter().any(|t| t.starts_with("burst:")), "{tags:?}");
+        let t = entries
+            .iter()
+            .find(|e| e.tag == "throughput:c100-s64")
+            .expect("entry");
+        assert!(t.hist.len() > 100, "{server}: {} samples", t.hist.len());
+    }
+    for png in [
+        "burst_response.png",
+        "burst_percentiles.png",
+        "latency_spectrum_50pct.png",
+    ] {
+        let img = image::open(out.join(png)).unwrap_or_else(|e| panic!("{png}: {e}"));
+        assert_eq!((img.width(), img.height()), (1000, 620));
+    }
+    // `plot` redraws from the data files alone.
+    let pngs = ["throughput_64B.png", "latency_spectrum_50pct.png"];
+    for png in pngs {
+        std::fs::remove_file(out.join(png)).expect("remove");
+    }
     let replot = run_bounded(
         Command::new(bin()).arg("plot").arg(&out),
         Duration::from_secs(60),
     );
     assert!(replot.status.success());
-    assert!(image::open(&png).is_ok());
+    for png in pngs {
+        assert!(image::open(out.join(png)).is_ok(), "{png} redrawn");
+    }
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -64,6 +64,43 @@ impl Epoll {
             Err(e) => Err(e),
         }
     }
+
+    /// Like [`Epoll::wait`] with a nanosecond timeout (`epoll_pwait2`, Linux 5.11+; where
+    /// it is missing, the timeout is rounded up to whole milliseconds).
+    pub fn wait_for(
+        &self,
+        events: &mut [Event],
+        timeout: std::time::Duration,
+    ) -> io::Result<usize> {
+        let max = events.len().min(i32::MAX as usize) as i32;
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+        };
+        // SAFETY: `events` is valid for writes of `max` entries and `ts` for reads for the
+        // call's duration; a null sigmask means the mask is unchanged.
+        let n = unsafe {
+            libc::epoll_pwait2(
+                self.fd.as_raw_fd(),
+                events.as_mut_ptr(),
+                max,
+                &ts,
+                std::ptr::null(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EINTR) => Ok(0),
+                Some(libc::ENOSYS) => {
+                    let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128);
+                    self.wait(events, ms as i32)
+                }
+                _ => Err(e),
+            };
+        }
+        Ok(n as usize)
+    }
 }
 
 /// An event buffer for [`Epoll::wait`].
@@ -112,6 +149,15 @@ pub fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     cvt_size(n)
 }
 
+/// Let this thread's timers fire within `ns` of when they are due. By default the kernel
+/// may fire a normal thread's timeouts up to 50 µs late to batch wake-ups, which the
+/// open-loop load generator would report as its own lateness.
+pub fn set_timer_slack_ns(ns: u64) -> io::Result<()> {
+    // SAFETY: PR_SET_TIMERSLACK takes a plain integer and affects only this thread.
+    cvt(unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, ns.max(1) as libc::c_ulong) })?;
+    Ok(())
+}
+
 fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
     if rc < 0 {
         Err(io::Error::last_os_error())
@@ -153,6 +199,18 @@ mod tests {
         assert_eq!(recv(a.as_fd(), &mut buf).unwrap(), 1);
         let e = recv(a.as_fd(), &mut buf).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
+    fn wait_for_times_out_with_sub_millisecond_precision() {
+        let ep = Epoll::new().unwrap();
+        set_timer_slack_ns(1).unwrap();
+        let mut evs = event_buffer(4);
+        let start = std::time::Instant::now();
+        let delay = std::time::Duration::from_micros(300);
+        assert_eq!(ep.wait_for(&mut evs, delay).unwrap(), 0);
+        let took = start.elapsed();
+        assert!(took >= delay, "{took:?}");
     }
 
     #[test]

@@ -1,0 +1,204 @@
+//! Charts from a results directory's data files alone (`throughput.csv`, `burst.csv`,
+//! `histograms/*.hlog`, the note in `metadata.txt`): `bench-all` draws through here after
+//! writing them, and `ringecho plot DIR` redraws without rerunning anything.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use hdrhistogram::Histogram;
+
+use super::chart::{self, Series};
+use super::{hist, hlog, results};
+use crate::error::{Context, Result};
+
+/// Where the per-server histogram logs go inside a results directory.
+pub const HIST_DIR: &str = "histograms";
+
+/// `ringecho plot DIR`: redraw every chart from `DIR`'s data.
+pub fn plot(dir: &Path) -> Result<bool> {
+    let charts = draw_everything(dir)?;
+    println!(
+        "redrew {} charts in {}: {}",
+        charts.len(),
+        dir.display(),
+        charts.join(", ")
+    );
+    Ok(true)
+}
+
+/// The `note:` line of `DIR/metadata.txt` (where the run was measured), or "".
+pub fn read_note(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("metadata.txt"))
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("note: ").map(str::to_string))
+        })
+        .unwrap_or_default()
+}
+
+/// Every chart the data in `dir` supports; returns the files written.
+pub fn draw_everything(dir: &Path) -> Result<Vec<String>> {
+    let note = read_note(dir);
+    let rows = results::read_csv(dir)?;
+    let mut charts = chart::draw_all(dir, &rows, &note)?;
+    let burst = dir.join("burst.csv");
+    if burst.exists() {
+        let text = std::fs::read_to_string(&burst)
+            .with_context(|| format!("reading {}", burst.display()))?;
+        charts.extend(draw_burst(dir, &results::burst_from_csv(&text)?, &note)?);
+    }
+    let hist_dir = dir.join(HIST_DIR);
+    if hist_dir.is_dir() {
+        charts.extend(draw_spectra(dir, &hist_dir, &note)?);
+    }
+    Ok(charts)
+}
+
+/// The seed's rank-vs-response chart and the response-time percentile spectrum.
+fn draw_burst(
+    dir: &Path,
+    samples: &[(String, super::burst::Sample)],
+    note: &str,
+) -> Result<Vec<String>> {
+    let mut by_server: BTreeMap<&str, Vec<super::burst::Sample>> = BTreeMap::new();
+    for (srv, x) in samples {
+        by_server.entry(srv).or_default().push(*x);
+    }
+    let means: Vec<(String, Vec<(u32, f64)>)> = by_server
+        .iter()
+        .map(|(srv, mine)| (srv.to_string(), super::burst::mean_by_rank(mine)))
+        .collect();
+    let mut written = vec![chart::draw_burst(dir, &means, note)?];
+    let spectra: Vec<Series> = by_server
+        .iter()
+        .map(|(srv, mine)| {
+            let mut h = hist::new_histogram();
+            for x in mine {
+                hist::record(&mut h, (x.response_us * 1000.0) as u64);
+            }
+            Series::new(*srv, chart::spectrum(&h))
+        })
+        .collect();
+    let conns = samples.iter().map(|(_, x)| x.rank + 1).max().unwrap_or(0);
+    let name = "burst_percentiles.png".to_string();
+    chart::draw_spectrum(
+        &dir.join(&name),
+        &format!("Burst: response-time percentiles, {conns} connections released at once"),
+        note,
+        &spectra,
+    )?;
+    written.push(name);
+    Ok(written)
+}
+
+/// One open-loop point, parsed from a histogram tag
+/// `latency:c100-s64-r50000-f50:corrected`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LatencyTag {
+    /// Percent of the reference rate (epoll's closed-loop peak at that point).
+    pub fraction: u32,
+    pub rate: u64,
+    pub conns: u64,
+    pub size: u64,
+}
+
+impl LatencyTag {
+    /// The tag of this point's `kind` (`corrected` or `uncorrected`) histogram.
+    pub fn tag(&self, kind: &str) -> String {
+        format!(
+            "latency:c{}-s{}-r{}-f{}:{kind}",
+            self.conns, self.size, self.rate, self.fraction
+        )
+    }
+
+    /// Parse a tag made by [`LatencyTag::tag`]; returns the point and the kind.
+    pub fn parse(tag: &str) -> Option<(LatencyTag, &str)> {
+        let rest = tag.strip_prefix("latency:")?;
+        let (point, kind) = rest.split_once(':')?;
+        let mut t = LatencyTag {
+            fraction: 0,
+            rate: 0,
+            conns: 0,
+            size: 0,
+        };
+        for part in point.split('-') {
+            let (k, v) = part.split_at_checked(1)?;
+            match k {
+                "c" => t.conns = v.parse().ok()?,
+                "s" => t.size = v.parse().ok()?,
+                "r" => t.rate = v.parse().ok()?,
+                "f" => t.fraction = v.parse().ok()?,
+                _ => return None,
+            }
+        }
+        Some((t, kind))
+    }
+}
+
+/// One spectrum chart per open-loop point: every server's corrected (solid) and
+/// uncorrected (dashed) latency.
+fn draw_spectra(dir: &Path, hist_dir: &Path, note: &str) -> Result<Vec<String>> {
+    let mut points: BTreeMap<LatencyTag, Vec<(String, String, Histogram<u64>)>> = BTreeMap::new();
+    let mut files: Vec<_> = std::fs::read_dir(hist_dir)
+        .with_context(|| format!("listing {}", hist_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "hlog"))
+        .collect();
+    files.sort();
+    for path in files {
+        let server = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for e in hlog::read(&path)? {
+            if let Some((point, kind)) = LatencyTag::parse(&e.tag) {
+                points
+                    .entry(point)
+                    .or_default()
+                    .push((server.clone(), kind.to_string(), e.hist));
+            }
+        }
+    }
+    let mut written = Vec::new();
+    for (p, lines) in points {
+        let series: Vec<Series> = ["corrected", "uncorrected"]
+            .iter()
+            .flat_map(|kind| {
+                lines.iter().filter(move |l| l.1 == *kind).map(move |l| {
+                    let mut s = Series::new(format!("{} {kind}", l.0), chart::spectrum(&l.2));
+                    s.dashed = *kind == "uncorrected";
+                    s
+                })
+            })
+            .collect();
+        let name = format!("latency_spectrum_{}pct.png", p.fraction);
+        let title = format!(
+            "Open-loop latency at {} msg/s ({}% of epoll's peak), {} conns x {} B",
+            p.rate, p.fraction, p.conns, p.size
+        );
+        chart::draw_spectrum(&dir.join(&name), &title, note, &series)?;
+        written.push(name);
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_tags_round_trip() {
+        let t = LatencyTag {
+            fraction: 50,
+            rate: 48000,
+            conns: 100,
+            size: 64,
+        };
+        let tag = t.tag("corrected");
+        assert_eq!(tag, "latency:c100-s64-r48000-f50:corrected");
+        assert_eq!(LatencyTag::parse(&tag), Some((t, "corrected")));
+        assert_eq!(LatencyTag::parse("throughput:c1-s64"), None);
+        assert_eq!(LatencyTag::parse("latency:c1-x2:corrected"), None);
+    }
+}
