@@ -43,9 +43,11 @@ pub struct BenchAllArgs {
     /// CPUs for the load generator's threads (the servers run on CPU 0).
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub client_cpus: Vec<usize>,
-    /// Load generator threads (each drives its share of the connections).
-    #[arg(long, default_value_t = 2)]
-    pub client_threads: usize,
+    /// Load generator threads for the closed-loop matrix, each driving its share of the
+    /// connections (default: one per client CPU; two threads sharing a CPU add the
+    /// scheduler's time slices to the measured latency).
+    #[arg(long)]
+    pub client_threads: Option<usize>,
     /// A line drawn under every chart title and kept in metadata.txt, e.g. where the run
     /// was measured.
     #[arg(long, default_value = "")]
@@ -171,7 +173,7 @@ type Logs = BTreeMap<String, Vec<hlog::Entry>>;
 /// Run the whole comparison; Ok(false) if any point saw errors.
 pub fn run(a: &BenchAllArgs) -> Result<bool> {
     let profile = Profile::new(a.quick);
-    if a.client_threads == 0 || a.client_threads > 64 {
+    if a.client_threads.is_some_and(|t| t == 0 || t > 64) {
         crate::bail!("--client-threads must be between 1 and 64");
     }
     if a.note.contains('\n') {
@@ -232,7 +234,8 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
 
     let placement = format!(
         "servers pinned to CPU 0 (one worker); load generator: {} thread(s) on CPU(s) {:?}",
-        a.client_threads, a.client_cpus
+        a.client_threads.unwrap_or(a.client_cpus.len()),
+        a.client_cpus
     );
     let meta = machine::metadata(&targets, &placement, &a.note);
     drop(targets);
@@ -246,10 +249,6 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
         &results::burst_to_csv(&burst_rows),
     )?;
     write(&a.out.join("metadata.txt"), &meta)?;
-    write(
-        &a.out.join("summary.md"),
-        &results::summary_md(&rows, &lat_rows, &meta),
-    )?;
     let hist_dir = a.out.join(plot::HIST_DIR);
     std::fs::create_dir_all(&hist_dir)
         .with_context(|| format!("creating {}", hist_dir.display()))?;
@@ -261,6 +260,7 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
             entries,
         )?;
     }
+    plot::write_summary(&a.out)?;
     let charts = plot::draw_everything(&a.out)?;
     println!(
         "wrote {0}/throughput.csv, latency.csv, burst.csv, {1}/*.hlog, summary.md, \
@@ -283,14 +283,20 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
             )
         })
         .collect();
+    let cpus = self_cpus(a);
     bad.extend(
         lat_rows
             .iter()
-            .filter(|r| r.errors > 0 || r.unfinished > 0)
+            .filter(|r| r.errors > 0 || r.unfinished > 0 || !saturation(r, cpus).is_empty())
             .map(|r| {
                 format!(
-                    "{} open loop at {:.0}/s: {} errors, {} of {} messages unfinished",
-                    r.server, r.rate, r.errors, r.unfinished, r.scheduled
+                    "{} open loop at {:.0}/s: {} errors, {} of {} messages unfinished{}",
+                    r.server,
+                    r.rate,
+                    r.errors,
+                    r.unfinished,
+                    r.scheduled,
+                    saturation(r, cpus)
                 )
             }),
     );
@@ -307,6 +313,11 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
         && burst_errors == 0)
 }
 
+/// CPUs the load generator runs on (its CPU share is out of 100% per CPU).
+fn self_cpus(a: &BenchAllArgs) -> f64 {
+    a.client_cpus.len().max(1) as f64
+}
+
 /// What every phase needs.
 struct Ctx<'a> {
     args: &'a BenchAllArgs,
@@ -316,7 +327,11 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn threads(&self, conns: usize) -> usize {
-        self.args.client_threads.clamp(1, conns.max(1))
+        let t = self
+            .args
+            .client_threads
+            .unwrap_or(self.args.client_cpus.len());
+        t.clamp(1, conns.max(1))
     }
 
     /// The closed-loop matrix.
@@ -444,7 +459,7 @@ impl Ctx<'_> {
                     p.step_secs().1,
                     &format!(
                         "{:<6} open loop {rate:>8.0}/s ({pct}% of epoll's peak): p99 {:.1} µs \
-                         corrected, {:.1} µs uncorrected{}{}",
+                         corrected, {:.1} µs uncorrected{}{}{}",
                         t.name,
                         row.corrected.p99,
                         row.uncorrected.p99,
@@ -457,7 +472,8 @@ impl Ctx<'_> {
                             format!(", {} ERRORS", row.errors)
                         } else {
                             String::new()
-                        }
+                        },
+                        saturation(&row, self_cpus(self.args))
                     ),
                 );
                 let log = logs.entry(t.name.clone()).or_default();
@@ -518,6 +534,22 @@ impl Ctx<'_> {
             samples.extend(r.samples.into_iter().map(|s| (t.name.clone(), s)));
         }
         Ok((samples, errors))
+    }
+}
+
+/// Above this share of its CPUs the load generator, not the server, sets the pace.
+const CLIENT_SATURATED_PCT: f64 = 90.0;
+
+/// ", load generator saturated ..." when the open-loop client could not have kept its
+/// schedule on its own, or "".
+fn saturation(r: &LatencyRow, client_cpus: f64) -> String {
+    if r.client_cpu_pct > CLIENT_SATURATED_PCT * client_cpus {
+        format!(
+            ", load generator saturated ({:.0}% CPU): this point measures the harness",
+            r.client_cpu_pct
+        )
+    } else {
+        String::new()
     }
 }
 

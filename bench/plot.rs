@@ -14,11 +14,12 @@ use crate::error::{Context, Result};
 /// Where the per-server histogram logs go inside a results directory.
 pub const HIST_DIR: &str = "histograms";
 
-/// `ringecho plot DIR`: redraw every chart from `DIR`'s data.
+/// `ringecho plot DIR`: redraw every chart, and `summary.md`, from `DIR`'s data.
 pub fn plot(dir: &Path) -> Result<bool> {
     let charts = draw_everything(dir)?;
+    write_summary(dir)?;
     println!(
-        "redrew {} charts in {}: {}",
+        "redrew summary.md and {} charts in {}: {}",
         charts.len(),
         dir.display(),
         charts.join(", ")
@@ -35,6 +36,22 @@ pub fn read_note(dir: &Path) -> String {
                 .find_map(|l| l.strip_prefix("note: ").map(str::to_string))
         })
         .unwrap_or_default()
+}
+
+/// `DIR/summary.md` from `throughput.csv`, `latency.csv` (if any) and `metadata.txt`.
+pub fn write_summary(dir: &Path) -> Result<()> {
+    let rows = results::read_csv(dir)?;
+    let lat_path = dir.join("latency.csv");
+    let latency = match std::fs::read_to_string(&lat_path) {
+        Ok(text) => {
+            results::latency_from_csv(&text).with_context(|| lat_path.display().to_string())?
+        }
+        Err(_) => Vec::new(),
+    };
+    let meta = std::fs::read_to_string(dir.join("metadata.txt")).unwrap_or_default();
+    let path = dir.join("summary.md");
+    std::fs::write(&path, results::summary_md(&rows, &latency, &meta))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Every chart the data in `dir` supports; returns the files written.

@@ -46,12 +46,16 @@ fn clean_runs_against_both_engines_report_every_field() {
 }
 
 #[test]
-fn many_connections_from_two_threads() {
+fn ten_thousand_connections_from_two_threads() {
     let s = Server::start(&["--threads", "1"]);
-    let out = bench(s.connect_addr(), &["--conns", "2000", "--threads", "2"]);
+    let out = bench(s.connect_addr(), &["--conns", "10000", "--threads", "2"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("2000 conns"), "{text}");
+    assert!(
+        text.contains("10000 conns x 64 B, 2 load thread(s)"),
+        "{text}"
+    );
+    assert!(text.contains("errors: none"), "{text}");
 }
 
 /// A server that echoes, but flips one bit in the 100th byte of every connection.
