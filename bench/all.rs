@@ -422,19 +422,21 @@ impl Ctx<'_> {
             for t in targets {
                 progress.starting(format!("{} open loop at {rate:.0}/s", t.name));
                 let spec = OpenSpec {
-                    addr: t.addr,
-                    conns,
-                    size,
+                    load: LoadSpec {
+                        addr: t.addr,
+                        conns,
+                        size,
+                        warmup: p.warmup,
+                        duration: p.latency_secs,
+                        // One thread per client CPU: two threads sharing a CPU delay each
+                        // other's scheduled sends, which the corrected latency would
+                        // charge to the server.
+                        threads: self.args.client_cpus.len().clamp(1, conns),
+                        cpus: self.args.client_cpus.clone(),
+                        seed: u64::from(pct) * 7919 + size as u64,
+                        server_pid: t.pid(),
+                    },
                     rate,
-                    warmup: p.warmup,
-                    duration: p.latency_secs,
-                    // One thread per client CPU: two threads sharing a CPU delay each
-                    // other's scheduled sends, which the corrected latency would charge
-                    // to the server.
-                    threads: self.args.client_cpus.len().clamp(1, conns),
-                    cpus: self.args.client_cpus.clone(),
-                    seed: u64::from(pct) * 7919 + size as u64,
-                    server_pid: t.pid(),
                 };
                 let began = self.run_start.elapsed();
                 let r = openloop::run(&spec)?;

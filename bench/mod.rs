@@ -43,35 +43,11 @@ pub enum Workload {
 /// `ringecho bench latency` flags.
 #[derive(Debug, Clone, Args)]
 pub struct LatencyArgs {
-    /// The server, as HOST:PORT.
-    pub addr: String,
+    #[command(flatten)]
+    pub load: LoadArgs,
     /// Messages per second, all connections together.
     #[arg(long)]
     pub rate: f64,
-    /// Connections, all load threads together.
-    #[arg(long, default_value_t = 100)]
-    pub conns: usize,
-    /// Message size in bytes.
-    #[arg(long, default_value_t = 64)]
-    pub size: usize,
-    /// Measured seconds (messages due in them are measured).
-    #[arg(long, default_value_t = 5.0)]
-    pub secs: f64,
-    /// Warm-up seconds before measuring (the schedule already runs).
-    #[arg(long, default_value_t = 1.0)]
-    pub warmup: f64,
-    /// Load threads.
-    #[arg(long, default_value_t = 2)]
-    pub threads: usize,
-    /// CPUs to pin the load threads to, comma-separated; keep them off the server's CPUs.
-    #[arg(long, value_delimiter = ',')]
-    pub cpus: Vec<usize>,
-    /// The server's pid, to report its CPU time too.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
-    /// Payload seed.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
     /// Also write both histograms to this file in HdrHistogram's interval log format.
     #[arg(long)]
     pub hlog: Option<std::path::PathBuf>,
@@ -99,6 +75,13 @@ pub struct BurstArgs {
 /// `ringecho bench throughput` flags.
 #[derive(Debug, Clone, Args)]
 pub struct ThroughputArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+/// The flags both connection-driving workloads share.
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
     /// The server, as HOST:PORT.
     pub addr: String,
     /// Connections, all load threads together.
@@ -128,6 +111,39 @@ pub struct ThroughputArgs {
     pub seed: u64,
 }
 
+impl LoadArgs {
+    /// The validated load description.
+    fn spec(&self) -> Result<loadgen::LoadSpec> {
+        let spec = loadgen::LoadSpec {
+            addr: crate::net::resolve(&self.addr)?,
+            conns: self.conns,
+            size: self.size,
+            warmup: secs_arg("warmup", self.warmup)?,
+            duration: secs_arg("secs", self.secs)?,
+            threads: self.threads,
+            cpus: self.cpus.clone(),
+            seed: self.seed,
+            server_pid: self.server_pid,
+        };
+        if spec.duration.is_zero() {
+            crate::bail!("--secs must be more than 0");
+        }
+        Ok(spec)
+    }
+
+    /// `C conns x S B, T load thread(s), Ds (+Ws warm-up)`.
+    fn describe(spec: &loadgen::LoadSpec) -> String {
+        format!(
+            "{} conns x {} B, {} load thread(s), {:.1}s (+{:.1}s warm-up)",
+            spec.conns,
+            spec.size,
+            spec.threads,
+            spec.duration.as_secs_f64(),
+            spec.warmup.as_secs_f64()
+        )
+    }
+}
+
 /// Run a workload; Ok(false) if it saw errors (wrong bytes, resets, stalls) or no echo.
 pub fn run(args: &BenchArgs) -> Result<bool> {
     match &args.workload {
@@ -153,29 +169,14 @@ fn latency(a: &LatencyArgs) -> Result<bool> {
         crate::bail!("--rate must be between 1 and 100000000 messages per second");
     }
     let spec = openloop::OpenSpec {
-        addr: crate::net::resolve(&a.addr)?,
-        conns: a.conns,
-        size: a.size,
+        load: a.load.spec()?,
         rate: a.rate,
-        warmup: secs_arg("warmup", a.warmup)?,
-        duration: secs_arg("secs", a.secs)?,
-        threads: a.threads,
-        cpus: a.cpus.clone(),
-        seed: a.seed,
-        server_pid: a.server_pid,
     };
-    if spec.duration.is_zero() {
-        crate::bail!("--secs must be more than 0");
-    }
     println!(
-        "latency {}: {} conns x {} B at {:.0} messages/s (open loop), {} load thread(s), {:.1}s (+{:.1}s warm-up)",
-        spec.addr,
-        spec.conns,
-        spec.size,
+        "latency {}: {:.0} messages/s (open loop), {}",
+        spec.load.addr,
         spec.rate,
-        spec.threads,
-        spec.duration.as_secs_f64(),
-        spec.warmup.as_secs_f64()
+        LoadArgs::describe(&spec.load)
     );
     let r = openloop::run(&spec)?;
     println!("{}", latency_report(&r));
@@ -184,8 +185,8 @@ fn latency(a: &LatencyArgs) -> Result<bool> {
             [("corrected", &r.corrected), ("uncorrected", &r.uncorrected)].map(|(kind, h)| {
                 hlog::Entry {
                     tag: format!("latency:r{:.0}:{kind}", spec.rate),
-                    start: spec.warmup,
-                    length: spec.duration,
+                    start: spec.load.warmup,
+                    length: spec.load.duration,
                     hist: h.clone(),
                 }
             });
@@ -277,29 +278,8 @@ fn burst_cmd(a: &BurstArgs) -> Result<bool> {
 }
 
 fn throughput(a: &ThroughputArgs) -> Result<bool> {
-    let spec = loadgen::LoadSpec {
-        addr: crate::net::resolve(&a.addr)?,
-        conns: a.conns,
-        size: a.size,
-        warmup: secs_arg("warmup", a.warmup)?,
-        duration: secs_arg("secs", a.secs)?,
-        threads: a.threads,
-        cpus: a.cpus.clone(),
-        seed: a.seed,
-        server_pid: a.server_pid,
-    };
-    if spec.duration.is_zero() {
-        crate::bail!("--secs must be more than 0");
-    }
-    println!(
-        "throughput {}: {} conns x {} B, {} load thread(s), {:.1}s (+{:.1}s warm-up)",
-        spec.addr,
-        spec.conns,
-        spec.size,
-        spec.threads,
-        spec.duration.as_secs_f64(),
-        spec.warmup.as_secs_f64()
-    );
+    let spec = a.load.spec()?;
+    println!("throughput {}: {}", spec.addr, LoadArgs::describe(&spec));
     let r = loadgen::run(&spec)?;
     println!("{}", report(&r));
     Ok(r.errors.total() == 0 && r.echoes > 0)

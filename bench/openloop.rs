@@ -17,35 +17,20 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use socket2::Socket;
 
-use super::loadgen::{self, Errors, Threads, Wire};
+use super::loadgen::{self, Errors, LoadSpec, Threads, Wire};
 use super::{cpu, hist};
 use crate::check::payload_bytes;
 use crate::epoll::sys::{self, Epoll};
 use crate::error::{Context, Result};
 
-/// What to run.
+/// What to run: the closed-loop generator's connections, sizes and timing, plus a rate.
 #[derive(Debug, Clone)]
 pub struct OpenSpec {
-    /// Server address.
-    pub addr: std::net::SocketAddr,
-    /// Connections, all threads together.
-    pub conns: usize,
-    /// Message size in bytes.
-    pub size: usize,
+    /// Server, connections, message size, warm-up, measured time (messages *due* in it
+    /// are measured), threads, CPUs, seed, server pid.
+    pub load: LoadSpec,
     /// Messages per second, all connections together.
     pub rate: f64,
-    /// Time before measuring (connections are made, and the schedule already runs).
-    pub warmup: Duration,
-    /// Measured time: messages *due* in it are measured.
-    pub duration: Duration,
-    /// Load threads.
-    pub threads: usize,
-    /// CPUs to pin load thread i to (`cpus[i % len]`); empty = not pinned.
-    pub cpus: Vec<usize>,
-    /// Payload seed.
-    pub seed: u64,
-    /// The server's pid, to report its own CPU (absent for the kernel module).
-    pub server_pid: Option<u32>,
 }
 
 /// After the window, how long messages due in it may still take to come back.
@@ -245,11 +230,12 @@ fn ns(d: Duration) -> u64 {
 }
 
 /// Run the load and wait for it; errors only for set-up failures.
-pub fn run(spec: &OpenSpec) -> Result<OpenResult> {
+pub fn run(open: &OpenSpec) -> Result<OpenResult> {
+    let spec = &open.load;
     if spec.threads == 0 || spec.conns == 0 || spec.size == 0 {
         crate::bail!("threads, connections and message size must all be at least 1");
     }
-    if !(spec.rate.is_finite() && spec.rate >= 1.0) {
+    if !(open.rate.is_finite() && open.rate >= 1.0) {
         crate::bail!("the rate must be at least 1 message per second");
     }
     let threads = spec.threads.min(spec.conns);
@@ -263,7 +249,7 @@ pub fn run(spec: &OpenSpec) -> Result<OpenResult> {
         server_pid: spec.server_pid,
     };
     let (outs, machine_cpu, server_cpu) = pool.run(|t, share| {
-        let rate = spec.rate * share as f64 / spec.conns as f64;
+        let rate = open.rate * share as f64 / spec.conns as f64;
         drive(spec, t, share, Schedule::new(start, rate, share), window)
     })?;
     let mut r = OpenResult {
@@ -293,7 +279,7 @@ pub fn run(spec: &OpenSpec) -> Result<OpenResult> {
 /// One load thread: connect its share, send on the schedule until the window closes,
 /// then wait (up to `DRAIN`) for the window's last echoes.
 fn drive(
-    spec: &OpenSpec,
+    spec: &LoadSpec,
     thread: usize,
     share: usize,
     sched: Schedule,
