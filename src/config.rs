@@ -27,6 +27,29 @@ impl Engine {
     }
 }
 
+/// Which transports are served (RFC 862 defines echo over both, on the same port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Proto {
+    /// TCP only.
+    Tcp,
+    /// UDP only.
+    Udp,
+    /// TCP and UDP on the same port number.
+    Both,
+}
+
+impl Proto {
+    /// Serves TCP?
+    pub fn tcp(self) -> bool {
+        self != Proto::Udp
+    }
+
+    /// Serves UDP?
+    pub fn udp(self) -> bool {
+        self != Proto::Tcp
+    }
+}
+
 /// Which io_uring feature set the uring engine may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Compat {
@@ -49,9 +72,23 @@ pub struct ServeConfig {
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     pub bind: IpAddr,
 
-    /// TCP port (0 picks a free one; the start-up line says which).
+    /// Port, for TCP and UDP alike (0 picks a free one; the start-up line says which).
     #[arg(long, default_value_t = 12346)]
     pub port: u16,
+
+    /// Transports to serve.
+    #[arg(long, value_enum, default_value_t = Proto::Both)]
+    pub proto: Proto,
+
+    /// UDP: datagrams per second accepted from one source address; the excess is
+    /// dropped and counted [default: no limit].
+    #[arg(long, value_name = "PPS")]
+    pub udp_rate: Option<u32>,
+
+    /// UDP: receive buffers per worker (a power of two, at most 4096), each big enough
+    /// for the largest datagram (64 KiB).
+    #[arg(long, default_value_t = 256)]
+    pub udp_buffers: u32,
 
     /// Worker threads, each with its own SO_REUSEPORT listener [default: online CPUs].
     #[arg(long)]
@@ -120,6 +157,15 @@ impl ServeConfig {
                 "--buffer-size {} must be between 64 and 1048576 bytes",
                 self.buffer_size
             );
+        }
+        if !self.udp_buffers.is_power_of_two() || !(2..=4096).contains(&self.udp_buffers) {
+            bail!(
+                "--udp-buffers {} must be a power of two between 2 and 4096",
+                self.udp_buffers
+            );
+        }
+        if self.udp_rate == Some(0) {
+            bail!("--udp-rate must be at least 1 datagram per second");
         }
         if self.conn_buffers == 0 || self.conn_buffers >= self.buffers {
             bail!(

@@ -18,4 +18,5 @@ pub mod net;
 pub mod server;
 pub mod shutdown;
 pub mod stats;
+pub mod udp;
 pub mod uring;

@@ -1,4 +1,5 @@
-//! The socket layer both engines share: listeners (SO_REUSEPORT, dual-stack), CPU pinning,
+//! The socket layer both engines share: TCP listeners and UDP sockets (SO_REUSEPORT,
+//! dual-stack, pktinfo), CPU pinning,
 //! and the process limits a server that holds many sockets needs raised.
 
 use std::net::{IpAddr, SocketAddr};
@@ -80,6 +81,72 @@ pub fn tcp_listeners(
         all.push(tcp_listener(bound, backlog, false)?);
     }
     Ok((all, bound))
+}
+
+/// Create one UDP socket on `addr` with SO_REUSEPORT (each worker gets its own and the
+/// kernel spreads datagrams by source), `exclusive` as for [`tcp_listener`]. On a wildcard
+/// address it also asks for each datagram's local address (`IP_PKTINFO`,
+/// `IPV6_RECVPKTINFO`), so replies leave from the address the request came to.
+pub fn udp_socket(addr: SocketAddr, exclusive: bool) -> Result<Socket> {
+    let domain = Domain::for_address(addr);
+    let sock = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP))
+        .context("creating a UDP socket")?;
+    if let IpAddr::V6(ip) = addr.ip() {
+        sock.set_only_v6(!ip.is_unspecified())
+            .context("setting IPV6_V6ONLY")?;
+    }
+    if !exclusive {
+        sock.set_reuse_port(true).context("setting SO_REUSEPORT")?;
+    }
+    sock.bind(&addr.into())
+        .with_context(|| format!("cannot bind udp {addr}"))?;
+    if exclusive {
+        sock.set_reuse_port(true).context("setting SO_REUSEPORT")?;
+    }
+    // Room for bursts of the largest datagrams; the kernel caps it at net.core.rmem_max.
+    let _ = sock.set_recv_buffer_size(4 << 20);
+    let _ = sock.set_send_buffer_size(4 << 20);
+    if addr.ip().is_unspecified() {
+        // A dual-stack socket gets IPv4 datagrams' local address from IP_PKTINFO.
+        set_int_opt(&sock, libc::IPPROTO_IP, libc::IP_PKTINFO, 1).context("setting IP_PKTINFO")?;
+        if addr.is_ipv6() {
+            set_int_opt(&sock, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)
+                .context("setting IPV6_RECVPKTINFO")?;
+        }
+    }
+    Ok(sock)
+}
+
+/// Create `n` UDP sockets on the same address: the first exclusively (which also resolves
+/// port 0), the rest joining its SO_REUSEPORT group.
+pub fn udp_sockets(addr: SocketAddr, n: usize) -> Result<(Vec<Socket>, SocketAddr)> {
+    let first = udp_socket(addr, true)?;
+    let bound = local_addr(&first)?;
+    let mut all = vec![first];
+    for _ in 1..n {
+        all.push(udp_socket(bound, false)?);
+    }
+    Ok((all, bound))
+}
+
+/// setsockopt(2) with an int value, for options socket2 does not name.
+fn set_int_opt(sock: &Socket, level: i32, name: i32, value: i32) -> std::io::Result<()> {
+    // SAFETY: `value` is a live c_int and the length passed is its size; the fd is open
+    // for the borrow of `sock`.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Pin the calling thread to CPU `index` modulo the CPUs this process may use.

@@ -1,6 +1,8 @@
-//! `ringecho serve`: validates the configuration, opens one SO_REUSEPORT listener per
-//! worker, starts the engine's workers, prints the start-up line, and owns the process's
-//! lifetime (signals, `--stats`, a worker failing).
+//! `ringecho serve`: validates the configuration, opens one SO_REUSEPORT socket per worker
+//! and transport (a TCP listener, a UDP socket), starts a worker thread for each, prints
+//! the start-up line, and owns the process's lifetime (signals, `--stats`, a worker
+//! failing). TCP and UDP workers are separate threads with separate rings (or epoll
+//! sets): shared-nothing, so neither transport's load can corrupt the other's state.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,12 +45,23 @@ impl Shared {
     }
 }
 
+/// Which transport a worker serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
 /// Everything one worker thread needs.
 pub struct WorkerCtx {
     /// Worker index (0-based); also its CPU index with `--pin`.
     pub id: usize,
-    /// This worker's own listener (SO_REUSEPORT, already listening).
-    pub listener: Socket,
+    /// What `socket` is.
+    pub transport: Transport,
+    /// This worker's own socket (SO_REUSEPORT): a listening TCP socket or a bound UDP one.
+    pub socket: Socket,
+    /// The port the server serves (what the UDP guard calls "ourselves").
+    pub port: u16,
     /// The validated configuration.
     pub cfg: Arc<ServeConfig>,
     /// This worker's counters.
@@ -87,7 +100,22 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
     };
 
     let workers = cfg.worker_count();
-    let (listeners, bound) = net::tcp_listeners(cfg.listen_addr(), cfg.backlog, workers)?;
+    let mut sockets = Vec::new();
+    let mut tcp_bound = None;
+    if cfg.proto.tcp() {
+        let (listeners, bound) = net::tcp_listeners(cfg.listen_addr(), cfg.backlog, workers)?;
+        sockets.extend(listeners.into_iter().map(|s| (Transport::Tcp, s)));
+        tcp_bound = Some(bound);
+    }
+    let mut udp_bound = None;
+    if cfg.proto.udp() {
+        // The same port number as TCP (RFC 862), including one `--port 0` picked for TCP.
+        let port = tcp_bound.map_or(cfg.port, |b| b.port());
+        let (socks, bound) = net::udp_sockets(SocketAddr::new(cfg.bind, port), workers)?;
+        sockets.extend(socks.into_iter().map(|s| (Transport::Udp, s)));
+        udp_bound = Some(bound);
+    }
+    let port = tcp_bound.or(udp_bound).map_or(cfg.port, |b| b.port());
 
     shutdown::block_signals()?;
     let shared = Arc::new(Shared {
@@ -97,22 +125,30 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
     });
     let cfg = Arc::new(cfg);
     let (tx, rx) = mpsc::channel();
-    let stats: Vec<Arc<WorkerStats>> = (0..workers).map(|_| Arc::default()).collect();
+    // One set of counters per thread: each has a single writer.
+    let stats: Vec<Arc<WorkerStats>> = sockets.iter().map(|_| Arc::default()).collect();
 
-    let mut handles = Vec::with_capacity(workers);
-    for (id, listener) in listeners.into_iter().enumerate() {
+    let mut handles = Vec::with_capacity(sockets.len());
+    for (n, (transport, socket)) in sockets.into_iter().enumerate() {
+        let id = n % workers;
         let ctx = WorkerCtx {
             id,
-            listener,
+            transport,
+            socket,
+            port,
             cfg: Arc::clone(&cfg),
-            stats: Arc::clone(&stats[id]),
+            stats: Arc::clone(&stats[n]),
             shared: Arc::clone(&shared),
             events: tx.clone(),
         };
         let done = tx.clone();
         let features = features.clone();
+        let name = match transport {
+            Transport::Tcp => format!("{}-{id}", cfg.engine.name()),
+            Transport::Udp => format!("{}-udp-{id}", cfg.engine.name()),
+        };
         let handle = std::thread::Builder::new()
-            .name(format!("{}-{id}", cfg.engine.name()))
+            .name(name)
             .spawn(move || {
                 let res = run_worker(ctx, features);
                 let _ = done.send(Event::Exited(id, res));
@@ -135,7 +171,11 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
     }
     drop(tx);
 
-    let result = supervise(&cfg, &rx, workers, bound, features.as_ref(), &stats);
+    let bound = Bound {
+        tcp: tcp_bound,
+        udp: udp_bound,
+    };
+    let result = supervise(&cfg, &rx, handles.len(), &bound, features.as_ref(), &stats);
     shared.shutdown.trigger();
     let deadline = Instant::now() + STOP_GRACE;
     let mut failure = result.err();
@@ -166,17 +206,35 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
     }
 }
 
-/// Wait for every worker to be ready, announce, then wait for a signal or a failure.
+/// The addresses the server really has (port 0 resolved), per transport.
+struct Bound {
+    tcp: Option<SocketAddr>,
+    udp: Option<SocketAddr>,
+}
+
+impl Bound {
+    /// `tcp A and udp B`, `tcp A` or `udp B`: what the start-up line says.
+    fn describe(&self) -> String {
+        match (self.tcp, self.udp) {
+            (Some(t), Some(u)) => format!("tcp {t} and udp {u}"),
+            (Some(t), None) => format!("tcp {t}"),
+            (None, Some(u)) => format!("udp {u}"),
+            (None, None) => "nothing".to_string(),
+        }
+    }
+}
+
+/// Wait for every worker thread to be ready, announce, then wait for a signal or a failure.
 fn supervise(
     cfg: &ServeConfig,
     rx: &mpsc::Receiver<Event>,
-    workers: usize,
-    bound: SocketAddr,
+    threads: usize,
+    bound: &Bound,
     features: Option<&uring::probe::Features>,
     stats: &[Arc<WorkerStats>],
 ) -> Result<()> {
     let mut ready = 0;
-    while ready < workers {
+    while ready < threads {
         match rx.recv() {
             Ok(Event::Ready) => ready += 1,
             Ok(Event::Exited(id, res)) => {
@@ -193,8 +251,10 @@ fn supervise(
         Some(f) => format!("io_uring: {}", f.describe()),
         None => "edge-triggered epoll".to_string(),
     };
+    let workers = cfg.worker_count();
     println!(
-        "ringecho: listening on tcp {bound} (engine {}, {workers} worker{}{}; {detail})",
+        "ringecho: listening on {} (engine {}, {workers} worker{}{}; {detail})",
+        bound.describe(),
         cfg.engine.name(),
         if workers == 1 { "" } else { "s" },
         if cfg.pin { ", pinned" } else { "" },
@@ -203,7 +263,7 @@ fn supervise(
     let _ = std::io::stdout().flush();
 
     let tick = (cfg.stats > 0).then(|| Duration::from_secs(cfg.stats));
-    let mut reporter = Reporter::new(stats);
+    let mut reporter = Reporter::new(stats, cfg.proto.udp());
     loop {
         let ev = match tick {
             Some(t) => rx.recv_timeout(t),
@@ -244,8 +304,10 @@ fn run_worker(ctx: WorkerCtx, features: Option<uring::probe::Features>) -> Resul
     if ctx.cfg.pin {
         net::pin_current_thread(ctx.id)?;
     }
-    match features {
-        Some(f) => uring::run_worker(ctx, f),
-        None => epoll::run_worker(ctx),
+    match (features, ctx.transport) {
+        (Some(f), Transport::Tcp) => uring::run_worker(ctx, f),
+        (Some(f), Transport::Udp) => uring::run_udp_worker(ctx, f),
+        (None, Transport::Tcp) => epoll::run_worker(ctx),
+        (None, Transport::Udp) => epoll::run_udp_worker(ctx),
     }
 }

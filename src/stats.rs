@@ -27,6 +27,19 @@ pub struct WorkerStats {
     pub paused: AtomicU64,
     /// Times the buffer pool ran dry (ENOBUFS) and a receive had to be re-armed.
     pub starved: AtomicU64,
+    /// UDP datagrams echoed (the reply was sent).
+    pub udp_echoes: AtomicU64,
+    /// UDP payload bytes echoed.
+    pub udp_bytes: AtomicU64,
+    /// UDP datagrams dropped because they did not fit a receive buffer (never echoed
+    /// truncated).
+    pub udp_truncated: AtomicU64,
+    /// UDP datagrams dropped by the reflection guard (port 0, reflecting services, ourselves).
+    pub udp_guarded: AtomicU64,
+    /// UDP datagrams dropped by `--udp-rate`.
+    pub udp_limited: AtomicU64,
+    /// UDP replies the kernel refused (e.g. the socket's send buffer was full).
+    pub udp_send_errors: AtomicU64,
 }
 
 /// Add `n` to a counter only this thread writes.
@@ -46,6 +59,12 @@ pub struct Totals {
     pub errors: u64,
     pub paused: u64,
     pub starved: u64,
+    pub udp_echoes: u64,
+    pub udp_bytes: u64,
+    pub udp_truncated: u64,
+    pub udp_guarded: u64,
+    pub udp_limited: u64,
+    pub udp_send_errors: u64,
 }
 
 impl Totals {
@@ -61,6 +80,12 @@ impl Totals {
             t.errors += w.errors.load(Relaxed);
             t.paused += w.paused.load(Relaxed);
             t.starved += w.starved.load(Relaxed);
+            t.udp_echoes += w.udp_echoes.load(Relaxed);
+            t.udp_bytes += w.udp_bytes.load(Relaxed);
+            t.udp_truncated += w.udp_truncated.load(Relaxed);
+            t.udp_guarded += w.udp_guarded.load(Relaxed);
+            t.udp_limited += w.udp_limited.load(Relaxed);
+            t.udp_send_errors += w.udp_send_errors.load(Relaxed);
         }
         t
     }
@@ -75,14 +100,16 @@ impl Totals {
 pub struct Reporter {
     last: Totals,
     at: Instant,
+    udp: bool,
 }
 
 impl Reporter {
     /// Start measuring from now.
-    pub fn new(workers: &[Arc<WorkerStats>]) -> Self {
+    pub fn new(workers: &[Arc<WorkerStats>], udp: bool) -> Self {
         Reporter {
             last: Totals::collect(workers),
             at: Instant::now(),
+            udp,
         }
     }
 
@@ -91,7 +118,7 @@ impl Reporter {
         let now = Totals::collect(workers);
         let secs = self.at.elapsed().as_secs_f64().max(1e-9);
         let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / secs;
-        let line = format!(
+        let mut line = format!(
             "stats: {} open, {:.0} conn/s, {:.0} echo/s, {:.2} MB/s | total: {} accepted, {} refused, {} errors, {} paused, {} starved",
             now.open(),
             rate(now.accepted, self.last.accepted),
@@ -103,6 +130,18 @@ impl Reporter {
             now.paused,
             now.starved,
         );
+        if self.udp {
+            line += &format!(
+                " | udp: {:.0} dgram/s, {:.2} MB/s | total: {} echoed, {} truncated, {} guarded, {} rate-limited, {} send errors",
+                rate(now.udp_echoes, self.last.udp_echoes),
+                rate(now.udp_bytes, self.last.udp_bytes) / 1e6,
+                now.udp_echoes,
+                now.udp_truncated,
+                now.udp_guarded,
+                now.udp_limited,
+                now.udp_send_errors,
+            );
+        }
         self.last = now;
         self.at = Instant::now();
         line

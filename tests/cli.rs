@@ -42,6 +42,9 @@ fn bad_buffer_settings() {
     assert_one_line_error(&serve(&["--buffer-size", "10"]), "--buffer-size");
     assert_one_line_error(&serve(&["--conn-buffers", "0"]), "--conn-buffers");
     assert_one_line_error(&serve(&["--bind", "not-an-ip"]), "--bind");
+    assert_one_line_error(&serve(&["--udp-buffers", "3"]), "--udp-buffers");
+    assert_one_line_error(&serve(&["--udp-rate", "0"]), "--udp-rate");
+    assert_one_line_error(&serve(&["--proto", "sctp"]), "--proto");
 }
 
 #[test]
@@ -53,6 +56,23 @@ fn port_in_use_by_a_plain_listener() {
         assert_one_line_error(&out, "Address already in use");
         assert_eq!(out.status.code(), Some(1));
     }
+}
+
+#[test]
+fn udp_port_in_use_is_named_too() {
+    // Someone holds the UDP port only: TCP alone still starts, both (the default) does not.
+    let held = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let port = held.local_addr().expect("addr").port().to_string();
+    for engine in ["uring", "epoll"] {
+        let out = serve(&["--engine", engine, "--port", &port]);
+        assert_one_line_error(&out, "cannot bind udp");
+    }
+    let s = Server::start(&["--proto", "tcp"]);
+    assert!(
+        s.banner.contains("listening on tcp") && !s.banner.contains("udp"),
+        "{}",
+        s.banner
+    );
 }
 
 #[test]

@@ -18,6 +18,9 @@ mod conn;
 mod pending;
 mod slab;
 pub mod sys;
+mod udp;
+
+pub use udp::run_udp_worker;
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -51,7 +54,7 @@ const POOLED_BUFFERS: usize = 16;
 /// connection of ours has closed since.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Serve connections on `ctx.listener` until shutdown.
+/// Serve connections on `ctx.socket` until shutdown.
 pub fn run_worker(ctx: WorkerCtx) -> Result<()> {
     let mut worker = Worker::new(&ctx)?;
     ctx.ready();
@@ -92,12 +95,12 @@ struct Worker<'a> {
 
 impl<'a> Worker<'a> {
     fn new(ctx: &'a WorkerCtx) -> Result<Worker<'a>> {
-        ctx.listener
+        ctx.socket
             .set_nonblocking(true)
             .context("making the listener non-blocking")?;
         let epoll = sys::Epoll::new().context("creating the epoll instance")?;
         epoll
-            .add(ctx.listener.as_raw_fd(), sys::IN | sys::ET, LISTENER)
+            .add(ctx.socket.as_raw_fd(), sys::IN | sys::ET, LISTENER)
             .context("registering the listener with epoll")?;
         // Level-triggered: the eventfd is never read, so once triggered it stays ready.
         epoll
@@ -215,7 +218,7 @@ impl<'a> Worker<'a> {
     /// Accept until the queue is empty or this turn's budget is spent.
     fn accept_some(&mut self) -> Result<()> {
         for _ in 0..ACCEPTS_PER_TURN {
-            match sys::accept4(self.ctx.listener.as_fd()) {
+            match sys::accept4(self.ctx.socket.as_fd()) {
                 Ok(fd) => self.admit(fd),
                 Err(e) => match classify_accept_error(&e) {
                     AcceptError::Drained => {

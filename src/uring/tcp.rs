@@ -407,7 +407,7 @@ impl Worker {
             return Ok(());
         }
         self.accept_armed = true;
-        let accept = opcode::AcceptMulti::new(Fd(self.ctx.listener.as_raw_fd()))
+        let accept = opcode::AcceptMulti::new(Fd(self.ctx.socket.as_raw_fd()))
             .allocate_file_index(true)
             .build()
             .user_data(token::encode(Op::Accept, 0, 0));

@@ -1,0 +1,15 @@
+//! What both engines need to echo a UDP datagram correctly and safely, whatever drives
+//! the socket: which local address a datagram arrived on and how to reply from it
+//! ([`pktinfo`]), and whether to reply at all ([`guard`]).
+//!
+//! UDP echo (RFC 862) is a classic reflection and loop vector: a spoofed datagram "from"
+//! another echo or chargen service makes two servers talk to each other forever, and a
+//! spoofed victim address gets our replies. The guard drops what would reflect; the
+//! optional per-source rate limit bounds what one address can make us send.
+
+pub mod guard;
+pub mod pktinfo;
+pub mod sockaddr;
+
+/// Largest UDP payload over IPv6 (65,535 minus the 8-byte UDP header); IPv4's is 65,507.
+pub const MAX_DATAGRAM: usize = 65_527;

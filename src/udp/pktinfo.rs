@@ -1,0 +1,136 @@
+//! The local address a datagram arrived on (`IP_PKTINFO` / `IPV6_PKTINFO` control
+//! messages) and the control message that makes the reply leave from it.
+//!
+//! A socket bound to a wildcard address would otherwise answer from whatever address the
+//! routing table picks for the client, which on a multi-homed host may not be the one the
+//! client wrote to, and the client's stack then drops the reply as unrelated. Control
+//! messages are parsed and built as bytes here (layout from `<sys/socket.h>`: a
+//! `cmsghdr` of `size_t len, int level, int type`, data aligned to `size_t`), so no
+//! pointer arithmetic is needed.
+
+use std::mem::size_of;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Control-buffer space that holds either kind of pktinfo message.
+pub const CONTROL_LEN: usize = 64;
+
+/// Where a datagram arrived: the local address to reply from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Local {
+    /// An IPv4 datagram (also on a dual-stack IPv6 socket): `ipi_spec_dst`, the local
+    /// address the kernel would use for it.
+    V4(Ipv4Addr),
+    /// An IPv6 datagram: the destination address and the interface it came in on (which
+    /// link-local replies need).
+    V6(Ipv6Addr, u32),
+}
+
+const ALIGN: usize = size_of::<usize>();
+const HDR: usize = (size_of::<libc::cmsghdr>() + ALIGN - 1) & !(ALIGN - 1);
+
+fn space(data: usize) -> usize {
+    HDR + ((data + ALIGN - 1) & !(ALIGN - 1))
+}
+
+fn field<const N: usize>(b: &[u8], at: usize) -> Option<[u8; N]> {
+    b.get(at..at + N)?.try_into().ok()
+}
+
+/// The pktinfo control message in `control` (the first `len` bytes the kernel filled).
+pub fn parse(control: &[u8]) -> Option<Local> {
+    let mut at = 0;
+    while at + HDR <= control.len() {
+        let len = usize::from_ne_bytes(field(control, at)?);
+        let level = i32::from_ne_bytes(field(control, at + ALIGN)?);
+        let kind = i32::from_ne_bytes(field(control, at + ALIGN + 4)?);
+        if len < HDR || at + len > control.len() {
+            return None;
+        }
+        let data = &control[at + HDR..at + len];
+        match (level, kind) {
+            // struct in_pktinfo { int ipi_ifindex; in_addr ipi_spec_dst; in_addr ipi_addr; }
+            (libc::IPPROTO_IP, libc::IP_PKTINFO) if data.len() >= 12 => {
+                let spec_dst: [u8; 4] = field(data, 4)?;
+                return Some(Local::V4(Ipv4Addr::from(spec_dst)));
+            }
+            // struct in6_pktinfo { in6_addr ipi6_addr; unsigned ipi6_ifindex; }
+            (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) if data.len() >= 20 => {
+                let addr: [u8; 16] = field(data, 0)?;
+                let ifindex = u32::from_ne_bytes(field(data, 16)?);
+                return Some(Local::V6(Ipv6Addr::from(addr), ifindex));
+            }
+            _ => {}
+        }
+        at += space(len - HDR);
+    }
+    None
+}
+
+/// Write the control message that sends a reply from `local` into `out`; returns its
+/// length (what `msg_controllen` must say). `out` must hold [`CONTROL_LEN`] bytes.
+pub fn build(local: Local, out: &mut [u8]) -> usize {
+    let (level, kind, data): (i32, i32, [u8; 20]) = match local {
+        Local::V4(ip) => {
+            let mut d = [0u8; 20];
+            // ipi_ifindex 0 (route decides), ipi_spec_dst = our address, ipi_addr unused.
+            d[4..8].copy_from_slice(&ip.octets());
+            (libc::IPPROTO_IP, libc::IP_PKTINFO, d)
+        }
+        Local::V6(ip, ifindex) => {
+            let mut d = [0u8; 20];
+            d[..16].copy_from_slice(&ip.octets());
+            d[16..20].copy_from_slice(&ifindex.to_ne_bytes());
+            (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, d)
+        }
+    };
+    let data_len = if matches!(local, Local::V4(_)) {
+        12
+    } else {
+        20
+    };
+    let total = space(data_len);
+    out[..total].fill(0);
+    out[..ALIGN].copy_from_slice(&(HDR + data_len).to_ne_bytes());
+    out[ALIGN..ALIGN + 4].copy_from_slice(&level.to_ne_bytes());
+    out[ALIGN + 4..ALIGN + 8].copy_from_slice(&kind.to_ne_bytes());
+    out[HDR..HDR + data_len].copy_from_slice(&data[..data_len]);
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_messages_parse_back() {
+        let mut buf = [0u8; CONTROL_LEN];
+        for local in [
+            Local::V4(Ipv4Addr::new(192, 0, 2, 7)),
+            Local::V6("fe80::1".parse().expect("ip"), 3),
+        ] {
+            let n = build(local, &mut buf);
+            assert!(n <= CONTROL_LEN);
+            assert_eq!(parse(&buf[..n]), Some(local));
+        }
+    }
+
+    #[test]
+    fn layout_matches_the_kernel_macros() {
+        // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic on their argument.
+        let (sp, ln) = unsafe { (libc::CMSG_SPACE(12), libc::CMSG_LEN(12)) };
+        assert_eq!(space(12), sp as usize);
+        assert_eq!(HDR + 12, ln as usize);
+        // SAFETY: as above.
+        assert!(space(20) <= CONTROL_LEN && unsafe { libc::CMSG_SPACE(20) } as usize == space(20));
+    }
+
+    #[test]
+    fn garbage_and_other_messages_are_ignored() {
+        assert_eq!(parse(&[]), None);
+        assert_eq!(parse(&[0xff; 40]), None);
+        let mut buf = [0u8; CONTROL_LEN];
+        let n = build(Local::V4(Ipv4Addr::LOCALHOST), &mut buf);
+        buf[ALIGN..ALIGN + 4].copy_from_slice(&libc::SOL_SOCKET.to_ne_bytes());
+        assert_eq!(parse(&buf[..n]), None);
+    }
+}
