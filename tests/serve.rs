@@ -246,3 +246,55 @@ fn deny_io_uring_setup() -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn udp_rate_limit_drops_the_excess_per_source_and_counts_it() {
+    for engine in ["uring", "epoll"] {
+        let s = Server::start(&[
+            "--engine",
+            engine,
+            "--threads",
+            "1",
+            "--udp-rate",
+            "10",
+            "--stats",
+            "1",
+        ]);
+        let target = s.connect_addr();
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        a.set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        for i in 0..50u8 {
+            a.send_to(&[i], target).expect("send");
+        }
+        let mut got = 0;
+        let mut buf = [0u8; 16];
+        while a.recv_from(&mut buf).is_ok() {
+            got += 1;
+        }
+        // A second's worth of burst (10), maybe one more token refilled meanwhile.
+        assert!((10..=12).contains(&got), "{engine}: {got} echoes of 50");
+        // The limit is per source: another address is not affected.
+        let b = std::net::UdpSocket::bind("127.0.0.2:0").expect("bind");
+        b.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        b.send_to(b"other", target).expect("send");
+        let (n, from) = b.recv_from(&mut buf).expect("echo to another source");
+        assert_eq!((&buf[..n], from), (&b"other"[..], target));
+        // Counters are cumulative: read stats lines until the drops show (bounded).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let (mut limited, mut line) = (0u64, String::new());
+        while limited < 38 && std::time::Instant::now() < deadline {
+            line = s
+                .wait_line("rate-limited", Duration::from_secs(2))
+                .expect("stats line");
+            limited = line
+                .split(" rate-limited")
+                .next()
+                .and_then(|l| l.rsplit(", ").next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no count in {line}"));
+        }
+        assert!(limited >= 38, "{engine}: {line}");
+    }
+}
