@@ -9,6 +9,13 @@
 /// "No buffer": the end of a queue. Buffer ids are below 32768 (the kernel's ring limit).
 pub const NO_BUF: u16 = u16::MAX;
 
+/// Most queued buffers one send carries (one `iovec` each): a 64 KiB message received
+/// into 4 KiB buffers goes back in one `sendmsg`, not sixteen sends.
+pub const MAX_SEND_SEGS: usize = 16;
+
+/// One part of a send: buffer id, offset of the unsent bytes, their length.
+pub type SendPart = (u16, u32, u32);
+
 /// The unsent part of one held buffer, and the link to the next buffer of its queue.
 #[derive(Debug, Clone, Copy)]
 pub struct Segment {
@@ -36,14 +43,14 @@ impl Segments {
 
 /// One connection's echo backlog: buffers in arrival order, the head possibly half sent.
 ///
-/// Invariant: at most one send is in flight and it is always for the head segment (two
-/// sends in flight on one TCP socket may complete out of order).
+/// Invariant: at most one send is in flight (two on one TCP socket may complete out of
+/// order) and it covers the first `in_flight` segments of the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SendQueue {
     head: u16,
     tail: u16,
     len: u16,
-    in_flight: bool,
+    in_flight: u16,
 }
 
 impl Default for SendQueue {
@@ -59,7 +66,7 @@ impl SendQueue {
             head: NO_BUF,
             tail: NO_BUF,
             len: 0,
-            in_flight: false,
+            in_flight: 0,
         }
     }
 
@@ -73,9 +80,9 @@ impl SendQueue {
         self.len == 0
     }
 
-    /// Is a send of the head segment in flight?
+    /// Is a send in flight?
     pub fn in_flight(&self) -> bool {
-        self.in_flight
+        self.in_flight > 0
     }
 
     /// Queue the first `len` bytes of buffer `bid`.
@@ -94,56 +101,72 @@ impl SendQueue {
         self.len += 1;
     }
 
-    /// If nothing is in flight and bytes are waiting, mark the head in flight and return
-    /// `(bid, offset, len)` of the bytes to send.
-    pub fn start_send(&mut self, segs: &Segments) -> Option<(u16, u32, u32)> {
-        if self.in_flight || self.head == NO_BUF {
-            return None;
+    /// If nothing is in flight and bytes are waiting, mark the first segments (up to
+    /// `out.len()`) in flight, write their parts into `out` and return how many.
+    pub fn start_send(&mut self, segs: &Segments, out: &mut [SendPart]) -> usize {
+        if self.in_flight > 0 {
+            return 0;
         }
-        let s = segs.0[usize::from(self.head)];
-        self.in_flight = true;
-        Some((self.head, s.start, s.end - s.start))
+        let mut n = 0;
+        let mut bid = self.head;
+        while bid != NO_BUF && n < out.len() {
+            let s = segs.0[usize::from(bid)];
+            out[n] = (bid, s.start, s.end - s.start);
+            n += 1;
+            bid = s.next;
+        }
+        self.in_flight = n as u16;
+        n
     }
 
-    /// The in-flight send wrote `sent` bytes. Returns the buffer id if that finished the
-    /// head segment (it leaves the queue and may go back to the ring); a short send leaves
-    /// the rest of the head to be sent next.
-    pub fn complete_send(&mut self, segs: &mut Segments, sent: u32) -> Option<u16> {
-        debug_assert!(self.in_flight && self.head != NO_BUF);
-        self.in_flight = false;
-        if self.head == NO_BUF {
-            return None;
+    /// The in-flight send wrote `sent` bytes: every segment it finished leaves the queue
+    /// and is handed to `done` (its buffer may go back to the ring); a partly sent one
+    /// stays at the head, to be continued by the next send.
+    pub fn complete_send(&mut self, segs: &mut Segments, sent: u32, mut done: impl FnMut(u16)) {
+        debug_assert!(self.in_flight > 0 && self.head != NO_BUF);
+        self.in_flight = 0;
+        let mut left = sent;
+        while self.head != NO_BUF {
+            let bid = self.head;
+            let seg = &mut segs.0[usize::from(bid)];
+            let take = left.min(seg.end - seg.start);
+            seg.start += take;
+            left -= take;
+            if seg.start < seg.end {
+                return;
+            }
+            self.head = seg.next;
+            self.len -= 1;
+            done(bid);
+            if left == 0 {
+                break;
+            }
         }
-        let bid = self.head;
-        let seg = &mut segs.0[usize::from(bid)];
-        seg.start = seg.start.saturating_add(sent).min(seg.end);
-        if seg.start < seg.end {
-            return None;
-        }
-        self.head = seg.next;
         if self.head == NO_BUF {
             self.tail = NO_BUF;
         }
-        self.len -= 1;
-        Some(bid)
     }
 
-    /// The in-flight send failed: nothing is in flight any more (the head stays queued).
+    /// The in-flight send failed: nothing is in flight any more (its segments stay queued).
     pub fn fail_send(&mut self) {
-        self.in_flight = false;
+        self.in_flight = 0;
     }
 
     /// Remove every segment that is not in flight, handing each buffer id to `give_back`.
     pub fn drain_unsent(&mut self, segs: &mut Segments, mut give_back: impl FnMut(u16)) {
         let mut bid = self.head;
-        if self.in_flight && bid != NO_BUF {
-            // The kernel may still be reading the head: it stays, alone, until its send
-            // completes.
-            let head = &mut segs.0[usize::from(bid)];
-            bid = head.next;
-            head.next = NO_BUF;
-            self.tail = self.head;
-            self.len = 1;
+        if self.in_flight > 0 {
+            // The kernel may still be reading the in-flight segments: they stay, alone,
+            // until their send completes.
+            let mut last = bid;
+            for _ in 1..self.in_flight {
+                last = segs.0[usize::from(last)].next;
+            }
+            let rest = &mut segs.0[usize::from(last)];
+            bid = rest.next;
+            rest.next = NO_BUF;
+            self.tail = last;
+            self.len = self.in_flight;
         } else {
             *self = SendQueue::new();
         }
@@ -272,6 +295,18 @@ mod tests {
         v
     }
 
+    fn start(q: &mut SendQueue, segs: &Segments, max: usize) -> Vec<SendPart> {
+        let mut parts = [(0, 0, 0); MAX_SEND_SEGS];
+        let n = q.start_send(segs, &mut parts[..max]);
+        parts[..n].to_vec()
+    }
+
+    fn complete(q: &mut SendQueue, segs: &mut Segments, sent: u32) -> Vec<u16> {
+        let mut v = Vec::new();
+        q.complete_send(segs, sent, |b| v.push(b));
+        v
+    }
+
     #[test]
     fn fifo_order_and_one_send_in_flight() {
         let mut segs = Segments::new(8);
@@ -279,13 +314,40 @@ mod tests {
         q.push(&mut segs, 5, 100);
         q.push(&mut segs, 2, 50);
         assert_eq!(q.len(), 2);
-        assert_eq!(q.start_send(&segs), Some((5, 0, 100)));
-        assert_eq!(q.start_send(&segs), None, "one send in flight");
-        assert_eq!(q.complete_send(&mut segs, 100), Some(5));
-        assert_eq!(q.start_send(&segs), Some((2, 0, 50)));
-        assert_eq!(q.complete_send(&mut segs, 50), Some(2));
+        assert_eq!(start(&mut q, &segs, 1), vec![(5, 0, 100)]);
+        assert_eq!(start(&mut q, &segs, 1), vec![], "one send in flight");
+        assert_eq!(complete(&mut q, &mut segs, 100), vec![5]);
+        assert_eq!(start(&mut q, &segs, 1), vec![(2, 0, 50)]);
+        assert_eq!(complete(&mut q, &mut segs, 50), vec![2]);
         assert!(q.is_empty());
-        assert_eq!(q.start_send(&segs), None);
+        assert_eq!(start(&mut q, &segs, 1), vec![]);
+    }
+
+    #[test]
+    fn one_send_carries_several_buffers_and_a_short_one_resumes_mid_buffer() {
+        let mut segs = Segments::new(8);
+        let mut q = SendQueue::new();
+        for b in [4, 1, 6] {
+            q.push(&mut segs, b, 4096);
+        }
+        assert_eq!(
+            start(&mut q, &segs, MAX_SEND_SEGS),
+            vec![(4, 0, 4096), (1, 0, 4096), (6, 0, 4096)]
+        );
+        // Short: all of 4, part of 1.
+        assert_eq!(complete(&mut q, &mut segs, 5000), vec![4]);
+        assert_eq!(q.len(), 2);
+        assert_eq!(
+            start(&mut q, &segs, MAX_SEND_SEGS),
+            vec![(1, 904, 3192), (6, 0, 4096)]
+        );
+        assert_eq!(complete(&mut q, &mut segs, 3192 + 4096), vec![1, 6]);
+        assert!(q.is_empty());
+        // The cap holds.
+        for b in 0..5 {
+            q.push(&mut segs, b, 10);
+        }
+        assert_eq!(start(&mut q, &segs, 2).len(), 2);
     }
 
     #[test]
@@ -293,38 +355,38 @@ mod tests {
         let mut segs = Segments::new(4);
         let mut q = SendQueue::new();
         q.push(&mut segs, 1, 4096);
-        assert_eq!(q.start_send(&segs), Some((1, 0, 4096)));
-        assert_eq!(q.complete_send(&mut segs, 1000), None);
-        assert_eq!(q.start_send(&segs), Some((1, 1000, 3096)));
-        assert_eq!(q.complete_send(&mut segs, 3000), None);
-        assert_eq!(q.start_send(&segs), Some((1, 4000, 96)));
-        assert_eq!(q.complete_send(&mut segs, 96), Some(1));
+        assert_eq!(start(&mut q, &segs, 4), vec![(1, 0, 4096)]);
+        assert_eq!(complete(&mut q, &mut segs, 1000), vec![]);
+        assert_eq!(start(&mut q, &segs, 4), vec![(1, 1000, 3096)]);
+        assert_eq!(complete(&mut q, &mut segs, 3000), vec![]);
+        assert_eq!(start(&mut q, &segs, 4), vec![(1, 4000, 96)]);
+        assert_eq!(complete(&mut q, &mut segs, 96), vec![1]);
         assert!(q.is_empty());
     }
 
     #[test]
-    fn drain_keeps_the_in_flight_head_until_it_completes() {
+    fn drain_keeps_the_in_flight_segments_until_they_complete() {
         let mut segs = Segments::new(8);
         let mut q = SendQueue::new();
-        for b in [3, 0, 7] {
+        for b in [3, 0, 7, 5] {
             q.push(&mut segs, b, 10);
         }
-        q.start_send(&segs);
-        assert_eq!(drained(&mut q, &mut segs), vec![0, 7]);
-        assert_eq!(q.len(), 1);
+        start(&mut q, &segs, 2);
+        assert_eq!(drained(&mut q, &mut segs), vec![7, 5]);
+        assert_eq!(q.len(), 2);
         assert!(q.in_flight());
-        assert_eq!(q.complete_send(&mut segs, 10), Some(3));
+        assert_eq!(complete(&mut q, &mut segs, 20), vec![3, 0]);
         assert!(q.is_empty());
         // A queue whose send failed gives back everything.
         q.push(&mut segs, 4, 10);
         q.push(&mut segs, 6, 10);
-        q.start_send(&segs);
+        start(&mut q, &segs, 1);
         q.fail_send();
         assert_eq!(drained(&mut q, &mut segs), vec![4, 6]);
         assert!(q.is_empty());
         // Pushing after a drain links from scratch.
         q.push(&mut segs, 1, 5);
-        assert_eq!(q.start_send(&segs), Some((1, 0, 5)));
+        assert_eq!(start(&mut q, &segs, 4), vec![(1, 0, 5)]);
     }
 
     #[test]
@@ -348,7 +410,8 @@ mod tests {
         c.recv = RecvState::Done;
         assert!(c.quiescent());
         c.queue.push(&mut segs, 0, 1);
-        c.queue.start_send(&segs);
+        let mut parts = [(0, 0, 0); 1];
+        c.queue.start_send(&segs, &mut parts);
         assert!(!c.quiescent());
     }
 }

@@ -5,8 +5,9 @@
 //!
 //! A byte's path: the multishot accept completes with a direct descriptor → a multishot
 //! receive is armed on it → a receive CQE names the buffer the kernel filled → the buffer
-//! joins the connection's send queue → one send at a time echoes the queue's head → the
-//! send CQE returns the fully sent buffer to the ring.
+//! joins the connection's send queue → one send at a time echoes the queue's first buffers
+//! (one `sendmsg` for up to 16 of them) → the send CQE returns every fully sent buffer to
+//! the ring.
 
 use std::collections::VecDeque;
 use std::mem::ManuallyDrop;
@@ -17,7 +18,7 @@ use io_uring::types::{CancelBuilder, Fd, Fixed, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue};
 
 use super::buf_ring::BufRing;
-use super::conn::{Conn, Life, RecvState, Segments, Slab};
+use super::conn::{Conn, Life, RecvState, Segments, SendPart, Slab, MAX_SEND_SEGS};
 use super::probe::Features;
 use super::ring;
 use super::token::{self, Op};
@@ -35,12 +36,23 @@ const SPARE_SLOTS: u32 = 256;
 /// How long a stopping worker waits for cancelled operations to complete.
 const STOP_WAIT: Duration = Duration::from_millis(500);
 
+/// What the kernel reads for one multi-buffer send.
+struct SendMsgSlot {
+    hdr: libc::msghdr,
+    iov: [libc::iovec; MAX_SEND_SEGS],
+}
+
 /// One io_uring worker. Field order matters only through `Drop`, which closes the ring
 /// before unmapping the buffers the kernel may write into.
 pub struct Worker {
     ring: ManuallyDrop<ring::Ring>,
     bufs: ManuallyDrop<BufRing>,
     segs: Segments,
+    /// The `sendmsg` header and `iovec`s of a multi-buffer send, indexed by the id of its
+    /// first buffer (unique among sends in flight: a buffer is in one queue, and a queue
+    /// has one send in flight). The kernel reads them until the send completes; boxed,
+    /// they never move.
+    send_msgs: Box<[SendMsgSlot]>,
     conns: Slab,
     /// Connections whose receive ended with ENOBUFS, oldest first, to re-arm as buffers
     /// return.
@@ -77,9 +89,18 @@ impl Worker {
             )
         })?;
         let conn_cap = u16::try_from(cfg.conn_buffers).unwrap_or(u16::MAX);
+        let send_msgs = (0..entries)
+            .map(|_| SendMsgSlot {
+                // SAFETY: msghdr and iovec are plain C structs; all-zero is valid.
+                hdr: unsafe { std::mem::zeroed() },
+                // SAFETY: as above.
+                iov: unsafe { std::mem::zeroed() },
+            })
+            .collect();
         Ok(Worker {
             ring: ManuallyDrop::new(ring),
             segs: Segments::new(entries),
+            send_msgs,
             bufs: ManuallyDrop::new(bufs),
             conns: Slab::default(),
             starved: VecDeque::new(),
@@ -286,9 +307,17 @@ impl Worker {
         if res > 0 {
             let sent = res as u32;
             bump(&self.ctx.stats.bytes, u64::from(sent));
-            if let Some(bid) = c.queue.complete_send(&mut self.segs, sent) {
-                bump(&self.ctx.stats.echoes, 1);
-                self.bufs.give_back(bid)?;
+            let bufs = &mut *self.bufs;
+            let stats = &self.ctx.stats;
+            let mut broken = None;
+            c.queue.complete_send(&mut self.segs, sent, |bid| {
+                bump(&stats.echoes, 1);
+                if let Err(e) = bufs.give_back(bid) {
+                    broken = Some(e);
+                }
+            });
+            if let Some(e) = broken {
+                return Err(e.into());
             }
         } else {
             // EPIPE, ECONNRESET, ECANCELED (stopping), or a zero-byte send that would
@@ -374,19 +403,36 @@ impl Worker {
 
     fn start_send(&mut self, idx: u32) -> Result<()> {
         let c = self.conns.get_mut(idx);
-        let Some((bid, off, len)) = c.queue.start_send(&self.segs) else {
-            return Ok(());
+        let mut parts: [SendPart; MAX_SEND_SEGS] = [(0, 0, 0); MAX_SEND_SEGS];
+        let n = c.queue.start_send(&self.segs, &mut parts);
+        let fd = Fixed(c.fd);
+        // WAITALL: the kernel itself retries a short send (5.18+); short completions are
+        // still handled. NOSIGNAL: a vanished peer is EPIPE, not SIGPIPE.
+        let flags = libc::MSG_NOSIGNAL | libc::MSG_WAITALL;
+        let ud = token::encode(Op::Send, idx, 0);
+        let send = match n {
+            0 => return Ok(()),
+            1 => {
+                let (bid, off, len) = parts[0];
+                // SAFETY (pointer arithmetic): off < buf_size, so it stays in the buffer.
+                let ptr = unsafe { self.bufs.buf_ptr(bid).add(off as usize) };
+                opcode::Send::new(fd, ptr, len).flags(flags).build()
+            }
+            _ => {
+                let slot = &mut self.send_msgs[usize::from(parts[0].0)];
+                for (iov, &(bid, off, len)) in slot.iov.iter_mut().zip(&parts[..n]) {
+                    // SAFETY (pointer arithmetic): as above.
+                    iov.iov_base = unsafe { self.bufs.buf_ptr(bid).add(off as usize) } as *mut _;
+                    iov.iov_len = len as usize;
+                }
+                slot.hdr.msg_iov = slot.iov.as_mut_ptr();
+                slot.hdr.msg_iovlen = n as _;
+                opcode::SendMsg::new(fd, &slot.hdr)
+                    .flags(flags as u32)
+                    .build()
+            }
         };
-        let fd = c.fd;
-        // SAFETY (pointer arithmetic): off < buf_size, so the pointer stays in the buffer.
-        let ptr = unsafe { self.bufs.buf_ptr(bid).add(off as usize) };
-        let send = opcode::Send::new(Fixed(fd), ptr, len)
-            // WAITALL: the kernel itself retries a short send (5.18+); short completions
-            // are still handled. NOSIGNAL: a vanished peer is EPIPE, not SIGPIPE.
-            .flags(libc::MSG_NOSIGNAL | libc::MSG_WAITALL)
-            .build()
-            .user_data(token::encode(Op::Send, idx, 0));
-        self.push(send)
+        self.push(send.user_data(ud))
     }
 
     fn arm_recv(&mut self, idx: u32) -> Result<()> {
@@ -462,9 +508,9 @@ impl Worker {
     /// Queue an SQE, flushing the SQ to the kernel if it is full.
     fn push(&mut self, sqe: squeue::Entry) -> Result<()> {
         loop {
-            // SAFETY: every buffer an SQE points at is in the buffer slab, which stays
-            // mapped until the ring is gone (see Drop); the listener and the shutdown
-            // eventfd outlive the worker too.
+            // SAFETY: every buffer an SQE points at is in the buffer slab, and every
+            // sendmsg header in `send_msgs`, both of which stay put until the ring is gone
+            // (see Drop); the listener and the shutdown eventfd outlive the worker too.
             if unsafe { self.ring.push(&sqe) } {
                 self.inflight += 1;
                 return Ok(());
