@@ -7,6 +7,7 @@ pub mod chart;
 pub mod cpu;
 pub mod hist;
 pub mod hlog;
+pub mod idle;
 pub mod loadgen;
 pub mod machine;
 pub mod openloop;
@@ -35,9 +36,24 @@ pub enum Workload {
     Throughput(ThroughputArgs),
     /// The seed's burst: N threads released at once, each connect, echo 13 bytes, close.
     Burst(BurstArgs),
+    /// Memory: server RSS added by N idle connections (needs the server's pid).
+    Idle(IdleArgs),
     /// Open loop (wrk2 style): messages sent on a fixed schedule at a given rate, latency
     /// from when each was due (coordinated omission corrected) and from when it was sent.
     Latency(LatencyArgs),
+}
+
+/// `ringecho bench idle` flags.
+#[derive(Debug, Clone, Args)]
+pub struct IdleArgs {
+    /// The server, as HOST:PORT.
+    pub addr: String,
+    /// The server's pid (its RSS is what is measured).
+    #[arg(long)]
+    pub server_pid: u32,
+    /// Idle connections to open.
+    #[arg(long, default_value_t = 10_000)]
+    pub conns: usize,
 }
 
 /// `ringecho bench latency` flags.
@@ -150,6 +166,7 @@ pub fn run(args: &BenchArgs) -> Result<bool> {
         Workload::Throughput(t) => throughput(t),
         Workload::Burst(b) => burst_cmd(b),
         Workload::Latency(l) => latency(l),
+        Workload::Idle(i) => idle_cmd(i),
     }
 }
 
@@ -162,6 +179,34 @@ fn secs_arg(name: &str, v: f64) -> Result<Duration> {
             "--{name} must be between 0 and 3600 seconds"
         )))
     }
+}
+
+fn idle_cmd(a: &IdleArgs) -> Result<bool> {
+    if a.conns == 0 || a.conns > 1_000_000 {
+        crate::bail!("--conns must be between 1 and 1000000");
+    }
+    let addr = crate::net::resolve(&a.addr)?;
+    if idle::rss_kib(a.server_pid).is_none() {
+        crate::bail!(
+            "cannot read /proc/{}/status: is it the server's pid?",
+            a.server_pid
+        );
+    }
+    println!("idle {addr}: {} connections that never send", a.conns);
+    let r = idle::run(addr, a.server_pid, a.conns, Duration::from_secs(1))?;
+    println!(
+        "  server RSS {} KiB -> {} KiB with {} connections open: {:.0} bytes per connection{}",
+        r.rss_before_kib,
+        r.rss_after_kib,
+        r.conns,
+        r.bytes_per_conn(),
+        if r.failed > 0 {
+            format!(" ({} failed to connect)", r.failed)
+        } else {
+            String::new()
+        }
+    );
+    Ok(r.failed == 0)
 }
 
 fn latency(a: &LatencyArgs) -> Result<bool> {
