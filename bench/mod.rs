@@ -2,6 +2,7 @@
 //! echo servers. See `bench/README.md` for what exists and what is still to come.
 
 pub mod all;
+pub mod all_udp;
 pub mod burst;
 pub mod chart;
 pub mod cpu;
@@ -83,10 +84,10 @@ pub struct UdpArgs {
     #[arg(long)]
     pub server_pid: Option<u32>,
     /// Seconds after which a datagram not echoed counts as lost.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = udp::TIMEOUT_SECS)]
     pub timeout: f64,
     /// Loss (percent of the datagrams counted) above which the run fails.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = udp::MAX_LOSS_PCT)]
     pub max_loss: f64,
     /// Payload seed.
     #[arg(long, default_value_t = 1)]
