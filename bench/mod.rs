@@ -254,6 +254,11 @@ pub fn latency_report(r: &openloop::OpenResult) -> String {
         Percentiles::of(&r.corrected).describe(),
         Percentiles::of(&r.uncorrected).describe(),
     );
+    let lag = Percentiles::of(&r.send_lag);
+    s += &format!(
+        "\n  send lag (the load generator's own lateness): p50 {:.1} p99 {:.1} max {:.1} µs",
+        lag.p50, lag.p99, lag.max
+    );
     if let (Some(m), true) = (r.machine_cpu, r.echoes > 0) {
         s += &format!(
             "\n  cpu per echo: machine {:.2} µs",
