@@ -29,6 +29,10 @@ bench-all *ARGS: build
 bench *ARGS: build
     ./target/release/ringecho bench {{ARGS}}
 
+# Syscalls and CPU per echo for one engine, e.g. `just profile epoll 1000 4096` (strace -c)
+profile ENGINE="uring" CONNS="100" SIZE="64": build
+    bash bench/profile.sh {{ENGINE}} {{CONNS}} {{SIZE}}
+
 # Redraw the charts from a results directory's throughput.csv
 plot DIR="results": build
     ./target/release/ringecho plot {{DIR}}

@@ -342,11 +342,10 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
             )
         })
         .collect();
-    let cpus = self_cpus(a);
     bad.extend(
         lat_rows
             .iter()
-            .filter(|r| r.errors > 0 || r.unfinished > 0 || !saturation(r, cpus).is_empty())
+            .filter(|r| r.errors > 0 || r.unfinished > 0 || !saturation(r).is_empty())
             .map(|r| {
                 format!(
                     "{} open loop at {:.0}/s: {} errors, {} of {} messages unfinished{}",
@@ -355,20 +354,20 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
                     r.errors,
                     r.unfinished,
                     r.scheduled,
-                    saturation(r, cpus)
+                    saturation(r)
                 )
             }),
     );
     bad.extend(
         udp_rows
             .iter()
-            .filter(|r| !super::all_udp::problems(r, cpus).is_empty())
+            .filter(|r| !super::all_udp::problems(r).is_empty())
             .map(|r| {
                 format!(
                     "{} UDP {}: {}",
                     r.server,
                     super::all_udp::point(r),
-                    super::all_udp::problems(r, cpus).trim_start_matches(", ")
+                    super::all_udp::problems(r).trim_start_matches(", ")
                 )
             }),
     );
@@ -387,11 +386,6 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
         && udp_rows
             .iter()
             .all(|r| r.errors == 0 && r.echoes_per_sec > 0.0))
-}
-
-/// CPUs the load generator runs on (its CPU share is out of 100% per CPU).
-pub(super) fn self_cpus(a: &BenchAllArgs) -> f64 {
-    a.client_cpus.len().max(1) as f64
 }
 
 /// What every phase needs.
@@ -531,6 +525,7 @@ impl Ctx<'_> {
                         .machine_cpu
                         .map_or(f64::NAN, |m| m.as_secs_f64() * 1e6 / r.echoes.max(1) as f64),
                     client_cpu_pct: r.client_cpu.as_secs_f64() / secs * 100.0,
+                    lag_p99_us: Percentiles::of(&r.send_lag).p99,
                     errors: r.errors.total(),
                 };
                 progress.finished(
@@ -551,7 +546,7 @@ impl Ctx<'_> {
                         } else {
                             String::new()
                         },
-                        saturation(&row, self_cpus(self.args))
+                        saturation(&row)
                     ),
                 );
                 let log = logs.entry(t.name.clone()).or_default();
@@ -615,16 +610,16 @@ impl Ctx<'_> {
     }
 }
 
-/// Above this share of its CPUs the load generator, not the server, sets the pace.
-pub(super) const CLIENT_SATURATED_PCT: f64 = 90.0;
+/// Above this send-lag p99 the load generator, not the server, set the pace.
+pub(super) const LAG_SATURATED_US: f64 = 100.0;
 
-/// ", load generator saturated ..." when the open-loop client could not have kept its
-/// schedule on its own, or "".
-fn saturation(r: &LatencyRow, client_cpus: f64) -> String {
-    if r.client_cpu_pct > CLIENT_SATURATED_PCT * client_cpus {
+/// ", load generator behind ..." when the open-loop client could not keep its own
+/// schedule, or "".
+fn saturation(r: &LatencyRow) -> String {
+    if r.lag_p99_us > LAG_SATURATED_US {
         format!(
-            ", load generator saturated ({:.0}% CPU): this point measures the harness",
-            r.client_cpu_pct
+            ", load generator behind (send lag p99 {:.0} µs): this point measures the harness",
+            r.lag_p99_us
         )
     } else {
         String::new()

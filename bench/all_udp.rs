@@ -57,7 +57,7 @@ impl Ctx<'_> {
                         row.echoes_per_sec,
                         row.loss_pct,
                         row.latency.p99,
-                        problems(&row, all::self_cpus(self.args))
+                        problems(&row)
                     ),
                 );
                 logs.entry(t.name.clone()).or_default().push(hlog::Entry {
@@ -127,7 +127,7 @@ impl Ctx<'_> {
                         corrected_p99,
                         row.latency.p99,
                         row.loss_pct,
-                        problems(&row, all::self_cpus(self.args))
+                        problems(&row)
                     ),
                 );
                 let log = logs.entry(t.name.clone()).or_default();
@@ -212,6 +212,10 @@ fn to_row(server: &str, spec: &UdpSpec, fraction: Option<u32>, r: &UdpResult) ->
         client_us_per_echo: per(Some(r.client_cpu)),
         server_us_per_echo: per(r.server_cpu),
         client_cpu_pct: r.client_cpu.as_secs_f64() / secs * 100.0,
+        lag_p99_us: r
+            .send_lag
+            .as_ref()
+            .map_or(f64::NAN, |h| Percentiles::of(h).p99),
         errors: c.errors(),
     }
 }
@@ -229,7 +233,7 @@ pub(super) fn point(r: &UdpRow) -> String {
 }
 
 /// ", 3 ERRORS (wrong bytes or duplicates), loss 2.5%, ..." or "" for a clean point.
-pub(super) fn problems(r: &UdpRow, client_cpus: f64) -> String {
+pub(super) fn problems(r: &UdpRow) -> String {
     let mut s = String::new();
     if r.errors > 0 {
         s += &format!(", {} ERRORS (wrong bytes or duplicates)", r.errors);
@@ -239,10 +243,10 @@ pub(super) fn problems(r: &UdpRow, client_cpus: f64) -> String {
     } else if r.loss_pct > udp::MAX_LOSS_PCT {
         s += &format!(", loss {:.2}% of {} datagrams", r.loss_pct, r.sent);
     }
-    if r.corrected.is_some() && r.client_cpu_pct > all::CLIENT_SATURATED_PCT * client_cpus {
+    if r.lag_p99_us > all::LAG_SATURATED_US {
         s += &format!(
-            ", load generator saturated ({:.0}% CPU): this point measures the harness",
-            r.client_cpu_pct
+            ", load generator behind (send lag p99 {:.0} µs): this point measures the harness",
+            r.lag_p99_us
         );
     }
     s
@@ -282,6 +286,7 @@ mod tests {
             client_us_per_echo: 1.0,
             server_us_per_echo: 1.0,
             client_cpu_pct: 50.0,
+            lag_p99_us: f64::NAN,
             errors: 0,
         }
     }
@@ -305,16 +310,17 @@ mod tests {
     #[test]
     fn loss_above_the_threshold_and_silence_are_problems() {
         let mut r = row("epoll", 64, 1000.0);
-        assert_eq!(problems(&r, 1.0), "");
+        assert_eq!(problems(&r), "");
+        r.lag_p99_us = 5.0;
+        assert_eq!(problems(&r), "", "a few µs late is on time");
+        r.lag_p99_us = all::LAG_SATURATED_US * 3.0;
+        assert!(problems(&r).contains("load generator behind"));
+        r.lag_p99_us = f64::NAN;
         r.loss_pct = udp::MAX_LOSS_PCT * 2.0;
-        assert!(
-            problems(&r, 1.0).contains("loss 2.00%"),
-            "{}",
-            problems(&r, 1.0)
-        );
+        assert!(problems(&r).contains("loss 2.00%"), "{}", problems(&r));
         r.echoes_per_sec = 0.0;
-        assert!(problems(&r, 1.0).contains("nothing came back"));
+        assert!(problems(&r).contains("nothing came back"));
         r.errors = 3;
-        assert!(problems(&r, 1.0).contains("3 ERRORS"));
+        assert!(problems(&r).contains("3 ERRORS"));
     }
 }

@@ -367,6 +367,11 @@ pub fn latency_report(r: &openloop::OpenResult) -> String {
         Percentiles::of(&r.corrected).describe(),
         Percentiles::of(&r.uncorrected).describe(),
     );
+    let lag = Percentiles::of(&r.send_lag);
+    s += &format!(
+        "\n  send lag (the load generator's own lateness): p50 {:.1} p99 {:.1} max {:.1} µs",
+        lag.p50, lag.p99, lag.max
+    );
     if let (Some(m), true) = (r.machine_cpu, r.echoes > 0) {
         s += &format!(
             "\n  cpu per echo: machine {:.2} µs",
@@ -458,6 +463,13 @@ pub fn udp_report(r: &udp::UdpResult) -> String {
             Percentiles::of(&r.latency).describe()
         ),
     };
+    if let Some(lag) = &r.send_lag {
+        let lag = Percentiles::of(lag);
+        s += &format!(
+            "\n  send lag (the load generator's own lateness): p50 {:.1} p99 {:.1} max {:.1} µs",
+            lag.p50, lag.p99, lag.max
+        );
+    }
     let per_echo = |d: Duration| {
         if c.echoes == 0 {
             "n/a".to_string()

@@ -10,7 +10,11 @@
 //! connection keeps at most one message in flight; when its next slot comes while it is
 //! still busy, that message goes out as soon as the echo is back, and its latency still
 //! counts from its slot. The thread sleeps in `epoll_pwait2` until the next slot (plain
-//! `epoll_wait` only has milliseconds), with its timer slack cut to 1 ns.
+//! `epoll_wait` only has milliseconds), with its timer slack cut to 1 ns; when the next
+//! slot is closer than [`SPIN`], it polls instead of sleeping, because a sleep and a
+//! wake-up per message would cost more CPU than the message itself at high rates. Its
+//! CPU share therefore says little about whether it kept up: the *send lag* (how late
+//! each measured message went out) does, and is reported.
 
 use std::time::{Duration, Instant};
 
@@ -36,6 +40,9 @@ pub struct OpenSpec {
 /// After the window, how long messages due in it may still take to come back.
 const DRAIN: Duration = Duration::from_secs(1);
 
+/// A slot closer than this is waited for by polling, not sleeping.
+pub const SPIN: Duration = Duration::from_micros(50);
+
 /// The outcome, all threads merged.
 #[derive(Debug)]
 pub struct OpenResult {
@@ -50,6 +57,9 @@ pub struct OpenResult {
     pub corrected: Histogram<u64>,
     /// Completion minus actual send, ns (what a closed-loop client would report).
     pub uncorrected: Histogram<u64>,
+    /// Actual send minus scheduled send, ns: the load generator's own lateness (a high
+    /// tail means it, not the server, fell behind).
+    pub send_lag: Histogram<u64>,
     /// Length of the measured window.
     pub window: Duration,
     /// CPU the load threads used inside the window.
@@ -136,6 +146,7 @@ struct ThreadOut {
     unfinished: u64,
     corrected: Histogram<u64>,
     uncorrected: Histogram<u64>,
+    send_lag: Histogram<u64>,
     cpu: Duration,
     errors: Errors,
 }
@@ -154,8 +165,17 @@ impl Ctx<'_> {
     }
 
     /// Send connection `k`'s next message if it is due (and due before the window ends:
-    /// nothing new starts after it).
-    fn send_if_due(&self, k: usize, c: &mut Conn, now: Instant, out: &mut ThreadOut) {
+    /// nothing new starts after it). `on_time`: the connection was idle when its slot
+    /// came, so any delay is the load generator's own (its send lag); a message sent on
+    /// catch-up after a late echo is the server's delay, and is not counted as lag.
+    fn send_if_due(
+        &self,
+        k: usize,
+        c: &mut Conn,
+        now: Instant,
+        on_time: bool,
+        out: &mut ThreadOut,
+    ) {
         let due = self.sched.due(k, c.next);
         if c.state != State::Idle || due > now || due >= self.window.1 {
             return;
@@ -166,6 +186,12 @@ impl Ctx<'_> {
         c.received = 0;
         c.due = due;
         c.sent_at = Instant::now();
+        if on_time && due >= self.window.0 {
+            hist::record(
+                &mut out.send_lag,
+                ns(c.sent_at.saturating_duration_since(due)),
+            );
+        }
         let msg = &self.pattern[c.offset..c.offset + self.msg_len];
         match loadgen::write_rest(&c.sock, msg, &mut c.sent) {
             Wire::Done | Wire::WouldBlock => {}
@@ -216,7 +242,7 @@ impl Ctx<'_> {
             }
         }
         // A message that fell due while this one was in flight goes out now.
-        self.send_if_due(k, c, Instant::now(), out);
+        self.send_if_due(k, c, Instant::now(), false, out);
     }
 }
 
@@ -258,6 +284,7 @@ pub fn run(open: &OpenSpec) -> Result<OpenResult> {
         unfinished: 0,
         corrected: hist::new_histogram(),
         uncorrected: hist::new_histogram(),
+        send_lag: hist::new_histogram(),
         window: spec.duration,
         client_cpu: Duration::ZERO,
         machine_cpu,
@@ -270,6 +297,7 @@ pub fn run(open: &OpenSpec) -> Result<OpenResult> {
         r.unfinished += o.unfinished;
         let _ = r.corrected.add(&o.corrected);
         let _ = r.uncorrected.add(&o.uncorrected);
+        let _ = r.send_lag.add(&o.send_lag);
         r.client_cpu += o.cpu;
         r.errors.add(&o.errors);
     }
@@ -300,6 +328,7 @@ fn drive(
         unfinished: 0,
         corrected: hist::new_histogram(),
         uncorrected: hist::new_histogram(),
+        send_lag: hist::new_histogram(),
         cpu: Duration::ZERO,
         errors: Errors::default(),
     };
@@ -349,7 +378,7 @@ fn drive(
         while slot_at <= now && slot_at < window.1 {
             let k = (next_slot % share as u64) as usize;
             if let Some(c) = conns.get_mut(k) {
-                ctx.send_if_due(k, c, now, &mut out);
+                ctx.send_if_due(k, c, now, true, &mut out);
             }
             next_slot += 1;
             slot_at = sched.slot_time(next_slot);
@@ -367,9 +396,12 @@ fn drive(
         } else {
             drain_end
         };
-        let timeout = wake
-            .saturating_duration_since(now)
-            .min(Duration::from_millis(100));
+        let until = wake.saturating_duration_since(now);
+        let timeout = if until < SPIN {
+            Duration::ZERO
+        } else {
+            until.min(Duration::from_millis(100))
+        };
         let n = ep.wait_for(&mut events, timeout).context("epoll_pwait2")?;
         for ev in &events[..n] {
             let (token, bits) = (ev.u64, ev.events);

@@ -161,18 +161,20 @@ pub fn summary_md(rows: &[Row], latency: &[LatencyRow], udp: &[UdpRow], meta: &s
               was due (coordinated omission corrected), *uncorrected* from when it was sent. \
               Rates are fractions of epoll's closed-loop echoes/s at the same point. \
               *Unfinished*: messages due in the window that were not echoed in time \
-              (the rate was not kept). Where the load generator's CPU (*client CPU %*, per \
-              load CPU) nears 100%, it could not keep the schedule itself and the point \
-              measures the harness, not the server.\n\n";
-        s += "| server | conns | size (B) | rate /s | achieved /s | corrected p50 µs | p99 µs | p99.9 µs | p99.99 µs | uncorrected p50 µs | p99 µs | p99.99 µs | machine CPU µs/echo | client CPU % | unfinished | errors |\n";
-        s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+              (the rate was not kept). *Send lag p99*: how late the load generator sent \
+              messages whose connection was idle at their slot, its own lateness; where it \
+              is high, the point measures the harness, not the server. (It polls instead of \
+              sleeping between close slots, so its CPU share is not a measure of saturation.)\n\n";
+        s += "| server | conns | size (B) | rate /s | achieved /s | corrected p50 µs | p99 µs | p99.9 µs | p99.99 µs | uncorrected p50 µs | p99 µs | p99.99 µs | machine CPU µs/echo | client CPU % | send lag p99 µs | unfinished | errors |\n";
+        s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
         for r in latency {
             let (c, u) = (&r.corrected, &r.uncorrected);
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.0} | {} | {} |",
+                "| {} | {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.0} | {:.1} | {} | {} |",
                 r.server, r.conns, r.size, r.rate, r.achieved, c.p50, c.p99, c.p999, c.p9999,
-                u.p50, u.p99, u.p9999, r.machine_us_per_echo, r.client_cpu_pct, r.unfinished, r.errors
+                u.p50, u.p99, u.p9999, r.machine_us_per_echo, r.client_cpu_pct, r.lag_p99_us,
+                r.unfinished, r.errors
             );
         }
     }
@@ -204,6 +206,8 @@ pub struct LatencyRow {
     pub machine_us_per_echo: f64,
     /// Load generator CPU as a share of one CPU, %.
     pub client_cpu_pct: f64,
+    /// p99 of how late the load generator sent messages whose connection was idle, µs.
+    pub lag_p99_us: f64,
     /// Wrong bytes, connections closed by the server, failed connects.
     pub errors: u64,
 }
@@ -211,7 +215,7 @@ pub struct LatencyRow {
 const LATENCY_HEADER: &str = "server,conns,size,rate,achieved,scheduled,unfinished,\
 c_p50_us,c_p90_us,c_p99_us,c_p999_us,c_p9999_us,c_max_us,\
 u_p50_us,u_p90_us,u_p99_us,u_p999_us,u_p9999_us,u_max_us,\
-machine_us_per_echo,client_cpu_pct,errors";
+machine_us_per_echo,client_cpu_pct,lag_p99_us,errors";
 
 /// Open-loop rows as CSV (`c_` columns corrected, `u_` uncorrected).
 pub fn latency_to_csv(rows: &[LatencyRow]) -> String {
@@ -230,8 +234,8 @@ pub fn latency_to_csv(rows: &[LatencyRow]) -> String {
         }
         let _ = writeln!(
             s,
-            ",{:.3},{:.1},{}",
-            r.machine_us_per_echo, r.client_cpu_pct, r.errors
+            ",{:.3},{:.1},{:.2},{}",
+            r.machine_us_per_echo, r.client_cpu_pct, r.lag_p99_us, r.errors
         );
     }
     s
@@ -254,7 +258,7 @@ pub fn latency_from_csv(text: &str) -> Result<Vec<LatencyRow>> {
 
 fn parse_latency(l: &str) -> Option<LatencyRow> {
     let f: Vec<&str> = l.split(',').collect();
-    if f.len() != 22 {
+    if f.len() != 23 {
         return None;
     }
     let n = |i: usize| f[i].parse::<f64>().ok();
@@ -281,7 +285,8 @@ fn parse_latency(l: &str) -> Option<LatencyRow> {
         uncorrected: pct(13)?,
         machine_us_per_echo: n(19)?,
         client_cpu_pct: n(20)?,
-        errors: f[21].parse().ok()?,
+        lag_p99_us: n(21)?,
+        errors: f[22].parse().ok()?,
     })
 }
 
@@ -323,6 +328,8 @@ pub struct UdpRow {
     pub server_us_per_echo: f64,
     /// Load generator CPU as a share of one CPU, %.
     pub client_cpu_pct: f64,
+    /// Open loop: p99 of how late the load generator sent, µs (NaN for the closed loop).
+    pub lag_p99_us: f64,
     /// Wrong bytes and duplicate echoes.
     pub errors: u64,
 }
@@ -331,7 +338,7 @@ const UDP_HEADER: &str = "server,workload,sockets,size,window,rate,fraction,echo
 mb_per_sec,sent,lost,loss_pct,late,\
 p50_us,p90_us,p99_us,p999_us,p9999_us,max_us,\
 c_p50_us,c_p90_us,c_p99_us,c_p999_us,c_p9999_us,c_max_us,\
-machine_us_per_echo,client_us_per_echo,server_us_per_echo,client_cpu_pct,errors";
+machine_us_per_echo,client_us_per_echo,server_us_per_echo,client_cpu_pct,lag_p99_us,errors";
 
 /// UDP rows as CSV (`c_` columns: corrected latency, NaN for the closed loop).
 pub fn udp_to_csv(rows: &[UdpRow]) -> String {
@@ -371,11 +378,12 @@ pub fn udp_to_csv(rows: &[UdpRow]) -> String {
         }
         let _ = writeln!(
             s,
-            ",{:.3},{:.3},{:.3},{:.1},{}",
+            ",{:.3},{:.3},{:.3},{:.1},{:.2},{}",
             r.machine_us_per_echo,
             r.client_us_per_echo,
             r.server_us_per_echo,
             r.client_cpu_pct,
+            r.lag_p99_us,
             r.errors
         );
     }
@@ -397,7 +405,7 @@ pub fn udp_from_csv(text: &str) -> Result<Vec<UdpRow>> {
 
 fn parse_udp(l: &str) -> Option<UdpRow> {
     let f: Vec<&str> = l.split(',').collect();
-    if f.len() != 30 {
+    if f.len() != 31 {
         return None;
     }
     let n = |i: usize| f[i].parse::<f64>().ok();
@@ -433,7 +441,8 @@ fn parse_udp(l: &str) -> Option<UdpRow> {
         client_us_per_echo: n(26)?,
         server_us_per_echo: n(27)?,
         client_cpu_pct: n(28)?,
-        errors: f[29].parse().ok()?,
+        lag_p99_us: n(29)?,
+        errors: f[30].parse().ok()?,
     })
 }
 
@@ -472,18 +481,20 @@ fn udp_summary_md(rows: &[UdpRow]) -> String {
         s += "Datagrams sent on a schedule at fractions of epoll's UDP closed-loop peak, \
               whatever comes back. *Corrected* latency counts from when a datagram was due, \
               *uncorrected* from when it went out. *Lost*: due in the window and not echoed \
-              within the timeout (not in the percentiles).\n\n";
-        s += "| server | sockets | size (B) | rate /s | achieved /s | lost | loss % | corrected p50 µs | p99 µs | p99.9 µs | p99.99 µs | uncorrected p50 µs | p99 µs | p99.99 µs | machine CPU µs/echo | client CPU % | errors |\n";
-        s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+              within the timeout (not in the percentiles). *Send lag p99*: how late the load \
+              generator sent, its own lateness; where it is high, the point measures the \
+              harness.\n\n";
+        s += "| server | sockets | size (B) | rate /s | achieved /s | lost | loss % | corrected p50 µs | p99 µs | p99.9 µs | p99.99 µs | uncorrected p50 µs | p99 µs | p99.99 µs | machine CPU µs/echo | client CPU % | send lag p99 µs | errors |\n";
+        s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
         for r in open {
             let u = &r.latency;
             let Some(c) = &r.corrected else { continue };
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.0} | {:.0} | {} | {:.3} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.0} | {} |",
+                "| {} | {} | {} | {:.0} | {:.0} | {} | {:.3} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.0} | {:.1} | {} |",
                 r.server, r.sockets, r.size, r.rate, r.echoes_per_sec, r.lost, r.loss_pct,
                 c.p50, c.p99, c.p999, c.p9999, u.p50, u.p99, u.p9999,
-                na(r.machine_us_per_echo), r.client_cpu_pct, r.errors
+                na(r.machine_us_per_echo), r.client_cpu_pct, r.lag_p99_us, r.errors
             );
         }
     }
@@ -591,6 +602,7 @@ mod tests {
             uncorrected: p(10.0),
             machine_us_per_echo: 12.5,
             client_cpu_pct: 40.0,
+            lag_p99_us: 3.25,
             errors: 0,
         };
         let back = latency_from_csv(&latency_to_csv(std::slice::from_ref(&r))).expect("parse");
@@ -632,6 +644,7 @@ mod tests {
             client_us_per_echo: 3.25,
             server_us_per_echo: f64::NAN,
             client_cpu_pct: 88.0,
+            lag_p99_us: if corrected.is_some() { 4.5 } else { f64::NAN },
             errors: 0,
         }
     }
@@ -657,6 +670,11 @@ mod tests {
             // NaN != NaN: compare the rest field by field through a copy without it.
             let strip = |r: &UdpRow| UdpRow {
                 server_us_per_echo: 0.0,
+                lag_p99_us: if r.lag_p99_us.is_nan() {
+                    -1.0
+                } else {
+                    r.lag_p99_us
+                },
                 ..r.clone()
             };
             assert_eq!(strip(a), strip(b));

@@ -10,7 +10,9 @@
 //! - **open loop** (`rate` set): datagrams go out on a fixed schedule (the
 //!   [`Schedule`] the TCP open loop uses: each thread's share of the rate spread evenly
 //!   over its sockets), whatever comes back; latency counts from when each was *due*
-//!   (corrected) and from when it went out (uncorrected).
+//!   (corrected) and from when it went out (uncorrected). Like the TCP open loop it
+//!   polls instead of sleeping when the next slot is under [`SPIN`] away, and reports
+//!   its *send lag* (how late each datagram went out), which says whether it kept up.
 //!
 //! Every echo is checked byte-exact against what that socket sent (`udp_seq.rs`). UDP
 //! may drop: a datagram not back within `timeout` is lost and frees its slot; one that
@@ -33,7 +35,7 @@ use hdrhistogram::Histogram;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::loadgen::Threads;
-use super::openloop::Schedule;
+use super::openloop::{Schedule, SPIN};
 use super::udp_seq::{self, Echo, Tracker, HEAD};
 use super::udp_sys::{self, RecvBatch, SendBatch};
 use super::{cpu, hist};
@@ -151,6 +153,9 @@ pub struct UdpResult {
     pub latency: Histogram<u64>,
     /// Open loop only: latency from when each datagram was due, ns (corrected).
     pub corrected: Option<Histogram<u64>>,
+    /// Open loop only: actual send minus scheduled send, ns, of the datagrams due in the
+    /// window: the load generator's own lateness.
+    pub send_lag: Option<Histogram<u64>>,
     /// Length of the measured window.
     pub window: Duration,
     /// CPU the load threads used inside the window.
@@ -207,6 +212,7 @@ pub fn run(spec: &UdpSpec) -> Result<UdpResult> {
         bytes: 0,
         latency: hist::new_histogram(),
         corrected: spec.rate.map(|_| hist::new_histogram()),
+        send_lag: spec.rate.map(|_| hist::new_histogram()),
         window: spec.duration,
         client_cpu: Duration::ZERO,
         machine_cpu,
@@ -219,6 +225,9 @@ pub fn run(spec: &UdpSpec) -> Result<UdpResult> {
         let _ = r.latency.add(&o.latency);
         if let Some(c) = &mut r.corrected {
             let _ = c.add(&o.corrected);
+        }
+        if let Some(l) = &mut r.send_lag {
+            let _ = l.add(&o.send_lag);
         }
         r.client_cpu += o.cpu;
         r.io_errors += o.io_errors;
@@ -241,6 +250,7 @@ struct ThreadOut {
     bytes: u64,
     latency: Histogram<u64>,
     corrected: Histogram<u64>,
+    send_lag: Histogram<u64>,
     cpu: Duration,
     io_errors: u64,
 }
@@ -301,6 +311,9 @@ impl Ctx<'_> {
             }
         };
         for &due in &dues[..k] {
+            if self.open && self.in_window(due) {
+                hist::record(&mut out.send_lag, sent_at.saturating_sub(due));
+            }
             // A closed loop's datagram is due when it goes out.
             let due = if self.open { due } else { sent_at };
             if c.tracker.push(due, sent_at).is_some() && !self.open {
@@ -469,6 +482,7 @@ fn drive(
         bytes: 0,
         latency: hist::new_histogram(),
         corrected: hist::new_histogram(),
+        send_lag: hist::new_histogram(),
         cpu: Duration::ZERO,
         io_errors: 0,
     };
@@ -659,9 +673,12 @@ fn open_loop(
         } else {
             drain_end
         };
-        let wait = Duration::from_nanos(wake.saturating_sub(ctx.now()))
-            .min(EXPIRY_EVERY)
-            .min(Duration::from_millis(100));
+        let until = Duration::from_nanos(wake.saturating_sub(ctx.now()));
+        let wait = if until < SPIN {
+            Duration::ZERO
+        } else {
+            until.min(EXPIRY_EVERY)
+        };
         let n = ep.wait_for(&mut io.events, wait).context("epoll_pwait2")?;
         for ev in &io.events[..n] {
             let token = ev.u64;

@@ -34,6 +34,7 @@
 #include <linux/slab.h>
 #include <linux/socket.h>
 #include <linux/sysfs.h>
+#include <linux/tcp.h>
 #include <linux/wait.h>
 #include <linux/workqueue.h>
 #include <net/net_namespace.h>
@@ -328,6 +329,12 @@ static void fe_accept_work(struct work_struct *work)
 			queue_delayed_work(fe_wq, &fe_listener.work, HZ / 10);
 			return;
 		}
+
+		/*
+		 * Echoes go out at once, as the userspace servers' do: with Nagle,
+		 * a short echo waits for the client's delayed ACK (tens of ms).
+		 */
+		tcp_sock_set_nodelay(sock->sk);
 
 		c = kzalloc(sizeof(*c), GFP_KERNEL);
 		if (!c) {

@@ -1,6 +1,8 @@
 #!/bin/busybox sh
+# shellcheck shell=dash
 # /init of the vm-bench initramfs (busybox sh, PID 1): loads fastecho.ko,
-# runs `ringecho bench-all` with the arguments in /bench-args, and sends the
+# runs `ringecho bench-all` with the arguments in /bench-args (and
+# `--note "$(cat /bench-note)"` when that file exists), and sends the
 # results directory back over /dev/ttyS1 as a base64 tar.gz between
 # "@@ARCHIVE-BEGIN" and "@@ARCHIVE-END", with @@RESULT lines like vm-test's.
 
@@ -11,6 +13,13 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mkdir -p /tmp
 ip link set lo up
+
+# vm_pick_accel's probe boot: only proves that the guest reaches init
+if grep -q 'vmtest=probe' /proc/cmdline; then
+	echo "@@PROBE ok" >/dev/ttyS1
+	poweroff -f
+fi
+
 exec 3>/dev/ttyS1
 ulimit -n 65536
 
@@ -27,12 +36,22 @@ else
 	result load FAIL "insmod failed"
 fi
 
-cd /tmp
+cd /tmp || exit 1
+# /bench-args holds plain words; the note, which has spaces, comes on its own
+if [ -s /bench-note ]; then
+	set -- --note "$(cat /bench-note)"
+else
+	set --
+fi
+# tee keeps the console live; the exit status is bench-all's, not tee's
 # shellcheck disable=SC2046
-/bin/ringecho bench-all $(cat /bench-args) --out /tmp/results 2>&1 | tee /tmp/bench.log
-rc=$?
-if [ $rc = 0 ] && [ -d /tmp/results ]; then
-	result bench PASS "ringecho bench-all $(cat /bench-args): $(ls /tmp/results | tr '\n' ' ')"
+{
+	/bin/ringecho bench-all $(cat /bench-args) "$@" --out /tmp/results
+	echo $? >/tmp/bench.rc
+} 2>&1 | tee /tmp/bench.log
+rc=$(cat /tmp/bench.rc 2>/dev/null || echo 255)
+if [ "$rc" = 0 ] && [ -d /tmp/results ]; then
+	result bench PASS "ringecho bench-all $(cat /bench-args): $(cd /tmp/results && echo *)"
 else
 	result bench FAIL "ringecho bench-all exit $rc: $(tail -n2 /tmp/bench.log | tr '\n' ' ')"
 fi
