@@ -449,7 +449,7 @@ fn udp_bench(addr: SocketAddr, extra: &[&str]) -> Output {
     )
 }
 
-/// A number that follows `before` in `text` (e.g. "12 lost" with before = ", ").
+/// The number just before the first `after` in `text` ("12 lost (" with after = " lost (").
 fn number_before(text: &str, after: &str) -> u64 {
     let i = text
         .find(after)
