@@ -6,7 +6,10 @@
 //!
 //! 1. throughput: the closed-loop matrix of connections × message sizes;
 //! 2. latency: open loop at fixed fractions of epoll's closed-loop peak;
-//! 3. burst: the seed's N connections released at once.
+//! 3. burst: the seed's N connections released at once;
+//! 4. UDP (servers that serve it; not the module): closed-loop packets/s over client
+//!    sockets × datagram sizes, then open loop at fractions of epoll's UDP peak
+//!    (`all_udp.rs`).
 //!
 //! It writes CSV, HdrHistogram logs, a summary and the machine's metadata, then draws the
 //! charts from those files (the same code `ringecho plot` runs).
@@ -70,6 +73,19 @@ pub struct Profile {
     /// Burst: connections released at once, and rounds.
     pub burst_threads: usize,
     pub burst_rounds: u32,
+    /// UDP closed loop: client sockets × datagram sizes, each socket keeping
+    /// `udp_window` datagrams in flight.
+    pub udp_sockets: Vec<usize>,
+    pub udp_sizes: Vec<usize>,
+    pub udp_window: usize,
+    /// UDP open loop: sockets, datagram size, and rates as percentages of epoll's UDP
+    /// closed-loop echoes/s at that point.
+    pub udp_latency_sockets: usize,
+    pub udp_latency_size: usize,
+    pub udp_latency_percents: Vec<u32>,
+    /// UDP warm-up and measured time per point, both loops.
+    pub udp_warmup: Duration,
+    pub udp_secs: Duration,
 }
 
 impl Profile {
@@ -87,6 +103,14 @@ impl Profile {
                 latency_secs: Duration::from_secs(1),
                 burst_threads: 100,
                 burst_rounds: 2,
+                udp_sockets: vec![1, 64],
+                udp_sizes: vec![64, 1472],
+                udp_window: super::UDP_WINDOW,
+                udp_latency_sockets: 64,
+                udp_latency_size: 64,
+                udp_latency_percents: vec![50],
+                udp_warmup: Duration::from_millis(200),
+                udp_secs: Duration::from_millis(500),
             }
         } else {
             Profile {
@@ -100,6 +124,14 @@ impl Profile {
                 latency_secs: Duration::from_secs(5),
                 burst_threads: 1000,
                 burst_rounds: 10,
+                udp_sockets: vec![1, 8, 64],
+                udp_sizes: vec![64, 1472],
+                udp_window: super::UDP_WINDOW,
+                udp_latency_sockets: 64,
+                udp_latency_size: 64,
+                udp_latency_percents: vec![25, 50, 75],
+                udp_warmup: Duration::from_secs(1),
+                udp_secs: Duration::from_secs(4),
             }
         }
     }
@@ -111,11 +143,26 @@ impl Profile {
         let burst = 0.5 * f64::from(self.burst_rounds);
         (throughput, latency, burst)
     }
+
+    /// Planned seconds of a UDP closed-loop and a UDP open-loop step (a lossy point may
+    /// take up to one timeout longer).
+    pub(super) fn udp_step_secs(&self) -> (f64, f64) {
+        let step = (self.udp_warmup + self.udp_secs).as_secs_f64();
+        (step + 0.1, step + 0.2)
+    }
+
+    /// The UDP closed-loop points, (sockets, size), size-major like the TCP matrix.
+    pub(super) fn udp_points(&self) -> Vec<(usize, usize)> {
+        self.udp_sizes
+            .iter()
+            .flat_map(|&b| self.udp_sockets.iter().map(move |&s| (s, b)))
+            .collect()
+    }
 }
 
 /// A progress bar over the run's planned seconds (on a terminal), plus one plain line per
 /// finished step with an ETA (always, so logs show progress too).
-struct Progress {
+pub(super) struct Progress {
     bar: ProgressBar,
     started: Instant,
     planned_total: f64,
@@ -146,12 +193,12 @@ impl Progress {
     }
 
     /// Say what runs next.
-    fn starting(&self, what: String) {
+    pub(super) fn starting(&self, what: String) {
         self.bar.set_message(what);
     }
 
     /// A step of `planned` seconds finished with result `line`.
-    fn finished(&mut self, planned: f64, line: &str) {
+    pub(super) fn finished(&mut self, planned: f64, line: &str) {
         self.step += 1;
         self.planned_done += planned;
         self.bar.set_position((self.planned_done * 1000.0) as u64);
@@ -168,7 +215,7 @@ impl Progress {
 }
 
 /// Per-server histogram logs being collected.
-type Logs = BTreeMap<String, Vec<hlog::Entry>>;
+pub(super) type Logs = BTreeMap<String, Vec<hlog::Entry>>;
 
 /// Run the whole comparison; Ok(false) if any point saw errors.
 pub fn run(a: &BenchAllArgs) -> Result<bool> {
@@ -201,13 +248,20 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
         .flat_map(|&s| profile.conns.iter().map(move |&c| (c, s)))
         .collect();
     let n = targets.len();
+    let n_udp = targets.iter().filter(|t| t.udp.is_some()).count();
+    let udp_points = profile.udp_points();
     let (t_secs, l_secs, b_secs) = profile.step_secs();
-    let steps = n * (points.len() + profile.latency_percents.len() + 1);
+    let (ut_secs, ul_secs) = profile.udp_step_secs();
+    let steps = n * (points.len() + profile.latency_percents.len() + 1)
+        + n_udp * (udp_points.len() + profile.udp_latency_percents.len());
     let planned = n as f64
-        * (points.len() as f64 * t_secs + profile.latency_percents.len() as f64 * l_secs + b_secs);
+        * (points.len() as f64 * t_secs + profile.latency_percents.len() as f64 * l_secs + b_secs)
+        + n_udp as f64
+            * (udp_points.len() as f64 * ut_secs
+                + profile.udp_latency_percents.len() as f64 * ul_secs);
     println!(
         "bench-all: {} servers ({}); {} closed-loop points, {} open-loop rates, burst; \
-         about {:.0}s; results in {}",
+         UDP: {} closed-loop points, {} open-loop rates; about {:.0}s; results in {}",
         n,
         targets
             .iter()
@@ -216,6 +270,8 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
             .join(", "),
         points.len(),
         profile.latency_percents.len(),
+        udp_points.len(),
+        profile.udp_latency_percents.len(),
         planned,
         a.out.display()
     );
@@ -230,6 +286,8 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
     let rows = ctx.throughput(&targets, &points, &mut progress, &mut logs)?;
     let lat_rows = ctx.latency(&targets, &rows, &mut progress, &mut logs)?;
     let (burst_rows, burst_errors) = ctx.burst(&targets, &mut progress, &mut logs)?;
+    let mut udp_rows = ctx.udp(&targets, &udp_points, &mut progress, &mut logs)?;
+    udp_rows.extend(ctx.udp_latency(&targets, &udp_rows, &mut progress, &mut logs)?);
     progress.done();
 
     let placement = format!(
@@ -248,6 +306,7 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
         &a.out.join("burst.csv"),
         &results::burst_to_csv(&burst_rows),
     )?;
+    write(&a.out.join(plot::UDP_CSV), &results::udp_to_csv(&udp_rows))?;
     write(&a.out.join("metadata.txt"), &meta)?;
     let hist_dir = a.out.join(plot::HIST_DIR);
     std::fs::create_dir_all(&hist_dir)
@@ -263,7 +322,7 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
     plot::write_summary(&a.out)?;
     let charts = plot::draw_everything(&a.out)?;
     println!(
-        "wrote {0}/throughput.csv, latency.csv, burst.csv, {1}/*.hlog, summary.md, \
+        "wrote {0}/throughput.csv, latency.csv, burst.csv, udp.csv, {1}/*.hlog, summary.md, \
          metadata.txt and {2} charts: {3}",
         a.out.display(),
         plot::HIST_DIR,
@@ -299,24 +358,41 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
                 )
             }),
     );
+    bad.extend(
+        udp_rows
+            .iter()
+            .filter(|r| !super::all_udp::problems(r).is_empty())
+            .map(|r| {
+                format!(
+                    "{} UDP {}: {}",
+                    r.server,
+                    super::all_udp::point(r),
+                    super::all_udp::problems(r).trim_start_matches(", ")
+                )
+            }),
+    );
     if !bad.is_empty() {
         println!(
             "points with problems (see summary.md):\n  {}",
             bad.join("\n  ")
         );
     }
-    // Wrong bytes, resets and failed connects are failures; starvation and a rate not
-    // kept are results about the server.
+    // Wrong bytes, resets and failed connects are failures, and so is a UDP point that
+    // got nothing back; starvation, a rate not kept and UDP loss are results about the
+    // server.
     Ok(rows.iter().all(|r| r.errors == 0)
         && lat_rows.iter().all(|r| r.errors == 0)
-        && burst_errors == 0)
+        && burst_errors == 0
+        && udp_rows
+            .iter()
+            .all(|r| r.errors == 0 && r.echoes_per_sec > 0.0))
 }
 
 /// What every phase needs.
-struct Ctx<'a> {
-    args: &'a BenchAllArgs,
-    profile: &'a Profile,
-    run_start: Instant,
+pub(super) struct Ctx<'a> {
+    pub(super) args: &'a BenchAllArgs,
+    pub(super) profile: &'a Profile,
+    pub(super) run_start: Instant,
 }
 
 impl Ctx<'_> {
@@ -535,7 +611,7 @@ impl Ctx<'_> {
 }
 
 /// Above this send-lag p99 the load generator, not the server, set the pace.
-const LAG_SATURATED_US: f64 = 100.0;
+pub(super) const LAG_SATURATED_US: f64 = 100.0;
 
 /// ", load generator behind ..." when the open-loop client could not keep its own
 /// schedule, or "".

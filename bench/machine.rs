@@ -25,6 +25,15 @@ pub fn environment_warnings(p: &Profile, client_cpus: &[usize]) -> Vec<String> {
             "the open-file limit {nofile} is below {max_conns} connections"
         ));
     }
+    if let Some(r) = read_num("/proc/sys/net/core/rmem_max") {
+        // The servers ask for 4 MiB UDP receive buffers; the kernel caps them here.
+        if r < UDP_RCVBUF_WANTED {
+            w.push(format!(
+                "net.core.rmem_max is {r}, below the servers' 4 MiB UDP receive buffers: \
+                 the UDP closed loop may measure drops at a full queue"
+            ));
+        }
+    }
     if let Ok(g) = std::fs::read_to_string("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
     {
         if g.trim() != "performance" {
@@ -33,6 +42,9 @@ pub fn environment_warnings(p: &Profile, client_cpus: &[usize]) -> Vec<String> {
     }
     w
 }
+
+/// The UDP receive buffer the servers ask for (`src/net.rs`).
+const UDP_RCVBUF_WANTED: u64 = 4 << 20;
 
 fn read_num(path: &str) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
@@ -62,6 +74,8 @@ pub fn metadata(targets: &[Target], placement: &str, note: &str) -> String {
             "net.ipv4.tcp_max_syn_backlog",
             "/proc/sys/net/ipv4/tcp_max_syn_backlog",
         ),
+        ("net.core.rmem_max", "/proc/sys/net/core/rmem_max"),
+        ("net.core.wmem_max", "/proc/sys/net/core/wmem_max"),
     ] {
         m += &format!(
             "{k}: {}\n",

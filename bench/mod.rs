@@ -2,6 +2,7 @@
 //! echo servers. See `bench/README.md` for what exists and what is still to come.
 
 pub mod all;
+pub mod all_udp;
 pub mod burst;
 pub mod chart;
 pub mod cpu;
@@ -14,6 +15,9 @@ pub mod openloop;
 pub mod plot;
 pub mod results;
 pub mod servers;
+pub mod udp;
+pub mod udp_seq;
+pub mod udp_sys;
 
 use std::time::Duration;
 
@@ -41,6 +45,114 @@ pub enum Workload {
     /// Open loop (wrk2 style): messages sent on a fixed schedule at a given rate, latency
     /// from when each was due (coordinated omission corrected) and from when it was sent.
     Latency(LatencyArgs),
+    /// UDP, the echobench way: many source ports, batched sends. Without --rate, a closed
+    /// loop (each socket keeps --window datagrams in flight): packets/s and loss. With
+    /// --rate, an open loop: latency from each datagram's scheduled and actual send.
+    Udp(UdpArgs),
+}
+
+/// `ringecho bench udp` flags.
+#[derive(Debug, Clone, Args)]
+pub struct UdpArgs {
+    /// The server's UDP address, as HOST:PORT.
+    pub addr: String,
+    /// Client sockets (each its own source port), all load threads together.
+    #[arg(long, default_value_t = 64)]
+    pub sockets: usize,
+    /// Datagram size in bytes (16 to 65507; the first 16 carry the sequence number).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Closed loop: datagrams in flight per socket [default: 4].
+    #[arg(long, conflicts_with = "rate")]
+    pub window: Option<usize>,
+    /// Open loop: datagrams per second, all sockets together.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub secs: f64,
+    /// Warm-up seconds before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Load threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// CPUs to pin the load threads to, comma-separated; keep them off the server's.
+    #[arg(long, value_delimiter = ',')]
+    pub cpus: Vec<usize>,
+    /// The server's pid, to report its CPU time too.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Seconds after which a datagram not echoed counts as lost.
+    #[arg(long, default_value_t = udp::TIMEOUT_SECS)]
+    pub timeout: f64,
+    /// Loss (percent of the datagrams counted) above which the run fails.
+    #[arg(long, default_value_t = udp::MAX_LOSS_PCT)]
+    pub max_loss: f64,
+    /// Payload seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// Closed-loop datagrams in flight per socket when `--window` is not given.
+pub const UDP_WINDOW: usize = 4;
+
+impl UdpArgs {
+    /// The validated load description.
+    fn spec(&self) -> Result<udp::UdpSpec> {
+        if !(1..=10_000).contains(&self.sockets) {
+            crate::bail!("--sockets must be between 1 and 10000");
+        }
+        if !(udp_seq::HEAD..=udp::MAX_SIZE).contains(&self.size) {
+            crate::bail!(
+                "--size must be between {} and {} bytes",
+                udp_seq::HEAD,
+                udp::MAX_SIZE
+            );
+        }
+        let window = self.window.unwrap_or(UDP_WINDOW);
+        if !(1..=1024).contains(&window) {
+            crate::bail!("--window must be between 1 and 1024");
+        }
+        if self.sockets * window > udp::MAX_IN_FLIGHT {
+            crate::bail!(
+                "--sockets x --window must be at most {} datagrams in flight",
+                udp::MAX_IN_FLIGHT
+            );
+        }
+        if let Some(r) = self.rate {
+            if !(r.is_finite() && (1.0..=1e8).contains(&r)) {
+                crate::bail!("--rate must be between 1 and 100000000 datagrams per second");
+            }
+        }
+        if !(1..=64).contains(&self.threads) {
+            crate::bail!("--threads must be between 1 and 64");
+        }
+        if !(self.timeout.is_finite() && (0.001..=60.0).contains(&self.timeout)) {
+            crate::bail!("--timeout must be between 0.001 and 60 seconds");
+        }
+        if !(self.max_loss.is_finite() && (0.0..=100.0).contains(&self.max_loss)) {
+            crate::bail!("--max-loss must be between 0 and 100 percent");
+        }
+        let spec = udp::UdpSpec {
+            addr: crate::net::resolve(&self.addr)?,
+            sockets: self.sockets,
+            size: self.size,
+            window,
+            rate: self.rate,
+            timeout: Duration::from_secs_f64(self.timeout),
+            warmup: secs_arg("warmup", self.warmup)?,
+            duration: secs_arg("secs", self.secs)?,
+            threads: self.threads,
+            cpus: self.cpus.clone(),
+            seed: self.seed,
+            server_pid: self.server_pid,
+        };
+        if spec.duration.is_zero() {
+            crate::bail!("--secs must be more than 0");
+        }
+        Ok(spec)
+    }
 }
 
 /// `ringecho bench idle` flags.
@@ -167,6 +279,7 @@ pub fn run(args: &BenchArgs) -> Result<bool> {
         Workload::Burst(b) => burst_cmd(b),
         Workload::Latency(l) => latency(l),
         Workload::Idle(i) => idle_cmd(i),
+        Workload::Udp(u) => udp_cmd(u),
     }
 }
 
@@ -282,6 +395,114 @@ pub fn latency_report(r: &openloop::OpenResult) -> String {
             e.connect, e.mismatch, e.closed
         )
     };
+    s
+}
+
+fn udp_cmd(a: &UdpArgs) -> Result<bool> {
+    let spec = a.spec()?;
+    let mode = match spec.rate {
+        None => format!(
+            "closed loop, {} sockets x {} in flight",
+            spec.sockets, spec.window
+        ),
+        Some(r) => format!("open loop at {r:.0} datagrams/s, {} sockets", spec.sockets),
+    };
+    println!(
+        "udp {}: {mode} x {} B, {} load thread(s), {:.1}s (+{:.1}s warm-up), timeout {:.0} ms",
+        spec.addr,
+        spec.size,
+        spec.threads.min(spec.sockets),
+        spec.duration.as_secs_f64(),
+        spec.warmup.as_secs_f64(),
+        spec.timeout.as_secs_f64() * 1e3
+    );
+    let r = udp::run(&spec)?;
+    println!("{}", udp_report(&r));
+    let c = r.counts;
+    if c.loss_pct() > a.max_loss {
+        println!(
+            "  LOSS: {:.3}% of the datagrams, above --max-loss {}%",
+            c.loss_pct(),
+            a.max_loss
+        );
+    }
+    Ok(c.errors() == 0 && c.echoes > 0 && c.loss_pct() <= a.max_loss)
+}
+
+/// The human-readable result lines of a UDP run (either mode).
+pub fn udp_report(r: &udp::UdpResult) -> String {
+    let c = r.counts;
+    let secs = r.window.as_secs_f64();
+    let mut s = match &r.corrected {
+        None => format!(
+            "  {:.0} echoes/s, {:.2} MB/s; {} sent in the window, {} lost ({:.3}%), {} late\n  \
+             latency {}",
+            r.echoes_per_sec(),
+            r.bytes as f64 / secs / 1e6,
+            c.sent,
+            c.lost,
+            c.loss_pct(),
+            c.late,
+            Percentiles::of(&r.latency).describe()
+        ),
+        Some(corrected) => format!(
+            "  {:.0} echoes/s of {:.0} scheduled; {} of {} due in the window lost ({:.3}%), \
+             {} late{}\n  corrected   {}\n  uncorrected {}",
+            r.echoes_per_sec(),
+            c.sent as f64 / secs,
+            c.lost,
+            c.sent,
+            c.loss_pct(),
+            c.late,
+            if c.unsent > 0 {
+                format!(", {} not sent (client send buffer full)", c.unsent)
+            } else {
+                String::new()
+            },
+            Percentiles::of(corrected).describe(),
+            Percentiles::of(&r.latency).describe()
+        ),
+    };
+    if let Some(lag) = &r.send_lag {
+        let lag = Percentiles::of(lag);
+        s += &format!(
+            "\n  send lag (the load generator's own lateness): p50 {:.1} p99 {:.1} max {:.1} µs",
+            lag.p50, lag.p99, lag.max
+        );
+    }
+    let per_echo = |d: Duration| {
+        if c.echoes == 0 {
+            "n/a".to_string()
+        } else {
+            format!("{:.2} µs", d.as_secs_f64() * 1e6 / c.echoes as f64)
+        }
+    };
+    s += &format!(
+        "\n  cpu per echo: machine {}, client {}",
+        r.machine_cpu.map_or("n/a".into(), per_echo),
+        per_echo(r.client_cpu)
+    );
+    if let Some(sc) = r.server_cpu {
+        s += &format!(", server {}", per_echo(sc));
+    }
+    s += &format!(
+        "\n  client load: {:.0}% of one CPU",
+        r.client_cpu.as_secs_f64() / secs * 100.0
+    );
+    if r.io_errors > 0 {
+        s += &format!("\n  {} socket calls failed", r.io_errors);
+    }
+    s += &if c.errors() == 0 {
+        "\n  errors: none (every byte checked)".to_string()
+    } else {
+        format!(
+            "\n  ERRORS: {} wrong bytes, {} duplicates",
+            c.wrong, c.duplicate
+        )
+    };
+    if c.echoes == 0 {
+        s += "\n  ERROR: nothing came back in the measured window";
+    }
     s
 }
 

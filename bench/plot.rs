@@ -1,5 +1,5 @@
 //! Charts from a results directory's data files alone (`throughput.csv`, `burst.csv`,
-//! `histograms/*.hlog`, the note in `metadata.txt`): `bench-all` draws through here after
+//! `udp.csv`, `histograms/*.hlog`, the note in `metadata.txt`): `bench-all` draws through here after
 //! writing them, and `ringecho plot DIR` redraws without rerunning anything.
 
 use std::collections::BTreeMap;
@@ -8,8 +8,9 @@ use std::path::Path;
 use hdrhistogram::Histogram;
 
 use super::chart::{self, Series};
+use super::results::UdpRow;
 use super::{hist, hlog, results};
-use crate::error::{Context, Result};
+use crate::error::{Context, Error, Result};
 
 /// Where the per-server histogram logs go inside a results directory.
 pub const HIST_DIR: &str = "histograms";
@@ -38,7 +39,11 @@ pub fn read_note(dir: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// `DIR/summary.md` from `throughput.csv`, `latency.csv` (if any) and `metadata.txt`.
+/// The UDP results file inside a results directory.
+pub const UDP_CSV: &str = "udp.csv";
+
+/// `DIR/summary.md` from `throughput.csv`, `latency.csv` and `udp.csv` (if any) and
+/// `metadata.txt`.
 pub fn write_summary(dir: &Path) -> Result<()> {
     let rows = results::read_csv(dir)?;
     let lat_path = dir.join("latency.csv");
@@ -48,10 +53,72 @@ pub fn write_summary(dir: &Path) -> Result<()> {
         }
         Err(_) => Vec::new(),
     };
+    let udp = read_udp(dir)?;
     let meta = std::fs::read_to_string(dir.join("metadata.txt")).unwrap_or_default();
     let path = dir.join("summary.md");
-    std::fs::write(&path, results::summary_md(&rows, &latency, &meta))
+    std::fs::write(&path, results::summary_md(&rows, &latency, &udp, &meta))
         .with_context(|| format!("writing {}", path.display()))
+}
+
+/// `DIR/udp.csv`'s rows; none if the run had no UDP phase.
+pub fn read_udp(dir: &Path) -> Result<Vec<UdpRow>> {
+    let path = dir.join(UDP_CSV);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => results::udp_from_csv(&text).with_context(|| path.display().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::from(e).context(format!("reading {}", path.display()))),
+    }
+}
+
+/// Per datagram size, `udp_pps_*B.png`: closed-loop echoes/s against client sockets,
+/// one line per server.
+fn draw_udp(dir: &Path, rows: &[UdpRow], note: &str) -> Result<Vec<String>> {
+    let closed: Vec<&UdpRow> = rows.iter().filter(|r| r.corrected.is_none()).collect();
+    let mut sizes: Vec<u64> = closed.iter().map(|r| r.size).collect();
+    sizes.sort();
+    sizes.dedup();
+    let mut servers: Vec<&str> = closed.iter().map(|r| r.server.as_str()).collect();
+    servers.sort();
+    servers.dedup();
+    let mut written = Vec::new();
+    for size in sizes {
+        let at_size: Vec<&&UdpRow> = closed.iter().filter(|r| r.size == size).collect();
+        let series: Vec<Series> = servers
+            .iter()
+            .map(|srv| {
+                let mut pts: Vec<(f64, f64)> = at_size
+                    .iter()
+                    .filter(|r| r.server == *srv)
+                    .map(|r| (r.sockets as f64, r.echoes_per_sec))
+                    .collect();
+                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                Series::new(*srv, pts)
+            })
+            .filter(|s| !s.points.is_empty())
+            .collect();
+        let windows: Vec<u64> = at_size.iter().map(|r| r.window).collect();
+        let window = if windows.windows(2).all(|w| w[0] == w[1]) {
+            format!(
+                ", {} in flight per socket",
+                windows.first().copied().unwrap_or(0)
+            )
+        } else {
+            String::new()
+        };
+        let name = format!("udp_pps_{size}B.png");
+        let title = format!("UDP echoes per second, {size}-byte datagrams (closed loop{window})");
+        let chart = chart::Chart {
+            title: &title,
+            note,
+            x_desc: "client sockets (source ports, log scale)",
+            y_desc: "echoes per second",
+            x: chart::Axis::Log,
+            y: chart::Axis::Linear,
+        };
+        chart::line_chart(&dir.join(&name), &chart, &series)?;
+        written.push(name);
+    }
+    Ok(written)
 }
 
 /// Every chart the data in `dir` supports; returns the files written.
@@ -65,6 +132,7 @@ pub fn draw_everything(dir: &Path) -> Result<Vec<String>> {
             .with_context(|| format!("reading {}", burst.display()))?;
         charts.extend(draw_burst(dir, &results::burst_from_csv(&text)?, &note)?);
     }
+    charts.extend(draw_udp(dir, &read_udp(dir)?, &note)?);
     let hist_dir = dir.join(HIST_DIR);
     if hist_dir.is_dir() {
         charts.extend(draw_spectra(dir, &hist_dir, &note)?);
@@ -153,10 +221,66 @@ impl LatencyTag {
     }
 }
 
-/// One spectrum chart per open-loop point: every server's corrected (solid) and
-/// uncorrected (dashed) latency.
+/// One open-loop UDP point, parsed from a histogram tag
+/// `udp-latency:s64-b64-r50000-f50:corrected`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct UdpLatencyTag {
+    /// Percent of the reference rate (epoll's UDP closed-loop peak at that point).
+    pub fraction: u32,
+    pub rate: u64,
+    /// Client sockets.
+    pub sockets: u64,
+    /// Datagram size, bytes.
+    pub size: u64,
+}
+
+impl UdpLatencyTag {
+    /// The tag of this point's `kind` (`corrected` or `uncorrected`) histogram.
+    pub fn tag(&self, kind: &str) -> String {
+        format!(
+            "udp-latency:s{}-b{}-r{}-f{}:{kind}",
+            self.sockets, self.size, self.rate, self.fraction
+        )
+    }
+
+    /// Parse a tag made by [`UdpLatencyTag::tag`]; returns the point and the kind.
+    pub fn parse(tag: &str) -> Option<(UdpLatencyTag, &str)> {
+        let rest = tag.strip_prefix("udp-latency:")?;
+        let (point, kind) = rest.split_once(':')?;
+        let mut t = UdpLatencyTag {
+            fraction: 0,
+            rate: 0,
+            sockets: 0,
+            size: 0,
+        };
+        for part in point.split('-') {
+            let (k, v) = part.split_at_checked(1)?;
+            match k {
+                "s" => t.sockets = v.parse().ok()?,
+                "b" => t.size = v.parse().ok()?,
+                "r" => t.rate = v.parse().ok()?,
+                "f" => t.fraction = v.parse().ok()?,
+                _ => return None,
+            }
+        }
+        Some((t, kind))
+    }
+}
+
+/// The tag of a UDP closed-loop point's histogram: `udp:s64-b64`.
+pub fn udp_tag(sockets: u64, size: u64) -> String {
+    format!("udp:s{sockets}-b{size}")
+}
+
+/// One histogram of one server: (server, kind, histogram).
+type Line = (String, String, Histogram<u64>);
+
+/// One spectrum chart per open-loop point, TCP (`latency_spectrum_*pct.png`) and UDP
+/// (`udp_latency_spectrum_*pct.png`): every server's corrected (solid) and uncorrected
+/// (dashed) latency.
 fn draw_spectra(dir: &Path, hist_dir: &Path, note: &str) -> Result<Vec<String>> {
-    let mut points: BTreeMap<LatencyTag, Vec<(String, String, Histogram<u64>)>> = BTreeMap::new();
+    let mut tcp: BTreeMap<LatencyTag, Vec<Line>> = BTreeMap::new();
+    let mut udp: BTreeMap<UdpLatencyTag, Vec<Line>> = BTreeMap::new();
     let mut files: Vec<_> = std::fs::read_dir(hist_dir)
         .with_context(|| format!("listing {}", hist_dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -170,34 +294,50 @@ fn draw_spectra(dir: &Path, hist_dir: &Path, note: &str) -> Result<Vec<String>> 
             .unwrap_or_default();
         for e in hlog::read(&path)? {
             if let Some((point, kind)) = LatencyTag::parse(&e.tag) {
-                points
-                    .entry(point)
+                tcp.entry(point)
+                    .or_default()
+                    .push((server.clone(), kind.to_string(), e.hist));
+            } else if let Some((point, kind)) = UdpLatencyTag::parse(&e.tag) {
+                udp.entry(point)
                     .or_default()
                     .push((server.clone(), kind.to_string(), e.hist));
             }
         }
     }
     let mut written = Vec::new();
-    for (p, lines) in points {
-        let series: Vec<Series> = ["corrected", "uncorrected"]
-            .iter()
-            .flat_map(|kind| {
-                lines.iter().filter(move |l| l.1 == *kind).map(move |l| {
-                    let mut s = Series::new(format!("{} {kind}", l.0), chart::spectrum(&l.2));
-                    s.dashed = *kind == "uncorrected";
-                    s
-                })
-            })
-            .collect();
+    for (p, lines) in tcp {
         let name = format!("latency_spectrum_{}pct.png", p.fraction);
         let title = format!(
             "Open-loop latency at {} msg/s ({}% of epoll's peak), {} conns x {} B",
             p.rate, p.fraction, p.conns, p.size
         );
-        chart::draw_spectrum(&dir.join(&name), &title, note, &series)?;
+        chart::draw_spectrum(&dir.join(&name), &title, note, &spectrum_series(&lines))?;
+        written.push(name);
+    }
+    for (p, lines) in udp {
+        let name = format!("udp_latency_spectrum_{}pct.png", p.fraction);
+        let title = format!(
+            "UDP open-loop latency at {} datagrams/s ({}% of epoll's peak), {} sockets x {} B",
+            p.rate, p.fraction, p.sockets, p.size
+        );
+        chart::draw_spectrum(&dir.join(&name), &title, note, &spectrum_series(&lines))?;
         written.push(name);
     }
     Ok(written)
+}
+
+/// Corrected lines solid, then uncorrected ones dashed.
+fn spectrum_series(lines: &[Line]) -> Vec<Series> {
+    ["corrected", "uncorrected"]
+        .iter()
+        .flat_map(|kind| {
+            lines.iter().filter(move |l| l.1 == *kind).map(move |l| {
+                let mut s = Series::new(format!("{} {kind}", l.0), chart::spectrum(&l.2));
+                s.dashed = *kind == "uncorrected";
+                s
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -217,5 +357,25 @@ mod tests {
         assert_eq!(LatencyTag::parse(&tag), Some((t, "corrected")));
         assert_eq!(LatencyTag::parse("throughput:c1-s64"), None);
         assert_eq!(LatencyTag::parse("latency:c1-x2:corrected"), None);
+    }
+
+    #[test]
+    fn udp_latency_tags_round_trip_and_stay_apart_from_tcp_ones() {
+        let t = UdpLatencyTag {
+            fraction: 25,
+            rate: 40000,
+            sockets: 64,
+            size: 64,
+        };
+        let tag = t.tag("uncorrected");
+        assert_eq!(tag, "udp-latency:s64-b64-r40000-f25:uncorrected");
+        assert_eq!(UdpLatencyTag::parse(&tag), Some((t, "uncorrected")));
+        assert_eq!(LatencyTag::parse(&tag), None);
+        assert_eq!(
+            UdpLatencyTag::parse("latency:c100-s64-r1-f1:corrected"),
+            None
+        );
+        assert_eq!(UdpLatencyTag::parse(&udp_tag(64, 1472)), None);
+        assert_eq!(udp_tag(1, 64), "udp:s1-b64");
     }
 }

@@ -125,7 +125,7 @@ pub fn read_csv(dir: &Path) -> Result<Vec<Row>> {
 
 /// A Markdown table of every point, servers side by side, plus each server's ratio to
 /// epoll at that point.
-pub fn summary_md(rows: &[Row], latency: &[LatencyRow], meta: &str) -> String {
+pub fn summary_md(rows: &[Row], latency: &[LatencyRow], udp: &[UdpRow], meta: &str) -> String {
     let mut s = String::from("# ringecho benchmark summary\n\n");
     s += "Closed-loop ping-pong (one message in flight per connection), every byte checked. ";
     s += "Compare servers within this run; absolute numbers drift between runs and machines.\n\n";
@@ -178,6 +178,7 @@ pub fn summary_md(rows: &[Row], latency: &[LatencyRow], meta: &str) -> String {
             );
         }
     }
+    s += &udp_summary_md(udp);
     s += "\n## Machine\n\n```\n";
     s += meta;
     s += "```\n";
@@ -287,6 +288,217 @@ fn parse_latency(l: &str) -> Option<LatencyRow> {
         lag_p99_us: n(21)?,
         errors: f[22].parse().ok()?,
     })
+}
+
+/// One UDP point: a server under the closed loop (`workload` `throughput`) or at a fixed
+/// rate (`latency`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UdpRow {
+    pub server: String,
+    /// `throughput` (closed loop, peak packets/s) or `latency` (open loop, fixed rate).
+    pub workload: String,
+    /// Client sockets (source ports).
+    pub sockets: u64,
+    /// Datagram size, bytes.
+    pub size: u64,
+    /// Closed loop: datagrams in flight per socket (0 for the open loop).
+    pub window: u64,
+    /// Open loop: the schedule's rate, datagrams/s, and that rate as a percentage of
+    /// epoll's closed-loop peak (both 0 for the closed loop).
+    pub rate: f64,
+    pub fraction: u32,
+    /// Verified echoes per second.
+    pub echoes_per_sec: f64,
+    pub mb_per_sec: f64,
+    /// Datagrams counted (closed loop: sent in the window; open loop: due in it), of
+    /// them not echoed within the timeout, that as a percentage, and echoes that came
+    /// after being counted lost.
+    pub sent: u64,
+    pub lost: u64,
+    pub loss_pct: f64,
+    pub late: u64,
+    /// From the actual send, µs (the open loop's "uncorrected").
+    pub latency: Percentiles,
+    /// Open loop only: from the scheduled send (coordinated omission corrected), µs.
+    pub corrected: Option<Percentiles>,
+    /// CPU per echo, µs: the whole machine, the load generator, the server process
+    /// (NaN where unknown).
+    pub machine_us_per_echo: f64,
+    pub client_us_per_echo: f64,
+    pub server_us_per_echo: f64,
+    /// Load generator CPU as a share of one CPU, %.
+    pub client_cpu_pct: f64,
+    /// Open loop: p99 of how late the load generator sent, µs (NaN for the closed loop).
+    pub lag_p99_us: f64,
+    /// Wrong bytes and duplicate echoes.
+    pub errors: u64,
+}
+
+const UDP_HEADER: &str = "server,workload,sockets,size,window,rate,fraction,echoes_per_sec,\
+mb_per_sec,sent,lost,loss_pct,late,\
+p50_us,p90_us,p99_us,p999_us,p9999_us,max_us,\
+c_p50_us,c_p90_us,c_p99_us,c_p999_us,c_p9999_us,c_max_us,\
+machine_us_per_echo,client_us_per_echo,server_us_per_echo,client_cpu_pct,lag_p99_us,errors";
+
+/// UDP rows as CSV (`c_` columns: corrected latency, NaN for the closed loop).
+pub fn udp_to_csv(rows: &[UdpRow]) -> String {
+    let mut s = String::from(UDP_HEADER);
+    s.push('\n');
+    let nan = Percentiles {
+        count: 0,
+        p50: f64::NAN,
+        p90: f64::NAN,
+        p99: f64::NAN,
+        p999: f64::NAN,
+        p9999: f64::NAN,
+        max: f64::NAN,
+    };
+    for r in rows {
+        let _ = write!(
+            s,
+            "{},{},{},{},{},{:.1},{},{:.1},{:.3},{},{},{:.4},{}",
+            r.server,
+            r.workload,
+            r.sockets,
+            r.size,
+            r.window,
+            r.rate,
+            r.fraction,
+            r.echoes_per_sec,
+            r.mb_per_sec,
+            r.sent,
+            r.lost,
+            r.loss_pct,
+            r.late
+        );
+        for p in [&r.latency, r.corrected.as_ref().unwrap_or(&nan)] {
+            for v in [p.p50, p.p90, p.p99, p.p999, p.p9999, p.max] {
+                let _ = write!(s, ",{v:.2}");
+            }
+        }
+        let _ = writeln!(
+            s,
+            ",{:.3},{:.3},{:.3},{:.1},{:.2},{}",
+            r.machine_us_per_echo,
+            r.client_us_per_echo,
+            r.server_us_per_echo,
+            r.client_cpu_pct,
+            r.lag_p99_us,
+            r.errors
+        );
+    }
+    s
+}
+
+/// Parse [`udp_to_csv`]'s output; errors name the line.
+pub fn udp_from_csv(text: &str) -> Result<Vec<UdpRow>> {
+    let mut lines = text.lines();
+    if lines.next() != Some(UDP_HEADER) {
+        crate::bail!("not a ringecho UDP CSV (unexpected header)");
+    }
+    lines
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| parse_udp(l).ok_or_else(|| Error::msg(format!("line {}: malformed", i + 2))))
+        .collect()
+}
+
+fn parse_udp(l: &str) -> Option<UdpRow> {
+    let f: Vec<&str> = l.split(',').collect();
+    if f.len() != 31 {
+        return None;
+    }
+    let n = |i: usize| f[i].parse::<f64>().ok();
+    let pct = |at: usize| -> Option<Percentiles> {
+        Some(Percentiles {
+            count: 0,
+            p50: n(at)?,
+            p90: n(at + 1)?,
+            p99: n(at + 2)?,
+            p999: n(at + 3)?,
+            p9999: n(at + 4)?,
+            max: n(at + 5)?,
+        })
+    };
+    let corrected = pct(19)?;
+    Some(UdpRow {
+        server: f[0].to_string(),
+        workload: f[1].to_string(),
+        sockets: f[2].parse().ok()?,
+        size: f[3].parse().ok()?,
+        window: f[4].parse().ok()?,
+        rate: n(5)?,
+        fraction: f[6].parse().ok()?,
+        echoes_per_sec: n(7)?,
+        mb_per_sec: n(8)?,
+        sent: f[9].parse().ok()?,
+        lost: f[10].parse().ok()?,
+        loss_pct: n(11)?,
+        late: f[12].parse().ok()?,
+        latency: pct(13)?,
+        corrected: (!corrected.p50.is_nan()).then_some(corrected),
+        machine_us_per_echo: n(25)?,
+        client_us_per_echo: n(26)?,
+        server_us_per_echo: n(27)?,
+        client_cpu_pct: n(28)?,
+        lag_p99_us: n(29)?,
+        errors: f[30].parse().ok()?,
+    })
+}
+
+/// The UDP sections of `summary.md` ("" without UDP rows).
+fn udp_summary_md(rows: &[UdpRow]) -> String {
+    let mut s = String::new();
+    let closed: Vec<&UdpRow> = rows.iter().filter(|r| r.corrected.is_none()).collect();
+    let open: Vec<&UdpRow> = rows.iter().filter(|r| r.corrected.is_some()).collect();
+    let na = |v: f64| {
+        if v.is_nan() {
+            "n/a".to_string()
+        } else {
+            format!("{v:.2}")
+        }
+    };
+    if !closed.is_empty() {
+        s += "\n## UDP, closed loop (peak packets per second)\n\n";
+        s += "Many client sockets (source ports), each keeping *window* datagrams in flight, \
+              sent and received in batches; every echo checked byte-exact. *Lost*: sent in \
+              the window and not echoed within the timeout (*late*: echoed after that).\n\n";
+        s += "| server | sockets | size (B) | window | echoes/s | MB/s | lost | loss % | late | p50 µs | p99 µs | p99.9 µs | machine CPU µs/echo | server CPU µs/echo | client CPU % | errors |\n";
+        s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+        for r in closed {
+            let p = &r.latency;
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {:.0} | {:.2} | {} | {:.3} | {} | {:.1} | {:.1} | {:.1} | {} | {} | {:.0} | {} |",
+                r.server, r.sockets, r.size, r.window, r.echoes_per_sec, r.mb_per_sec, r.lost,
+                r.loss_pct, r.late, p.p50, p.p99, p.p999, na(r.machine_us_per_echo),
+                na(r.server_us_per_echo), r.client_cpu_pct, r.errors
+            );
+        }
+    }
+    if !open.is_empty() {
+        s += "\n## UDP, open loop (fixed rates)\n\n";
+        s += "Datagrams sent on a schedule at fractions of epoll's UDP closed-loop peak, \
+              whatever comes back. *Corrected* latency counts from when a datagram was due, \
+              *uncorrected* from when it went out. *Lost*: due in the window and not echoed \
+              within the timeout (not in the percentiles). *Send lag p99*: how late the load \
+              generator sent, its own lateness; where it is high, the point measures the \
+              harness.\n\n";
+        s += "| server | sockets | size (B) | rate /s | achieved /s | lost | loss % | corrected p50 µs | p99 µs | p99.9 µs | p99.99 µs | uncorrected p50 µs | p99 µs | p99.99 µs | machine CPU µs/echo | client CPU % | send lag p99 µs | errors |\n";
+        s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+        for r in open {
+            let u = &r.latency;
+            let Some(c) = &r.corrected else { continue };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.0} | {:.0} | {} | {:.3} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.0} | {:.1} | {} |",
+                r.server, r.sockets, r.size, r.rate, r.echoes_per_sec, r.lost, r.loss_pct,
+                c.p50, c.p99, c.p999, c.p9999, u.p50, u.p99, u.p9999,
+                na(r.machine_us_per_echo), r.client_cpu_pct, r.lag_p99_us, r.errors
+            );
+        }
+    }
+    s
 }
 
 /// Burst samples as CSV: `server,round,rank,connect_us,response_us`.
@@ -403,6 +615,81 @@ mod tests {
             .contains("line 2"));
     }
 
+    fn udp_row(workload: &str, corrected: Option<Percentiles>) -> UdpRow {
+        UdpRow {
+            server: "epoll".into(),
+            workload: workload.into(),
+            sockets: 64,
+            size: 1472,
+            window: if corrected.is_some() { 0 } else { 4 },
+            rate: if corrected.is_some() { 50000.0 } else { 0.0 },
+            fraction: if corrected.is_some() { 50 } else { 0 },
+            echoes_per_sec: 123456.5,
+            mb_per_sec: 181.75,
+            sent: 600_000,
+            lost: 3,
+            loss_pct: 0.0005,
+            late: 1,
+            latency: Percentiles {
+                count: 0,
+                p50: 10.5,
+                p90: 11.0,
+                p99: 20.25,
+                p999: 30.0,
+                p9999: 40.0,
+                max: 99.0,
+            },
+            corrected,
+            machine_us_per_echo: 7.5,
+            client_us_per_echo: 3.25,
+            server_us_per_echo: f64::NAN,
+            client_cpu_pct: 88.0,
+            lag_p99_us: if corrected.is_some() { 4.5 } else { f64::NAN },
+            errors: 0,
+        }
+    }
+
+    #[test]
+    fn udp_csv_round_trips_both_workloads() {
+        let c = Percentiles {
+            count: 0,
+            p50: 12.0,
+            p90: 13.0,
+            p99: 25.5,
+            p999: 31.0,
+            p9999: 45.0,
+            max: 120.0,
+        };
+        let rows = vec![udp_row("throughput", None), udp_row("latency", Some(c))];
+        let back = udp_from_csv(&udp_to_csv(&rows)).expect("parse");
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0].corrected, None, "NaN columns read back as none");
+        assert_eq!(back[1].corrected, Some(c));
+        assert!(back[0].server_us_per_echo.is_nan());
+        for (a, b) in rows.iter().zip(&back) {
+            // NaN != NaN: compare the rest field by field through a copy without it.
+            let strip = |r: &UdpRow| UdpRow {
+                server_us_per_echo: 0.0,
+                lag_p99_us: if r.lag_p99_us.is_nan() {
+                    -1.0
+                } else {
+                    r.lag_p99_us
+                },
+                ..r.clone()
+            };
+            assert_eq!(strip(a), strip(b));
+        }
+        assert!(udp_from_csv("nope\n").is_err());
+        let bad = udp_to_csv(&[]) + "epoll,throughput,64\n";
+        assert!(udp_from_csv(&bad)
+            .expect_err("short")
+            .to_string()
+            .contains("line 2"));
+        let md = summary_md(&[], &[], &rows, "");
+        assert!(md.contains("## UDP, closed loop") && md.contains("## UDP, open loop"));
+        assert_eq!(md.matches("\n| epoll | 64 | 1472 |").count(), 2, "{md}");
+    }
+
     #[test]
     fn burst_csv_round_trips() {
         let x = super::super::burst::Sample {
@@ -429,7 +716,7 @@ mod tests {
 
     #[test]
     fn summary_has_a_line_per_row_and_the_machine() {
-        let md = summary_md(&[row("uring", 1), row("epoll", 1)], &[], "kernel: x\n");
+        let md = summary_md(&[row("uring", 1), row("epoll", 1)], &[], &[], "kernel: x\n");
         assert_eq!(md.matches("\n| uring |").count(), 1);
         assert_eq!(md.matches("\n| epoll |").count(), 1);
         assert!(md.contains("| n/a |") && md.contains("kernel: x"));

@@ -16,6 +16,8 @@ pub struct Target {
     pub name: String,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where it serves UDP, if it does (the module is TCP only).
+    pub udp: Option<SocketAddr>,
     /// The server process, which the harness stops on drop (none for the module).
     pub child: Option<Child>,
     /// Its start-up line, for the metadata.
@@ -84,18 +86,23 @@ pub fn start_server(engine: &str) -> Result<Target> {
         let _ = child.kill();
         Error::msg(format!("the {engine} server did not start"))
     })?;
-    let addr = banner
-        .split("listening on tcp ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
+    let addr = banner_addr(&banner, "tcp")
         .ok_or_else(|| Error::msg(format!("unexpected start-up line: {banner}")))?;
     Ok(Target {
         name: engine.into(),
         addr,
+        udp: banner_addr(&banner, "udp"),
         child: Some(child),
         banner,
     })
+}
+
+/// The `PROTO` address of a start-up line (`listening on tcp A and udp B (...)`, or one
+/// of them alone).
+pub fn banner_addr(banner: &str, proto: &str) -> Option<SocketAddr> {
+    let head = banner.split(" (").next()?;
+    let (_, rest) = head.split_once(&format!("{proto} "))?;
+    rest.split_whitespace().next()?.parse().ok()
 }
 
 /// The module, if something answers on its address.
@@ -105,7 +112,30 @@ pub fn kmod_target(addr: &str) -> Option<Target> {
     Some(Target {
         name: "kernel".into(),
         addr: a,
+        udp: None,
         child: None,
         banner: format!("fastecho.ko on {a}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_up_lines_name_each_protocol_address() {
+        let both = "ringecho: listening on tcp 127.0.0.1:4000 and udp 127.0.0.1:4000 \
+                    (engine uring, 1 worker; io_uring: multishot accept, recv bundles)";
+        assert_eq!(banner_addr(both, "tcp"), "127.0.0.1:4000".parse().ok());
+        assert_eq!(banner_addr(both, "udp"), "127.0.0.1:4000".parse().ok());
+        let udp = "ringecho: listening on udp [::1]:5 (engine epoll, 2 workers)";
+        assert_eq!(banner_addr(udp, "udp"), "[::1]:5".parse().ok());
+        assert_eq!(banner_addr(udp, "tcp"), None);
+        let tcp = "ringecho: listening on tcp 127.0.0.1:7 (engine epoll; udp off)";
+        assert_eq!(
+            banner_addr(tcp, "udp"),
+            None,
+            "only the part before the features"
+        );
+    }
 }

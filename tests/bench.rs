@@ -4,9 +4,9 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{bin, run_bounded, Server};
 
@@ -263,6 +263,23 @@ fn bad_arguments_are_one_line_errors() {
         Duration::from_secs(10),
     );
     common::assert_one_line_error(&out, "--client-threads");
+    for (args, needle) in [
+        (&["--size", "8"][..], "--size"),
+        (&["--sockets", "0"][..], "--sockets"),
+        (&["--window", "4", "--rate", "100"][..], "--window"),
+        (&["--rate", "0"][..], "--rate"),
+        (&["--max-loss", "101"][..], "--max-loss"),
+        (&["--timeout", "0"][..], "--timeout"),
+        (&["--sockets", "1000", "--window", "1000"][..], "in flight"),
+    ] {
+        let out = run_bounded(
+            Command::new(bin())
+                .args(["bench", "udp", "127.0.0.1:1"])
+                .args(args),
+            Duration::from_secs(10),
+        );
+        common::assert_one_line_error(&out, needle);
+    }
 }
 
 #[test]
@@ -342,7 +359,13 @@ fn bench_all_quick_writes_csv_charts_summary_and_plot_redraws() {
         let entries = ringecho::bench::hlog::read(&path)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let tags: Vec<&str> = entries.iter().map(|e| e.tag.as_str()).collect();
-        assert_eq!(entries.len(), 6 + 2 + 1, "{server}: {tags:?}");
+        assert_eq!(entries.len(), 6 + 2 + 1 + 4 + 2, "{server}: {tags:?}");
+        assert!(tags.contains(&"udp:s64-b1472"), "{tags:?}");
+        assert!(
+            tags.iter()
+                .any(|t| t.starts_with("udp-latency:s64-b64-") && t.ends_with(":corrected")),
+            "{tags:?}"
+        );
         assert!(tags.contains(&"throughput:c100-s4096"), "{tags:?}");
         assert!(tags.iter().any(|t| t.ends_with(":uncorrected")), "{tags:?}");
         assert!(tags.iter().any(|t| t.starts_with("burst:")), "{tags:?}");
@@ -352,16 +375,56 @@ fn bench_all_quick_writes_csv_charts_summary_and_plot_redraws() {
             .expect("entry");
         assert!(t.hist.len() > 100, "{server}: {} samples", t.hist.len());
     }
+    // UDP: both engines at every closed-loop point and the open-loop rate.
+    let udp = ringecho::bench::results::udp_from_csv(
+        &std::fs::read_to_string(out.join("udp.csv")).expect("udp.csv"),
+    )
+    .expect("parse udp.csv");
+    assert_eq!(udp.len(), 2 * (2 * 2 + 1), "{udp:?}");
+    for server in ["uring", "epoll"] {
+        for sockets in [1, 64] {
+            for size in [64, 1472] {
+                let r = udp
+                    .iter()
+                    .find(|r| {
+                        r.server == server
+                            && r.workload == "throughput"
+                            && r.sockets == sockets
+                            && r.size == size
+                    })
+                    .unwrap_or_else(|| panic!("no UDP row {server} {sockets} {size}"));
+                assert!(r.errors == 0 && r.echoes_per_sec > 0.0, "{r:?}");
+                assert!(r.sent > 0 && r.latency.p50 > 0.0, "{r:?}");
+            }
+        }
+        let r = udp
+            .iter()
+            .find(|r| r.server == server && r.workload == "latency")
+            .unwrap_or_else(|| panic!("no UDP open-loop row for {server}"));
+        assert!(r.errors == 0 && r.fraction == 50, "{r:?}");
+        let c = r.corrected.expect("corrected percentiles");
+        assert!(c.p99 >= r.latency.p50, "{r:?}");
+    }
+    assert!(summary.contains("## UDP, closed loop"), "{summary}");
+    assert!(summary.contains("## UDP, open loop"), "{summary}");
     for png in [
         "burst_response.png",
         "burst_percentiles.png",
         "latency_spectrum_50pct.png",
+        "udp_pps_64B.png",
+        "udp_pps_1472B.png",
+        "udp_latency_spectrum_50pct.png",
     ] {
         let img = image::open(out.join(png)).unwrap_or_else(|e| panic!("{png}: {e}"));
         assert_eq!((img.width(), img.height()), (1000, 620));
     }
     // `plot` redraws from the data files alone.
-    let pngs = ["throughput_64B.png", "latency_spectrum_50pct.png"];
+    let pngs = [
+        "throughput_64B.png",
+        "latency_spectrum_50pct.png",
+        "udp_pps_1472B.png",
+        "udp_latency_spectrum_50pct.png",
+    ];
     for png in pngs {
         std::fs::remove_file(out.join(png)).expect("remove");
     }
@@ -374,4 +437,196 @@ fn bench_all_quick_writes_csv_charts_summary_and_plot_redraws() {
         assert!(image::open(out.join(png)).is_ok(), "{png} redrawn");
     }
     let _ = std::fs::remove_dir_all(&out);
+}
+
+fn udp_bench(addr: SocketAddr, extra: &[&str]) -> Output {
+    run_bounded(
+        Command::new(bin())
+            .args(["bench", "udp", &addr.to_string()])
+            .args(["--secs", "1", "--warmup", "0.3", "--threads", "1"])
+            .args(extra),
+        Duration::from_secs(60),
+    )
+}
+
+/// The number just before the first `after` in `text` ("12 lost (" with after = " lost (").
+fn number_before(text: &str, after: &str) -> u64 {
+    let i = text
+        .find(after)
+        .unwrap_or_else(|| panic!("no {after:?} in {text}"));
+    text[..i]
+        .split(|c: char| !c.is_ascii_digit())
+        .next_back()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number before {after:?} in {text}"))
+}
+
+#[test]
+fn udp_clean_runs_against_both_engines_in_both_modes() {
+    for engine in ["uring", "epoll"] {
+        let s = Server::start(&["--engine", engine, "--threads", "1"]);
+        assert!(s.banner.contains(" and udp "), "{}", s.banner);
+        let pid = s.child.id().to_string();
+        let out = udp_bench(
+            s.connect_addr(),
+            &["--sockets", "16", "--size", "512", "--server-pid", &pid],
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{engine}: {text}");
+        assert!(
+            text.contains("closed loop, 16 sockets x 4 in flight x 512 B"),
+            "{text}"
+        );
+        assert!(text.contains("errors: none"), "{engine}: {text}");
+        assert_eq!(number_before(&text, " lost ("), 0, "{engine}: {text}");
+        assert!(number_before(&text, " echoes/s") > 1000, "{engine}: {text}");
+        for field in ["p99.9", "machine", "client", "server", "% of one CPU"] {
+            assert!(text.contains(field), "{engine}: no {field:?} in {text}");
+        }
+        // Open loop: 2,000/s for 1 s is exactly 2,000 datagrams due, all answered.
+        let out = udp_bench(
+            s.connect_addr(),
+            &["--rate", "2000", "--sockets", "8", "--size", "100"],
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{engine}: {text}");
+        assert!(
+            text.contains("of 2000 scheduled; 0 of 2000 due in the window lost (0.000%)"),
+            "{engine}: {text}"
+        );
+        assert!(text.contains("corrected   p50"), "{text}");
+        assert!(text.contains("uncorrected p50"), "{text}");
+        assert!(text.contains("errors: none"), "{text}");
+    }
+}
+
+/// What an in-test UDP server does with each datagram.
+#[derive(Clone, Copy)]
+enum Fake {
+    /// Echo with one bit of byte 20 flipped.
+    Flip,
+    /// Echo twice.
+    Twice,
+    /// Never answer.
+    Silent,
+    /// Echo all but every tenth.
+    DropTenth,
+}
+
+/// A UDP server that misbehaves as told, for at most 30 s.
+fn fake_udp_server(kind: Fake) -> SocketAddr {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    let addr = sock.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let end = Instant::now() + Duration::from_secs(30);
+        let mut buf = [0u8; 65536];
+        let mut n_seen = 0u64;
+        while Instant::now() < end {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            n_seen += 1;
+            let d = &mut buf[..n];
+            match kind {
+                Fake::Flip => {
+                    if let Some(b) = d.get_mut(20) {
+                        *b ^= 1;
+                    }
+                    let _ = sock.send_to(d, from);
+                }
+                Fake::Twice => {
+                    let _ = sock.send_to(d, from);
+                    let _ = sock.send_to(d, from);
+                }
+                Fake::Silent => {}
+                Fake::DropTenth => {
+                    if n_seen % 10 != 0 {
+                        let _ = sock.send_to(d, from);
+                    }
+                }
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn udp_wrong_bytes_and_duplicates_are_errors_and_fail_the_run() {
+    let flip = fake_udp_server(Fake::Flip);
+    for mode in [
+        &["--sockets", "8"][..],
+        &["--sockets", "8", "--rate", "500"][..],
+    ] {
+        let out = udp_bench(flip, mode);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{text}");
+        assert!(number_before(&text, " wrong bytes") > 0, "{text}");
+        assert!(
+            text.contains("nothing came back"),
+            "no echo was right: {text}"
+        );
+    }
+    let out = udp_bench(fake_udp_server(Fake::Twice), &["--sockets", "4"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(number_before(&text, " duplicates") > 100, "{text}");
+    assert_eq!(number_before(&text, " wrong bytes"), 0, "{text}");
+}
+
+#[test]
+fn udp_a_silent_server_is_total_loss_and_fails() {
+    let out = udp_bench(
+        fake_udp_server(Fake::Silent),
+        &["--sockets", "4", "--timeout", "0.1"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("(100.000%)"), "every datagram lost: {text}");
+    assert!(text.contains("nothing came back"), "{text}");
+    assert!(
+        text.contains("errors: none"),
+        "loss is not wrong bytes: {text}"
+    );
+    let out = udp_bench(
+        fake_udp_server(Fake::Silent),
+        &["--sockets", "4", "--rate", "400"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("400 of 400 due in the window lost (100.000%)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn udp_loss_fails_the_run_only_above_max_loss() {
+    let addr = fake_udp_server(Fake::DropTenth);
+    let args = ["--sockets", "4", "--timeout", "0.05", "--rate", "1000"];
+    let out = udp_bench(addr, &args);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "10% loss is above the 1% default: {text}"
+    );
+    assert!(
+        text.contains("LOSS:") && text.contains("above --max-loss 1%"),
+        "{text}"
+    );
+    let lost = number_before(&text, " of 1000 due in the window lost");
+    assert!((50..=150).contains(&lost), "about one in ten: {text}");
+    assert!(text.contains("errors: none"), "{text}");
+    let out = udp_bench(addr, &[&args[..], &["--max-loss", "30"]].concat());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "below --max-loss 30: {text}");
+    // The closed loop loses as much, and keeps going: a lost datagram frees its slot.
+    let out = udp_bench(
+        addr,
+        &["--sockets", "4", "--timeout", "0.05", "--max-loss", "30"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(number_before(&text, " lost (") > 0, "{text}");
 }
