@@ -289,6 +289,7 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
     let mut udp_rows = ctx.udp(&targets, &udp_points, &mut progress, &mut logs)?;
     udp_rows.extend(ctx.udp_latency(&targets, &udp_rows, &mut progress, &mut logs)?);
     progress.done();
+    let memory = ctx.memory(&targets)?;
 
     let placement = format!(
         "servers pinned to CPU 0 (one worker); load generator: {} thread(s) on CPU(s) {:?}",
@@ -307,6 +308,7 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
         &results::burst_to_csv(&burst_rows),
     )?;
     write(&a.out.join(plot::UDP_CSV), &results::udp_to_csv(&udp_rows))?;
+    write(&a.out.join(plot::MEMORY_CSV), &memory)?;
     write(&a.out.join("metadata.txt"), &meta)?;
     let hist_dir = a.out.join(plot::HIST_DIR);
     std::fs::create_dir_all(&hist_dir)
@@ -322,8 +324,8 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
     plot::write_summary(&a.out)?;
     let charts = plot::draw_everything(&a.out)?;
     println!(
-        "wrote {0}/throughput.csv, latency.csv, burst.csv, udp.csv, {1}/*.hlog, summary.md, \
-         metadata.txt and {2} charts: {3}",
+        "wrote {0}/throughput.csv, latency.csv, burst.csv, udp.csv, memory.csv, {1}/*.hlog, \
+         summary.md, metadata.txt and {2} charts: {3}",
         a.out.display(),
         plot::HIST_DIR,
         charts.len(),
@@ -402,6 +404,47 @@ impl Ctx<'_> {
             .client_threads
             .unwrap_or(self.args.client_cpus.len());
         t.clamp(1, conns.max(1))
+    }
+
+    /// Memory: each server process's RSS growth with 10,000 connections (or the profile's
+    /// largest count, if more) open and idle; returns `memory.csv`'s text. Fewer would
+    /// hide in RSS's page granularity. (Not the module: it has no process.)
+    fn memory(&self, targets: &[Target]) -> Result<String> {
+        let conns = self
+            .profile
+            .conns
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .max(10_000);
+        let mut csv = String::from("server,conns,rss_before_kib,rss_after_kib,bytes_per_conn\n");
+        for t in targets {
+            let Some(pid) = t.pid() else { continue };
+            let r = super::idle::run(t.addr, pid, conns, Duration::from_secs(1))?;
+            println!(
+                "memory {:<6} {} idle connections: server RSS {} -> {} KiB, {:.0} bytes per connection{}",
+                t.name,
+                r.conns,
+                r.rss_before_kib,
+                r.rss_after_kib,
+                r.bytes_per_conn(),
+                if r.failed > 0 {
+                    format!(" ({} failed to connect)", r.failed)
+                } else {
+                    String::new()
+                }
+            );
+            csv += &format!(
+                "{},{},{},{},{:.1}\n",
+                t.name,
+                r.conns,
+                r.rss_before_kib,
+                r.rss_after_kib,
+                r.bytes_per_conn()
+            );
+        }
+        Ok(csv)
     }
 
     /// The closed-loop matrix.

@@ -55,9 +55,34 @@ pub fn write_summary(dir: &Path) -> Result<()> {
     };
     let udp = read_udp(dir)?;
     let meta = std::fs::read_to_string(dir.join("metadata.txt")).unwrap_or_default();
+    let mut md = results::summary_md(&rows, &latency, &udp, &meta);
+    if let Ok(csv) = std::fs::read_to_string(dir.join(MEMORY_CSV)) {
+        // Before the machine section, which closes the summary.
+        let table = memory_md(&csv);
+        match md.find("\n## Machine") {
+            Some(at) => md.insert_str(at, &table),
+            None => md += &table,
+        }
+    }
     let path = dir.join("summary.md");
-    std::fs::write(&path, results::summary_md(&rows, &latency, &udp, &meta))
-        .with_context(|| format!("writing {}", path.display()))
+    std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Where the idle-connection memory measurement goes inside a results directory.
+pub const MEMORY_CSV: &str = "memory.csv";
+
+/// `memory.csv` as a Markdown section.
+fn memory_md(csv: &str) -> String {
+    let mut s = String::from(
+        "\n## Memory per idle connection\n\nServer RSS before and with the connections open \
+         and idle (kernel socket memory is not in RSS).\n\n\
+         | server | idle conns | RSS before KiB | RSS with them KiB | bytes per connection |\n\
+         |---|---:|---:|---:|---:|\n",
+    );
+    for line in csv.lines().skip(1).filter(|l| !l.trim().is_empty()) {
+        s += &format!("| {} |\n", line.replace(',', " | "));
+    }
+    s
 }
 
 /// `DIR/udp.csv`'s rows; none if the run had no UDP phase.

@@ -125,7 +125,7 @@ mod tests {
     #[test]
     fn start_up_lines_name_each_protocol_address() {
         let both = "ringecho: listening on tcp 127.0.0.1:4000 and udp 127.0.0.1:4000 \
-                    (engine uring, 1 worker; io_uring: multishot accept, recv bundles)";
+                    (engine uring, 1 worker; io_uring: multishot accept, no-sqarray)";
         assert_eq!(banner_addr(both, "tcp"), "127.0.0.1:4000".parse().ok());
         assert_eq!(banner_addr(both, "udp"), "127.0.0.1:4000".parse().ok());
         let udp = "ringecho: listening on udp [::1]:5 (engine epoll, 2 workers)";

@@ -28,7 +28,7 @@ enum Command {
     /// Measure the uring and epoll servers (and the kernel module, if loaded) side by side
     /// and write CSV, charts and a summary.
     BenchAll(BenchAllArgs),
-    /// Redraw the charts in DIR from its throughput.csv.
+    /// Redraw every chart and summary.md in DIR from its CSV and histogram files.
     Plot {
         /// A results directory written by bench-all.
         #[arg(default_value = "results")]

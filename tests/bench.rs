@@ -320,6 +320,22 @@ fn bench_all_quick_writes_csv_charts_summary_and_plot_redraws() {
     }
     let summary = std::fs::read_to_string(out.join("summary.md")).expect("summary");
     assert!(summary.contains("| uring | 100 | 4096 |"), "{summary}");
+    // Memory: both processes measured with 10,000 idle connections, all of them made.
+    assert!(
+        summary.contains("## Memory per idle connection"),
+        "{summary}"
+    );
+    let memory = std::fs::read_to_string(out.join("memory.csv")).expect("memory.csv");
+    for server in ["uring", "epoll"] {
+        let row = memory
+            .lines()
+            .find(|l| l.starts_with(&format!("{server},")))
+            .unwrap_or_else(|| panic!("no memory row for {server}: {memory}"));
+        let f: Vec<&str> = row.split(',').collect();
+        assert_eq!(f[1], "10000", "{row}");
+        let after: u64 = f[3].parse().expect("rss after");
+        assert!(after > 0, "{row}");
+    }
     assert!(std::fs::read_to_string(out.join("metadata.txt"))
         .expect("metadata")
         .contains("net.core.somaxconn"));

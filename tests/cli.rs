@@ -61,10 +61,21 @@ fn port_in_use_by_a_plain_listener() {
 #[test]
 fn udp_port_in_use_is_named_too() {
     // Someone holds the UDP port only: TCP alone still starts, both (the default) does not.
-    let held = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let port = held.local_addr().expect("addr").port().to_string();
+    // An ephemeral UDP port's TCP twin may be some other test's client port at that
+    // moment: then the server (rightly) fails on TCP first, so try a fresh port.
     for engine in ["uring", "epoll"] {
-        let out = serve(&["--engine", engine, "--port", &port]);
+        let mut last = None;
+        for _ in 0..20 {
+            let held = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            let port = held.local_addr().expect("addr").port().to_string();
+            let out = serve(&["--engine", engine, "--port", &port]);
+            let tcp_taken = String::from_utf8_lossy(&out.stderr).contains("cannot listen");
+            last = Some(out);
+            if !tcp_taken {
+                break;
+            }
+        }
+        let out = last.expect("at least one try");
         assert_one_line_error(&out, "cannot bind udp");
     }
     let s = Server::start(&["--proto", "tcp"]);

@@ -96,11 +96,6 @@ pub struct BufRing {
     /// Bit per buffer: set while the buffer is in the ring (the kernel may fill it).
     in_ring: Vec<u64>,
     held: u32,
-    /// `succ[b]`: the buffer given back right after `b`, i.e. the next ring entry after
-    /// `b`'s. A receive bundle names only its first buffer; the rest follow in ring order.
-    succ: Vec<u16>,
-    /// The buffer given back last (`u16::MAX` before any).
-    last_given: u16,
 }
 
 impl BufRing {
@@ -125,8 +120,6 @@ impl BufRing {
             published: 0,
             in_ring: vec![0; usize::from(entries).div_ceil(64)],
             held: u32::from(entries),
-            succ: vec![u16::MAX; usize::from(entries)],
-            last_given: u16::MAX,
         };
         for bid in 0..entries {
             br.give_back(bid)?;
@@ -214,10 +207,6 @@ impl BufRing {
         }
         self.in_ring[word] |= bit;
         self.held -= 1;
-        if self.last_given != u16::MAX {
-            self.succ[usize::from(self.last_given)] = bid;
-        }
-        self.last_given = bid;
         let idx = usize::from(self.tail & (self.entries - 1));
         // SAFETY: idx < entries, inside the descriptor mapping. The kernel reads only
         // entries between its head and the published tail, and this one is past the
@@ -245,13 +234,6 @@ impl BufRing {
         tail.store(self.tail, Ordering::Release);
         self.published = self.tail;
         true
-    }
-
-    /// The buffer after `bid` in ring order: the next buffer of a receive bundle that
-    /// started at or passed through `bid`. Valid for buffers the kernel has consumed (their
-    /// successor was given back before the kernel could reach it).
-    pub fn successor(&self, bid: u16) -> u16 {
-        self.succ[usize::from(bid)]
     }
 
     /// The tail the kernel currently sees.
@@ -338,34 +320,6 @@ mod tests {
         assert_eq!(br.take(9), Err(OwnershipError::OutOfRange(9)));
         br.give_back(1).expect("held");
         assert_eq!(br.give_back(1), Err(OwnershipError::AlreadyInRing(1)));
-    }
-
-    #[test]
-    fn successor_follows_ring_order_for_bundles() {
-        let mut br = BufRing::new(4, 64, 0).expect("ring");
-        assert_eq!(
-            (br.successor(0), br.successor(1), br.successor(2)),
-            (1, 2, 3)
-        );
-        // The kernel consumes 0..4; they come back 2, 0, 3, 1: that is the new ring order.
-        for b in 0..4 {
-            br.take(b).expect("in ring");
-        }
-        br.give_back(2).expect("held");
-        // A bundle that took 3 then 2 is processed before 3 can be given back again, so
-        // it reads this link:
-        assert_eq!(
-            br.successor(3),
-            2,
-            "first lap's last entry links to the second lap"
-        );
-        for b in [0, 3, 1] {
-            br.give_back(b).expect("held");
-        }
-        assert_eq!(
-            (br.successor(2), br.successor(0), br.successor(3)),
-            (0, 3, 1)
-        );
     }
 
     #[test]

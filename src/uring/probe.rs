@@ -32,8 +32,6 @@ pub struct Capabilities {
     /// `IORING_OP_SENDMSG_ZC` exists: the kernel is 6.1 or newer, so multishot accept and
     /// recv (5.19/6.0), buffer rings (5.19) and direct-descriptor accept (5.19) are there.
     pub has_6_1_opcodes: bool,
-    /// `IORING_FEAT_RECVSEND_BUNDLE` (6.10).
-    pub bundles: bool,
     /// `IORING_SETUP_NO_SQARRAY` accepted (6.6).
     pub no_sqarray: bool,
     /// A buffer ring registered with `IOU_PBUF_RING_INC` (6.12).
@@ -49,8 +47,6 @@ pub struct Features {
     pub kernel: String,
     /// Task-run mode to set the ring up with.
     pub taskrun: TaskRun,
-    /// Receive with `RecvMultiBundle`: one completion carries several buffers (6.10).
-    pub recv_bundles: bool,
     /// Set the ring up without the SQ index array (6.6): one less indirection per SQE.
     pub no_sqarray: bool,
     /// The kernel could consume buffers incrementally (6.12); reported, not used yet.
@@ -68,7 +64,6 @@ impl Capabilities {
         let mut probe = Probe::new();
         let opcodes_known = ring.submitter().register_probe(&mut probe).is_ok();
         let has_6_1_opcodes = opcodes_known && probe.is_supported(opcode::SendMsgZc::CODE);
-        let bundles = ring.params().is_feature_recvsend_bundle();
         let no_sqarray = IoUring::<io_uring::squeue::Entry>::builder()
             .setup_no_sqarray()
             .build(2)
@@ -78,7 +73,6 @@ impl Capabilities {
             kernel,
             taskrun,
             has_6_1_opcodes,
-            bundles,
             no_sqarray,
             incremental_buffers,
         })
@@ -106,7 +100,6 @@ impl Features {
             compat,
             kernel: caps.kernel.clone(),
             taskrun: caps.taskrun,
-            recv_bundles: newer && caps.bundles,
             no_sqarray: newer && caps.no_sqarray,
             incremental_buffers: newer && caps.incremental_buffers,
         })
@@ -123,9 +116,6 @@ impl Features {
             "defer-taskrun",
             "registered ring fd",
         ];
-        if self.recv_bundles {
-            parts.push("recv bundles");
-        }
         if self.no_sqarray {
             parts.push("no-sqarray");
         }
@@ -195,7 +185,6 @@ mod tests {
             kernel: "6.18.0".into(),
             taskrun: TaskRun::Deferred,
             has_6_1_opcodes: true,
-            bundles: true,
             no_sqarray: true,
             incremental_buffers: true,
         }
@@ -204,29 +193,28 @@ mod tests {
     #[test]
     fn auto_uses_everything_the_kernel_has() {
         let f = Features::select(&modern(), Compat::Auto).expect("modern kernel");
-        assert!(f.recv_bundles && f.no_sqarray && f.incremental_buffers);
-        assert!(f.describe().contains("recv bundles"));
+        assert!(f.no_sqarray && f.incremental_buffers);
+        assert!(f.describe().contains("no-sqarray"));
     }
 
     #[test]
     fn compat_6_1_masks_newer_features() {
         let f = Features::select(&modern(), Compat::V6_1).expect("modern kernel");
-        assert!(!f.recv_bundles && !f.no_sqarray && !f.incremental_buffers);
+        assert!(!f.no_sqarray && !f.incremental_buffers);
         assert!(f.describe().contains("6.1 (forced)"));
-        assert!(!f.describe().contains("bundles"));
+        assert!(!f.describe().contains("no-sqarray"));
     }
 
     #[test]
     fn a_6_1_kernel_gets_the_baseline_even_in_auto() {
         let caps = Capabilities {
             kernel: "6.1.0-cloud".into(),
-            bundles: false,
-            no_sqarray: true,
+            no_sqarray: false,
             incremental_buffers: false,
             ..modern()
         };
         let f = Features::select(&caps, Compat::Auto).expect("6.1 is the floor");
-        assert!(!f.recv_bundles && !f.incremental_buffers);
+        assert!(!f.no_sqarray && !f.incremental_buffers);
     }
 
     #[test]
