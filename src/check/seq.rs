@@ -93,9 +93,21 @@ impl Tally {
         Some(datagram(self.seed, self.socket, seq))
     }
 
-    /// Sent and not (yet) echoed: lost, once no more replies are awaited.
+    /// Replies that answered a datagram, rightly or wrongly (duplicates excluded).
+    pub fn answered(&self) -> usize {
+        self.received + self.wrong + self.foreign
+    }
+
+    /// Sent and not (yet) answered: lost, once no more replies are awaited. A wrong reply
+    /// is taken to answer one datagram (a corrupted echo), so it is counted as wrong, not
+    /// also as lost.
     pub fn missing(&self) -> usize {
-        self.sent - self.received
+        self.sent.saturating_sub(self.answered())
+    }
+
+    /// The socket index this record is for.
+    pub fn socket(&self) -> u32 {
+        self.socket
     }
 
     /// Record a reply from the server's address.
@@ -164,7 +176,7 @@ pub struct Totals {
     pub sent: usize,
     /// Distinct datagrams echoed byte-exact.
     pub received: usize,
-    /// Sent and never echoed.
+    /// Sent and never answered (see [`Tally::missing`]).
     pub lost: usize,
     /// Extra echoes of a datagram already echoed.
     pub duplicates: usize,
@@ -305,6 +317,8 @@ mod tests {
         assert!(matches!(t.reply(&datagram(5, 9, 0)), Reply::Wrong(w) if w.contains("socket 9")));
         t.foreign("from 10.0.0.1:7".into());
         assert_eq!((t.wrong, t.foreign, t.received), (5, 1, 0));
+        // Six answers to four datagrams: nothing is missing, and it never underflows.
+        assert_eq!((t.answered(), t.missing()), (6, 0));
         // The first problem is the one reported.
         assert!(t
             .first_problem
@@ -315,6 +329,24 @@ mod tests {
         assert!(tot.describe().contains("from another address 1"));
         // A wrong reply does not mark the datagram echoed: the real echo still counts.
         assert_eq!(t.reply(&d[2]), Reply::Echo);
+    }
+
+    #[test]
+    fn a_corrupted_echo_is_wrong_not_also_lost() {
+        let (mut t, d) = sent(3);
+        let mut bad = d[0].clone();
+        bad[0] ^= 1; // header now names another socket
+        t.reply(&bad);
+        t.reply(&d[1]);
+        assert_eq!((t.received, t.wrong, t.missing()), (1, 1, 1));
+        let mut tot = Totals::default();
+        tot.add(&t);
+        assert!(
+            tot.describe()
+                .starts_with("1 of 3 echoed; lost 1 (33.33%), duplicated 0, wrong 1; first: "),
+            "{}",
+            tot.describe()
+        );
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub const GUARD_WAIT: Duration = Duration::from_millis(500);
 /// `net.core.rmem_max`/`wmem_max`): room for the largest datagrams.
 const CLIENT_BUF: usize = 1 << 20;
 
+/// How long a loss-case socket keeps listening after its last echo, for stragglers.
+const DRAIN: Duration = Duration::from_millis(50);
+
 /// Receive buffer: larger than any UDP payload, so nothing is truncated on our side.
 const RECV_BUF: usize = 1 << 16;
 
@@ -57,7 +60,7 @@ impl Default for Plan {
         Plan {
             datagrams: 10_000,
             sockets: 64,
-            burst: 8,
+            burst: 4,
         }
     }
 }
@@ -301,9 +304,23 @@ fn many_ports(ctx: &Ctx) -> Outcome {
     Err(Failure::Fail(detail))
 }
 
+/// Record one datagram a loss-case socket received.
+fn tally(ctx: &Ctx, t: &mut Tally, got: &[u8], from: SocketAddr) {
+    if same_endpoint(from, ctx.addr) {
+        t.reply(got);
+    } else {
+        t.foreign(format!(
+            "socket {}: a {}-byte datagram from {from}, not from {}",
+            t.socket(),
+            got.len(),
+            ctx.addr
+        ));
+    }
+}
+
 /// One socket's share of the loss case: send a burst, wait (up to the timeout) for its
-/// echoes, repeat. Echoes that never come are loss; a burst with no reply at all stops
-/// this socket (the server is gone; waiting more would only make the case slow).
+/// echoes, repeat. Echoes that never come are loss; a burst that draws no answer at all
+/// stops this socket (the server is gone; waiting more would only make the case slow).
 fn drive(ctx: &Ctx, s: &UdpSocket, index: u32, share: usize) -> (Tally, Option<String>) {
     let mut t = Tally::new(ctx.seed, index, share);
     let mut buf = vec![0u8; RECV_BUF];
@@ -318,19 +335,26 @@ fn drive(ctx: &Ctx, s: &UdpSocket, index: u32, share: usize) -> (Tally, Option<S
             burst += 1;
         }
         if burst == 0 {
-            return (t, None);
+            // Everything sent and waited for: catch what trails in (duplicates above all).
+            let deadline = Instant::now() + DRAIN;
+            loop {
+                match recv_until(s, &mut buf, deadline) {
+                    Ok(Some((n, from))) => tally(ctx, &mut t, &buf[..n], from),
+                    Ok(None) => return (t, None),
+                    Err(e) => {
+                        return (
+                            t,
+                            Some(format!("socket {index}: {}", describe_recv_error(&e))),
+                        )
+                    }
+                }
+            }
         }
-        let heard_before = heard(&t);
+        let answered_before = t.answered();
         let deadline = Instant::now() + ctx.timeout;
         while t.missing() > lost_before {
             match recv_until(s, &mut buf, deadline) {
-                Ok(Some((n, from))) if same_endpoint(from, ctx.addr) => {
-                    t.reply(&buf[..n]);
-                }
-                Ok(Some((n, from))) => t.foreign(format!(
-                    "socket {index}: a {n}-byte datagram from {from}, not from {}",
-                    ctx.addr
-                )),
+                Ok(Some((n, from))) => tally(ctx, &mut t, &buf[..n], from),
                 Ok(None) => break,
                 Err(e) => {
                     return (
@@ -340,7 +364,7 @@ fn drive(ctx: &Ctx, s: &UdpSocket, index: u32, share: usize) -> (Tally, Option<S
                 }
             }
         }
-        if heard(&t) == heard_before {
+        if t.answered() == answered_before {
             let sent = t.sent;
             return (
                 t,
@@ -352,11 +376,6 @@ fn drive(ctx: &Ctx, s: &UdpSocket, index: u32, share: usize) -> (Tally, Option<S
         }
         lost_before = t.missing();
     }
-}
-
-/// Everything a socket has received so far, of any kind.
-fn heard(t: &Tally) -> usize {
-    t.received + t.duplicates + t.wrong + t.foreign
 }
 
 fn guarded_port(ctx: &Ctx) -> Outcome {
@@ -576,5 +595,112 @@ fn set_int_opt(s: &Socket, level: i32, name: i32, value: i32) -> std::io::Result
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A thread echoing every datagram on loopback, except (with `guard`) those from the
+    /// guarded ports.
+    fn fake(guard: bool) -> SocketAddr {
+        let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = s.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; RECV_BUF];
+            while let Ok((n, from)) = s.recv_from(&mut buf) {
+                if guard && GUARDED_PORTS.iter().any(|&(p, _)| p == from.port()) {
+                    continue;
+                }
+                let _ = s.send_to(&buf[..n], from);
+            }
+        });
+        addr
+    }
+
+    fn small() -> Plan {
+        Plan {
+            datagrams: 500,
+            sockets: 8,
+            burst: 4,
+        }
+    }
+
+    #[test]
+    fn a_correct_server_passes_every_case() {
+        let addr = fake(true);
+        let r = run_cases(addr, Duration::from_secs(5), small(), 7, |_| {});
+        assert!(r.passed(), "{r:#?}");
+        assert_eq!(r.rows.len(), CASES.len());
+        assert!(r.rows[1].detail.starts_with("500 datagrams"), "{r:#?}");
+        assert_eq!(r.summary(addr), "result: all 3 cases passed");
+    }
+
+    #[test]
+    fn a_reflecting_server_fails_only_the_guard() {
+        let addr = fake(false);
+        let r = run_cases(addr, Duration::from_secs(5), small(), 7, |_| {});
+        let failed: Vec<_> = r.rows.iter().filter(|r| !r.pass).map(|r| r.name).collect();
+        assert_eq!(failed, ["guarded source port"], "{r:#?}");
+        assert!(
+            r.rows[2].detail.contains("reflects to a guarded port"),
+            "{r:#?}"
+        );
+    }
+
+    #[test]
+    fn a_closed_port_is_unreachable_at_once_and_stops_the_run() {
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("free port");
+        let start = Instant::now();
+        let r = run_cases(port, Duration::from_secs(5), small(), 1, |_| {});
+        assert!(start.elapsed() < Duration::from_secs(2), "{r:#?}");
+        assert!(r.unreachable && !r.passed() && r.rows.len() == 1, "{r:#?}");
+        assert!(r.rows[0].detail.contains("ICMP port unreachable"), "{r:#?}");
+        assert_eq!(
+            r.summary(port),
+            format!("result: FAILED: no UDP echo from {port}; 2 other cases not run")
+        );
+    }
+
+    #[test]
+    fn a_silent_server_is_unreachable_after_the_timeout() {
+        let silent = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = silent.local_addr().expect("addr");
+        let start = Instant::now();
+        let r = run_cases(addr, Duration::from_millis(400), small(), 1, |_| {});
+        assert!(start.elapsed() < Duration::from_secs(2), "{r:#?}");
+        assert!(r.unreachable && r.rows.len() == 1, "{r:#?}");
+        assert!(r.rows[0].detail.contains("nothing came back"), "{r:#?}");
+        // Every send reached the socket: the first datagram and its resends.
+        silent.set_nonblocking(true).expect("nonblocking");
+        let mut buf = [0u8; 16];
+        let got = std::iter::from_fn(|| silent.recv_from(&mut buf).ok()).count();
+        assert_eq!(got, RESENDS as usize + 1);
+    }
+
+    #[test]
+    fn truncation_and_length_are_named() {
+        assert_eq!(compare(b"abc", b"abc"), None);
+        assert_eq!(
+            compare(b"abc", b"ab").as_deref(),
+            Some("2 of 3 bytes came back (truncated)")
+        );
+        assert_eq!(
+            compare(b"abc", b"abcd").as_deref(),
+            Some("4 bytes came back, 3 were sent")
+        );
+        assert!(compare(b"abc", b"abd").is_some_and(|m| m.contains("byte 2 differs")));
+    }
+
+    #[test]
+    fn endpoints_compare_by_ip_and_port() {
+        let a: SocketAddr = "127.0.0.1:7".parse().expect("addr");
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:7".parse().expect("addr");
+        assert!(same_endpoint(a, mapped));
+        assert!(!same_endpoint(a, "127.0.0.1:8".parse().expect("addr")));
+        assert!(!same_endpoint(a, "127.0.0.2:7".parse().expect("addr")));
     }
 }
