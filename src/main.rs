@@ -21,7 +21,8 @@ struct Cli {
 enum Command {
     /// Run the echo server until SIGINT/SIGTERM.
     Serve(ServeConfig),
-    /// Test any TCP echo server for conformance; exits non-zero on any failure.
+    /// Test any TCP (or, with --udp, UDP) echo server for conformance; exits non-zero on
+    /// any failure.
     Check(CheckArgs),
     /// Load an echo server and measure it (every byte is checked).
     Bench(BenchArgs),

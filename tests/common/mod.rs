@@ -17,7 +17,10 @@ pub fn bin() -> &'static str {
 /// A running `ringecho serve`, stopped (SIGKILL if need be) on drop.
 pub struct Server {
     pub child: Child,
+    /// The TCP address it announced (for `--proto udp`, the UDP one).
     pub addr: SocketAddr,
+    /// The UDP address it announced, if it serves UDP.
+    pub udp: Option<SocketAddr>,
     /// The start-up line.
     pub banner: String,
     /// Later stdout lines (e.g. `--stats`), as they arrive.
@@ -56,31 +59,34 @@ impl Server {
                 );
             }
         };
-        let addr = banner
-            .split("listening on tcp ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|a| a.parse().ok())
+        let tcp = announced(&banner, "tcp");
+        let udp = announced(&banner, "udp");
+        let addr = tcp
+            .or(udp)
             .unwrap_or_else(|| panic!("unexpected start-up line: {banner}"));
         Server {
             child,
             addr,
+            udp,
             banner,
             lines: rx,
         }
     }
 
+    /// The UDP address it announced; panics if it serves no UDP.
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp
+            .unwrap_or_else(|| panic!("no udp address in: {}", self.banner))
+    }
+
+    /// The UDP address to send to (a wildcard bind is reached through loopback).
+    pub fn udp_connect_addr(&self) -> SocketAddr {
+        loopback_for(self.udp_addr())
+    }
+
     /// The address to connect to (a wildcard bind is reached through loopback).
     pub fn connect_addr(&self) -> SocketAddr {
-        let mut a = self.addr;
-        if a.ip().is_unspecified() {
-            a.set_ip(if a.is_ipv4() {
-                "127.0.0.1".parse().expect("ip")
-            } else {
-                "::1".parse().expect("ip")
-            });
-        }
-        a
+        loopback_for(self.addr)
     }
 
     /// Send SIGTERM and wait up to `limit` for the exit; returns the status and how long
@@ -126,6 +132,28 @@ impl Server {
     }
 }
 
+/// The address after `PROTO` in a start-up line such as `ringecho: listening on tcp
+/// 127.0.0.1:1 and udp 127.0.0.1:1 (engine ...)`.
+fn announced(banner: &str, proto: &str) -> Option<SocketAddr> {
+    let rest = banner.split("listening on ").nth(1)?;
+    let head = rest.split(" (").next()?;
+    let mut words = head.split_whitespace();
+    words.find(|w| *w == proto)?;
+    words.next()?.parse().ok()
+}
+
+/// `a`, with a wildcard IP replaced by the loopback address of its family.
+fn loopback_for(mut a: SocketAddr) -> SocketAddr {
+    if a.ip().is_unspecified() {
+        a.set_ip(if a.is_ipv4() {
+            "127.0.0.1".parse().expect("ip")
+        } else {
+            "::1".parse().expect("ip")
+        });
+    }
+    a
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -141,6 +169,17 @@ pub fn check(addr: SocketAddr, args: &[&str]) -> Output {
             .arg(addr.to_string())
             .args(args),
         Duration::from_secs(240),
+    )
+}
+
+/// Run `ringecho check --udp ADDR ARGS...` with a hard time limit.
+pub fn check_udp(addr: SocketAddr, args: &[&str]) -> Output {
+    run_bounded(
+        Command::new(bin())
+            .args(["check", "--udp"])
+            .arg(addr.to_string())
+            .args(args),
+        Duration::from_secs(120),
     )
 }
 
