@@ -54,7 +54,10 @@ fn assert_passes(target: SocketAddr, what: &str) {
         t.contains("10000 datagrams of 8..200 B from 64 ports") && t.contains("none lost"),
         "{what}:\n{t}"
     );
-    assert!(t.contains("no reply to 3 datagrams from port"), "{what}:\n{t}");
+    assert!(
+        t.contains("no reply to 3 datagrams from port"),
+        "{what}:\n{t}"
+    );
 }
 
 /// The checker against a server on 127.0.0.1, on ::1, and on each wildcard reached
@@ -304,7 +307,10 @@ fn failed_cases(target: SocketAddr, timeout: &str) -> (String, Vec<String>) {
         failed.is_empty(),
         "exit status disagrees with the table:\n{t}"
     );
-    assert!(t.starts_with(&format!("ringecho check --udp {target} (seed 5, ")), "{t}");
+    assert!(
+        t.starts_with(&format!("ringecho check --udp {target} (seed 5, ")),
+        "{t}"
+    );
     (t, failed)
 }
 
@@ -322,7 +328,11 @@ fn a_flipped_byte_fails_the_sizes_and_the_many_ports_case() {
     let _g = guarded_ports();
     let f = Fake::start(Fault::FlipByte100, "127.0.0.1");
     let (t, failed) = failed_cases(f.addr, "5");
-    assert_eq!(failed, ["datagram sizes", "many ports, loss counted"], "{t}");
+    assert_eq!(
+        failed,
+        ["datagram sizes", "many ports, loss counted"],
+        "{t}"
+    );
     assert!(
         t.contains("1472 B: byte 100 differs")
             && t.contains("8192 B: byte 100 differs")
@@ -427,7 +437,10 @@ fn a_closed_port_is_reported_at_once() {
     let (t, failed) = failed_cases(port, "10");
     assert!(start.elapsed() < Duration::from_secs(3), "{t}");
     assert_eq!(failed, ["datagram sizes"], "{t}");
-    assert!(t.contains("ICMP port unreachable: nothing listens there"), "{t}");
+    assert!(
+        t.contains("ICMP port unreachable: nothing listens there"),
+        "{t}"
+    );
     assert!(t.contains("2 other cases not run"), "{t}");
 }
 
