@@ -33,6 +33,11 @@ bench *ARGS: build
 profile ENGINE="uring" CONNS="100" SIZE="64": build
     bash bench/profile.sh {{ENGINE}} {{CONNS}} {{SIZE}}
 
+# Interleaved A/B of server variants, e.g. `just ab 65536 100 3 'epoll=--engine epoll' 'uring='`
+[positional-arguments]
+ab SIZE CONNS ROUNDS *VARIANTS: build
+    bash bench/ab.sh "$@"
+
 # Redraw the charts from a results directory's throughput.csv
 plot DIR="results": build
     ./target/release/ringecho plot {{DIR}}

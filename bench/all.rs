@@ -28,7 +28,7 @@ use super::plot::{self, LatencyTag};
 use super::results::{self, LatencyRow, Row};
 use super::servers::{self, Target};
 use super::{hlog, machine};
-use crate::error::{Context, Result};
+use crate::error::{Context, Error, Result};
 
 /// `ringecho bench-all` flags.
 #[derive(Debug, Clone, Args)]
@@ -406,9 +406,11 @@ impl Ctx<'_> {
         t.clamp(1, conns.max(1))
     }
 
-    /// Memory: each server process's RSS growth with 10,000 connections (or the profile's
-    /// largest count, if more) open and idle; returns `memory.csv`'s text. Fewer would
-    /// hide in RSS's page granularity. (Not the module: it has no process.)
+    /// Memory: the RSS growth of a freshly started server of each process target's engine
+    /// with 10,000 connections (or the profile's largest count, if more) open and idle;
+    /// returns `memory.csv`'s text. Fresh, because a server that already held that many
+    /// connections keeps the memory it grew for them, so RSS would not move. Fewer
+    /// connections would hide in RSS's page granularity. (Not the module: no process.)
     fn memory(&self, targets: &[Target]) -> Result<String> {
         let conns = self
             .profile
@@ -419,9 +421,12 @@ impl Ctx<'_> {
             .unwrap_or(0)
             .max(10_000);
         let mut csv = String::from("server,conns,rss_before_kib,rss_after_kib,bytes_per_conn\n");
-        for t in targets {
-            let Some(pid) = t.pid() else { continue };
-            let r = super::idle::run(t.addr, pid, conns, Duration::from_secs(1))?;
+        for t in targets.iter().filter(|t| t.pid().is_some()) {
+            let fresh = servers::start_server(&t.name)?;
+            let pid = fresh
+                .pid()
+                .ok_or_else(|| Error::msg("a server without a process"))?;
+            let r = super::idle::run(fresh.addr, pid, conns, Duration::from_secs(1))?;
             println!(
                 "memory {:<6} {} idle connections: server RSS {} -> {} KiB, {:.0} bytes per connection{}",
                 t.name,

@@ -26,6 +26,14 @@ fn banner_names_engine_and_features() {
     let s = Server::start(&["--threads", "1", "--compat", "6.1"]);
     assert!(s.banner.contains("feature set 6.1"), "{}", s.banner);
     assert!(!s.banner.contains("no-sqarray"), "{}", s.banner);
+    // The environment picks the feature set too (CI runs the whole suite that way).
+    let out = run_bounded(
+        Command::new(bin())
+            .args(["serve", "--port", "0"])
+            .env("RINGECHO_COMPAT", "bogus"),
+        Duration::from_secs(10),
+    );
+    assert_one_line_error(&out, "invalid value 'bogus' for '--compat");
     let s = Server::start(&["--threads", "1", "--engine", "epoll"]);
     assert!(s.banner.contains("engine epoll"), "{}", s.banner);
 }

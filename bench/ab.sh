@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# A/B (or A/B/C...) of server variants under one closed-loop load, interleaved round by
+# round so a shared machine's drift hits every variant alike. Prints each run, then per
+# variant the median over rounds of its echoes/s and server CPU per echo as ratios to the
+# first variant's in the same round. This is how the README's per-lever ratios were taken.
+#
+#   bench/ab.sh SIZE CONNS ROUNDS VARIANT...
+#   VARIANT is LABEL=SERVE_ARGS, or LABEL@BINARY=SERVE_ARGS to compare two builds
+#
+#   bench/ab.sh 65536 100 3 'epoll=--engine epoll' 'uring=--engine uring' \
+#       'uring-64k=--engine uring --buffer-size 65536 --buffers 1024'
+#   just ab 64 100 3 'new=' 'old@/tmp/old/ringecho='
+#
+# Each server runs on CPU 0 with one worker (TCP only), the load generator on CPU 1 with
+# one thread, 1 s warm-up + SECS (default 3) measured seconds per run.
+set -euo pipefail
+[ $# -ge 4 ] || { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+size=$1 conns=$2 rounds=$3
+shift 3
+secs=${SECS:-3}
+here=$(cd "$(dirname "$0")/.." && pwd)
+default_bin=${RINGECHO_BIN:-$here/target/release/ringecho}
+
+die() { echo "ab: $*" >&2; exit 1; }
+[ -x "$default_bin" ] || die "no binary at $default_bin: run cargo build --release"
+[[ $rounds =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive whole number, not '$rounds'"
+
+labels=() bins=() args=()
+for v in "$@"; do
+	[[ $v == *=* ]] || die "variant '$v' is not LABEL=SERVE_ARGS"
+	head=${v%%=*}
+	label=${head%%@*}
+	bin=$default_bin
+	[[ $head == *@* ]] && bin=${head#*@}
+	[ -x "$bin" ] || die "variant $label: no binary at $bin"
+	labels+=("$label") bins+=("$bin") args+=("${v#*=}")
+done
+
+results=$(mktemp)
+trap 'rm -f "$results"; [ -n "${sp:-}" ] && kill "$sp" 2>/dev/null; true' EXIT
+for r in $(seq 1 "$rounds"); do
+	for i in "${!labels[@]}"; do
+		# shellcheck disable=SC2086 # the variant's arguments are words
+		taskset -c 0 "${bins[$i]}" serve --port 0 --threads 1 --proto tcp ${args[$i]} \
+			>"$results.banner" 2>&1 &
+		sp=$!
+		for _ in $(seq 50); do grep -q listening "$results.banner" && break; sleep 0.1; done
+		addr=$(grep -oE 'tcp [^ ]+' "$results.banner" | head -1 | cut -d' ' -f2) ||
+			die "variant ${labels[$i]}: the server did not start: $(cat "$results.banner")"
+		out=$("$default_bin" bench throughput "$addr" --conns "$conns" --size "$size" \
+			--secs "$secs" --warmup 1 --threads 1 --cpus 1 --server-pid "$sp" 2>&1) ||
+			die "variant ${labels[$i]}: the load failed: $out"
+		kill "$sp"; wait "$sp" 2>/dev/null || true; sp=
+		eps=$(grep -oE '[0-9.]+ echoes/s' <<<"$out" | head -1 | cut -d' ' -f1)
+		cpu=$(grep -oE 'server [0-9.]+ µs' <<<"$out" | head -1 | cut -d' ' -f2)
+		printf 'round %d  %-12s %10.0f echoes/s  server %7.2f µs/echo\n' "$r" "${labels[$i]}" "$eps" "$cpu"
+		echo "$r $i $eps $cpu" >>"$results"
+	done
+done
+rm -f "$results.banner"
+
+echo "median over $rounds round(s) of the ratio to ${labels[0]} in the same round ($conns x $size B):"
+# The median of column 1 of stdin (one number per line).
+median() { sort -g | awk '{ v[NR] = $1 } END { m = int((NR + 1) / 2); printf "%.2f", (NR % 2) ? v[m] : (v[m] + v[m + 1]) / 2 }'; }
+for i in "${!labels[@]}"; do
+	ratios() { # column $1 of variant i over variant 0, one line per round
+		awk -v i="$i" -v c="$1" '{ x[$1, $2] = $c; if ($1 > n) n = $1 } END { for (r = 1; r <= n; r++) print x[r, i] / x[r, 0] }' "$results"
+	}
+	printf '  %-12s echoes/s %sx   server CPU per echo %sx\n' "${labels[$i]}" "$(ratios 3 | median)" "$(ratios 4 | median)"
+done
