@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# A/B (or A/B/C...) of server variants under one closed-loop load, interleaved round by
-# round so a shared machine's drift hits every variant alike. Prints each run, then per
-# variant the median over rounds of its echoes/s and server CPU per echo as ratios to the
-# first variant's in the same round. This is how the README's per-lever ratios were taken.
+# A/B (or A/B/C...) of server variants under one load, interleaved round by round so a
+# shared machine's drift hits every variant alike. Prints each run, then per variant the
+# median over rounds of its ratios to the first variant's figures in the same round:
+# echoes/s and server CPU per echo (closed loop), or, with RATE set, corrected p50 and p99
+# latency at RATE messages/s (open loop). This is how the README's per-lever ratios and
+# its open-loop comparison were taken.
 #
 #   bench/ab.sh SIZE CONNS ROUNDS VARIANT...
 #   VARIANT is LABEL=SERVE_ARGS, or LABEL@BINARY=SERVE_ARGS to compare two builds
@@ -10,6 +12,7 @@
 #   bench/ab.sh 65536 100 3 'epoll=--engine epoll' 'uring=--engine uring' \
 #       'uring-64k=--engine uring --buffer-size 65536 --buffers 1024'
 #   just ab 64 100 3 'new=' 'old@/tmp/old/ringecho='
+#   RATE=96700 bench/ab.sh 64 100 5 'epoll=--engine epoll' 'uring='
 #
 # Each server runs on CPU 0 with one worker (TCP only), the load generator on CPU 1 with
 # one thread, 1 s warm-up + SECS (default 3) measured seconds per run.
@@ -47,24 +50,38 @@ for r in $(seq 1 "$rounds"); do
 		for _ in $(seq 50); do grep -q listening "$results.banner" && break; sleep 0.1; done
 		addr=$(grep -oE 'tcp [^ ]+' "$results.banner" | head -1 | cut -d' ' -f2) ||
 			die "variant ${labels[$i]}: the server did not start: $(cat "$results.banner")"
-		out=$("$default_bin" bench throughput "$addr" --conns "$conns" --size "$size" \
-			--secs "$secs" --warmup 1 --threads 1 --cpus 1 --server-pid "$sp" 2>&1) ||
-			die "variant ${labels[$i]}: the load failed: $out"
+		load=(--conns "$conns" --size "$size" --secs "$secs" --warmup 1 --threads 1 --cpus 1)
+		if [ -n "${RATE:-}" ]; then
+			out=$("$default_bin" bench latency "$addr" --rate "$RATE" "${load[@]}" 2>&1) ||
+				die "variant ${labels[$i]}: the load failed: $out"
+			line=$(grep -E '^ *corrected' <<<"$out" | head -1)
+			a=$(grep -oE 'p50 [0-9.]+' <<<"$line" | cut -d' ' -f2)
+			b=$(grep -oE 'p99 [0-9.]+' <<<"$line" | cut -d' ' -f2)
+			printf 'round %d  %-12s corrected p50 %8.1f µs  p99 %9.1f µs\n' "$r" "${labels[$i]}" "$a" "$b"
+		else
+			out=$("$default_bin" bench throughput "$addr" "${load[@]}" --server-pid "$sp" 2>&1) ||
+				die "variant ${labels[$i]}: the load failed: $out"
+			a=$(grep -oE '[0-9.]+ echoes/s' <<<"$out" | head -1 | cut -d' ' -f1)
+			b=$(grep -oE 'server [0-9.]+ µs' <<<"$out" | head -1 | cut -d' ' -f2)
+			printf 'round %d  %-12s %10.0f echoes/s  server %7.2f µs/echo\n' "$r" "${labels[$i]}" "$a" "$b"
+		fi
 		kill "$sp"; wait "$sp" 2>/dev/null || true; sp=
-		eps=$(grep -oE '[0-9.]+ echoes/s' <<<"$out" | head -1 | cut -d' ' -f1)
-		cpu=$(grep -oE 'server [0-9.]+ µs' <<<"$out" | head -1 | cut -d' ' -f2)
-		printf 'round %d  %-12s %10.0f echoes/s  server %7.2f µs/echo\n' "$r" "${labels[$i]}" "$eps" "$cpu"
-		echo "$r $i $eps $cpu" >>"$results"
+		if [ -z "$a" ] || [ -z "$b" ]; then die "variant ${labels[$i]}: no figures in: $out"; fi
+		echo "$r $i $a $b" >>"$results"
 	done
 done
 rm -f "$results.banner"
 
-echo "median over $rounds round(s) of the ratio to ${labels[0]} in the same round ($conns x $size B):"
+echo "median over $rounds round(s) of the ratio to ${labels[0]} in the same round ($conns x $size B${RATE:+, $RATE/s open loop}):"
 # The median of column 1 of stdin (one number per line).
 median() { sort -g | awk '{ v[NR] = $1 } END { m = int((NR + 1) / 2); printf "%.2f", (NR % 2) ? v[m] : (v[m] + v[m + 1]) / 2 }'; }
 for i in "${!labels[@]}"; do
 	ratios() { # column $1 of variant i over variant 0, one line per round
 		awk -v i="$i" -v c="$1" '{ x[$1, $2] = $c; if ($1 > n) n = $1 } END { for (r = 1; r <= n; r++) print x[r, i] / x[r, 0] }' "$results"
 	}
-	printf '  %-12s echoes/s %sx   server CPU per echo %sx\n' "${labels[$i]}" "$(ratios 3 | median)" "$(ratios 4 | median)"
+	if [ -n "${RATE:-}" ]; then
+		printf '  %-14s corrected p50 %sx   p99 %sx\n' "${labels[$i]}" "$(ratios 3 | median)" "$(ratios 4 | median)"
+	else
+		printf '  %-14s echoes/s %sx   server CPU per echo %sx\n' "${labels[$i]}" "$(ratios 3 | median)" "$(ratios 4 | median)"
+	fi
 done
