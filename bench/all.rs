@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::all_repeat;
 use super::hist::Percentiles;
 use super::loadgen::{self, LoadSpec};
 use super::openloop::{self, OpenSpec};
@@ -86,6 +87,8 @@ pub struct Profile {
     /// UDP warm-up and measured time per point, both loops.
     pub udp_warmup: Duration,
     pub udp_secs: Duration,
+    /// Rounds of the repeated phase (the target points measured again, interleaved).
+    pub repeat_rounds: u32,
 }
 
 impl Profile {
@@ -111,6 +114,7 @@ impl Profile {
                 udp_latency_percents: vec![50],
                 udp_warmup: Duration::from_millis(200),
                 udp_secs: Duration::from_millis(500),
+                repeat_rounds: 2,
             }
         } else {
             Profile {
@@ -132,6 +136,7 @@ impl Profile {
                 udp_latency_percents: vec![25, 50, 75],
                 udp_warmup: Duration::from_secs(1),
                 udp_secs: Duration::from_secs(4),
+                repeat_rounds: 5,
             }
         }
     }
@@ -142,6 +147,12 @@ impl Profile {
         let latency = (self.warmup + self.latency_secs).as_secs_f64() + 0.2;
         let burst = 0.5 * f64::from(self.burst_rounds);
         (throughput, latency, burst)
+    }
+
+    /// Planned seconds of a repeated closed-loop and open-loop step (as in their phases).
+    pub(super) fn repeat_step_secs(&self) -> (f64, f64) {
+        let (closed, open, _) = self.step_secs();
+        (closed, open)
     }
 
     /// Planned seconds of a UDP closed-loop and a UDP open-loop step (a lossy point may
@@ -252,16 +263,29 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
     let udp_points = profile.udp_points();
     let (t_secs, l_secs, b_secs) = profile.step_secs();
     let (ut_secs, ul_secs) = profile.udp_step_secs();
+    // The repeated points' rates come from the latency phase; their number is known now.
+    let planned_repeats = all_repeat::points(
+        &profile.conns,
+        &profile.sizes,
+        &profile.latency_percents,
+        &vec![0.0; profile.latency_percents.len()],
+    );
+    let rep_open = planned_repeats.iter().filter(|p| p.open).count();
+    let rep_closed = planned_repeats.len() - rep_open;
+    let rounds = profile.repeat_rounds as usize;
     let steps = n * (points.len() + profile.latency_percents.len() + 1)
-        + n_udp * (udp_points.len() + profile.udp_latency_percents.len());
+        + n_udp * (udp_points.len() + profile.udp_latency_percents.len())
+        + n * rounds * planned_repeats.len();
     let planned = n as f64
         * (points.len() as f64 * t_secs + profile.latency_percents.len() as f64 * l_secs + b_secs)
         + n_udp as f64
             * (udp_points.len() as f64 * ut_secs
-                + profile.udp_latency_percents.len() as f64 * ul_secs);
+                + profile.udp_latency_percents.len() as f64 * ul_secs)
+        + (n * rounds) as f64 * (rep_closed as f64 * t_secs + rep_open as f64 * l_secs);
     println!(
         "bench-all: {} servers ({}); {} closed-loop points, {} open-loop rates, burst; \
-         UDP: {} closed-loop points, {} open-loop rates; about {:.0}s; results in {}",
+         UDP: {} closed-loop points, {} open-loop rates; {} target points x {} rounds; \
+         about {:.0}s; results in {}",
         n,
         targets
             .iter()
@@ -272,6 +296,8 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
         profile.latency_percents.len(),
         udp_points.len(),
         profile.udp_latency_percents.len(),
+        planned_repeats.len(),
+        rounds,
         planned,
         a.out.display()
     );
@@ -288,6 +314,18 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
     let (burst_rows, burst_errors) = ctx.burst(&targets, &mut progress, &mut logs)?;
     let mut udp_rows = ctx.udp(&targets, &udp_points, &mut progress, &mut logs)?;
     udp_rows.extend(ctx.udp_latency(&targets, &udp_rows, &mut progress, &mut logs)?);
+    let repeat_points = all_repeat::points(
+        &profile.conns,
+        &profile.sizes,
+        &profile.latency_percents,
+        &all_repeat::latency_rates(&lat_rows),
+    );
+    let repeated = ctx.repeated(
+        &targets,
+        &repeat_points,
+        profile.repeat_rounds,
+        &mut progress,
+    )?;
     progress.done();
     let memory = ctx.memory(&targets)?;
 
@@ -309,6 +347,7 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
     )?;
     write(&a.out.join(plot::UDP_CSV), &results::udp_to_csv(&udp_rows))?;
     write(&a.out.join(plot::MEMORY_CSV), &memory)?;
+    write(&a.out.join(all_repeat::REPEATED_CSV), &repeated)?;
     write(&a.out.join("metadata.txt"), &meta)?;
     let hist_dir = a.out.join(plot::HIST_DIR);
     std::fs::create_dir_all(&hist_dir)
@@ -324,8 +363,8 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
     plot::write_summary(&a.out)?;
     let charts = plot::draw_everything(&a.out)?;
     println!(
-        "wrote {0}/throughput.csv, latency.csv, burst.csv, udp.csv, memory.csv, {1}/*.hlog, \
-         summary.md, metadata.txt and {2} charts: {3}",
+        "wrote {0}/throughput.csv, latency.csv, burst.csv, udp.csv, memory.csv, repeated.csv, \
+         {1}/*.hlog, summary.md, metadata.txt and {2} charts: {3}",
         a.out.display(),
         plot::HIST_DIR,
         charts.len(),
@@ -398,7 +437,8 @@ pub(super) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn threads(&self, conns: usize) -> usize {
+    /// Load threads for a closed-loop point of `conns` connections.
+    pub(super) fn client_threads(&self, conns: usize) -> usize {
         let t = self
             .args
             .client_threads
@@ -471,7 +511,7 @@ impl Ctx<'_> {
                     size,
                     warmup: p.warmup,
                     duration: p.secs,
-                    threads: self.threads(conns),
+                    threads: self.client_threads(conns),
                     cpus: self.args.client_cpus.clone(),
                     seed: (conns * 31 + size) as u64,
                     server_pid: t.pid(),
@@ -692,7 +732,7 @@ fn problems(r: &Row) -> String {
     s
 }
 
-fn to_row(server: &str, conns: usize, size: usize, r: &loadgen::LoadResult) -> Row {
+pub(super) fn to_row(server: &str, conns: usize, size: usize, r: &loadgen::LoadResult) -> Row {
     let secs = r.window.as_secs_f64();
     let per = |d: Option<Duration>| match d {
         Some(d) if r.echoes > 0 => d.as_secs_f64() * 1e6 / r.echoes as f64,

@@ -2,6 +2,7 @@
 //! echo servers. See `bench/README.md` for what exists and what is still to come.
 
 pub mod all;
+pub mod all_repeat;
 pub mod all_udp;
 pub mod burst;
 pub mod chart;

@@ -9,7 +9,7 @@ use hdrhistogram::Histogram;
 
 use super::chart::{self, Series};
 use super::results::UdpRow;
-use super::{hist, hlog, results};
+use super::{all_repeat, hist, hlog, results};
 use crate::error::{Context, Error, Result};
 
 /// Where the per-server histogram logs go inside a results directory.
@@ -56,13 +56,17 @@ pub fn write_summary(dir: &Path) -> Result<()> {
     let udp = read_udp(dir)?;
     let meta = std::fs::read_to_string(dir.join("metadata.txt")).unwrap_or_default();
     let mut md = results::summary_md(&rows, &latency, &udp, &meta);
+    // Optional sections go before the machine section, which closes the summary.
+    let mut extra = String::new();
+    if let Ok(csv) = std::fs::read_to_string(dir.join(all_repeat::REPEATED_CSV)) {
+        extra += &all_repeat::repeated_md(&csv)?;
+    }
     if let Ok(csv) = std::fs::read_to_string(dir.join(MEMORY_CSV)) {
-        // Before the machine section, which closes the summary.
-        let table = memory_md(&csv);
-        match md.find("\n## Machine") {
-            Some(at) => md.insert_str(at, &table),
-            None => md += &table,
-        }
+        extra += &memory_md(&csv);
+    }
+    match md.find("\n## Machine") {
+        Some(at) => md.insert_str(at, &extra),
+        None => md += &extra,
     }
     let path = dir.join("summary.md");
     std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))

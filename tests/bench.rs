@@ -320,6 +320,24 @@ fn bench_all_quick_writes_csv_charts_summary_and_plot_redraws() {
     }
     let summary = std::fs::read_to_string(out.join("summary.md")).expect("summary");
     assert!(summary.contains("| uring | 100 | 4096 |"), "{summary}");
+    // Repeated target points: 2 rounds x (100 x 64 B closed, the 50% open-loop rate) x
+    // both servers, error-free, and their per-round ratios in the summary.
+    let repeated = std::fs::read_to_string(out.join("repeated.csv")).expect("repeated.csv");
+    for server in ["uring", "epoll"] {
+        for kind in ["closed,100,64,0,", "open,100,64,"] {
+            let n = repeated
+                .lines()
+                .filter(|l| l.starts_with(kind) && l.contains(&format!(",{server},")))
+                .inspect(|l| assert!(l.ends_with(",0"), "errors in {l}"))
+                .count();
+            assert_eq!(n, 2, "{server} {kind}: {repeated}");
+        }
+    }
+    assert!(
+        summary.contains("## Repeated points")
+            && summary.contains("| 100 conns × 64 B | uring | echoes/s |"),
+        "{summary}"
+    );
     // Memory: both processes measured with 10,000 idle connections, all of them made.
     assert!(
         summary.contains("## Memory per idle connection"),
@@ -444,6 +462,7 @@ fn bench_all_quick_writes_csv_charts_summary_and_plot_redraws() {
     for png in pngs {
         std::fs::remove_file(out.join(png)).expect("remove");
     }
+    std::fs::remove_file(out.join("summary.md")).expect("remove");
     let replot = run_bounded(
         Command::new(bin()).arg("plot").arg(&out),
         Duration::from_secs(60),
@@ -452,6 +471,8 @@ fn bench_all_quick_writes_csv_charts_summary_and_plot_redraws() {
     for png in pngs {
         assert!(image::open(out.join(png)).is_ok(), "{png} redrawn");
     }
+    let redrawn = std::fs::read_to_string(out.join("summary.md")).expect("summary redrawn");
+    assert_eq!(redrawn, summary, "plot redraws the same summary.md");
     let _ = std::fs::remove_dir_all(&out);
 }
 
