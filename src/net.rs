@@ -130,7 +130,7 @@ pub fn udp_sockets(addr: SocketAddr, n: usize) -> Result<(Vec<Socket>, SocketAdd
 }
 
 /// setsockopt(2) with an int value, for options socket2 does not name.
-fn set_int_opt(sock: &Socket, level: i32, name: i32, value: i32) -> std::io::Result<()> {
+pub fn set_int_opt(sock: &Socket, level: i32, name: i32, value: i32) -> std::io::Result<()> {
     // SAFETY: `value` is a live c_int and the length passed is its size; the fd is open
     // for the borrow of `sock`.
     let rc = unsafe {

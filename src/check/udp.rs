@@ -10,7 +10,6 @@
 
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -570,32 +569,12 @@ fn client_socket(target: SocketAddr, port: u16) -> std::io::Result<UdpSocket> {
     };
     s.set_recv_buffer_size(CLIENT_BUF)?;
     s.set_send_buffer_size(CLIENT_BUF)?;
-    set_int_opt(&s, libc::IPPROTO_IP, libc::IP_RECVERR, 1)?;
+    crate::net::set_int_opt(&s, libc::IPPROTO_IP, libc::IP_RECVERR, 1)?;
     if target.is_ipv6() {
-        set_int_opt(&s, libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 1)?;
+        crate::net::set_int_opt(&s, libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 1)?;
     }
     s.bind(&local.into())?;
     Ok(s.into())
-}
-
-/// setsockopt(2) with an int value, for options socket2 does not name.
-fn set_int_opt(s: &Socket, level: i32, name: i32, value: i32) -> std::io::Result<()> {
-    // SAFETY: `value` is a live c_int and the length passed is its size; the fd is open
-    // for the borrow of `s`.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            level,
-            name,
-            (&value as *const i32).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 #[cfg(test)]

@@ -5,10 +5,11 @@
 use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 
+use io_uring::types::{SubmitArgs, Timespec};
 use io_uring::{cqueue, squeue, IoUring, Submitter};
 
 use super::probe::{Features, TaskRun};
-use crate::error::{Context, Result};
+use crate::error::{Context, Error, Result};
 
 /// Submission queue entries. Completions are reaped in batches and each produces at most a
 /// couple of SQEs; a full SQ is flushed with a submit, never an error.
@@ -82,6 +83,31 @@ impl Ring {
         // (publishing the tail) before returning, so two never coexist. The caller
         // vouches for the SQE's pointers.
         unsafe { self.io_uring().submission_shared().push(sqe).is_ok() }
+    }
+
+    /// Submit what is queued and wait for at least one completion; with `bounded`, wait
+    /// at most 20 ms (a stopping worker must notice its deadline even if no completion
+    /// ever comes). Interrupted, timed out or "reap the CQ first" all just mean "reap".
+    pub fn enter(&self, bounded: bool) -> Result<()> {
+        let res = if bounded {
+            let ts = Timespec::new().nsec(20_000_000);
+            let args = SubmitArgs::new().timespec(&ts);
+            self.submitter.submit_with_args(1, &args)
+        } else {
+            self.submitter.submit_and_wait(1)
+        };
+        match res {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINTR | libc::ETIME | libc::EBUSY | libc::EAGAIN)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(Error::from(e).context("io_uring_enter")),
+        }
     }
 
     /// Move up to `max` completions into `out`, releasing their CQ slots.

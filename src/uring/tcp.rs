@@ -14,7 +14,7 @@ use std::mem::ManuallyDrop;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use io_uring::types::{CancelBuilder, Fd, Fixed, SubmitArgs, Timespec};
+use io_uring::types::{CancelBuilder, Fd, Fixed};
 use io_uring::{cqueue, opcode, squeue};
 
 use super::buf_ring::BufRing;
@@ -121,38 +121,13 @@ impl Worker {
         self.push(wake)?;
         self.ctx.ready();
         loop {
-            self.enter()?;
+            self.ring.enter(self.stopping.is_some())?;
             self.reap()?;
             if let Some(since) = self.stopping {
                 if self.inflight == 0 || since.elapsed() > STOP_WAIT {
                     return Ok(());
                 }
             }
-        }
-    }
-
-    /// Submit what is queued and wait for at least one completion. Stopping, wait at most
-    /// a few milliseconds so the deadline is noticed even if a completion never comes.
-    fn enter(&mut self) -> Result<()> {
-        let res = if self.stopping.is_some() {
-            let ts = Timespec::new().nsec(20_000_000);
-            let args = SubmitArgs::new().timespec(&ts);
-            self.ring.submitter().submit_with_args(1, &args)
-        } else {
-            self.ring.submitter().submit_and_wait(1)
-        };
-        match res {
-            Ok(_) => Ok(()),
-            // Interrupted, timed out, or the CQ needs reaping first: all just mean "reap".
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EINTR | libc::ETIME | libc::EBUSY | libc::EAGAIN)
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(Error::from(e).context("io_uring_enter")),
         }
     }
 
