@@ -245,6 +245,7 @@ impl Worker {
             }
             if c.recv == RecvState::Starved {
                 bump(&self.ctx.stats.starved, 1);
+                self.bufs.note_starved();
                 self.starved.push_back(idx);
             }
         }
@@ -440,7 +441,7 @@ impl Worker {
     /// have most hit ENOBUFS again at once: a thundering herd that burns the CPU and, with
     /// thousands of connections, starves some for seconds.
     fn rearm_starved(&mut self) -> Result<()> {
-        let mut free = u32::from(self.bufs.entries()).saturating_sub(self.bufs.held());
+        let mut free = self.bufs.free();
         while free > 0 {
             let Some(idx) = self.starved.pop_front() else {
                 break;

@@ -157,7 +157,9 @@ impl UdpWorker {
             }
         }
         self.bufs.publish();
-        if !self.recv_armed && self.stopping.is_none() && (!self.starved || self.bufs.held() > 0) {
+        // A starved receive waits until the ring has a buffer again.
+        if !self.recv_armed && self.stopping.is_none() && (!self.starved || self.bufs.in_ring() > 0)
+        {
             self.arm_recv()?;
         }
         Ok(())
@@ -192,6 +194,7 @@ impl UdpWorker {
         }
         if res == -libc::ENOBUFS {
             bump(&self.ctx.stats.starved, 1);
+            self.bufs.note_starved();
             self.starved = true;
             return Ok(());
         }
