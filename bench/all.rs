@@ -136,7 +136,7 @@ impl Profile {
                 udp_latency_percents: vec![25, 50, 75],
                 udp_warmup: Duration::from_secs(1),
                 udp_secs: Duration::from_secs(4),
-                repeat_rounds: 5,
+                repeat_rounds: 7,
             }
         }
     }
