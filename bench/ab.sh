@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # A/B (or A/B/C...) of server variants under one load, interleaved round by round so a
-# shared machine's drift hits every variant alike. Prints each run, then per variant the
-# median over rounds of its ratios to the first variant's figures in the same round:
-# echoes/s and server CPU per echo (closed loop), or, with RATE set, corrected p50 and p99
-# latency at RATE messages/s (open loop). This is how the README's per-lever ratios and
-# its open-loop comparison were taken.
+# shared machine's drift hits every variant alike (every other round runs them in
+# reverse). Prints each run, then per variant the median over rounds of its ratios to
+# the first variant's figures in the same round: echoes/s and server CPU per echo
+# (closed loop), or, with RATE set, corrected p50 and p99 latency at RATE messages/s
+# (open loop). This is how the README's per-lever ratios and its open-loop comparison
+# were taken.
 #
 #   bench/ab.sh SIZE CONNS ROUNDS VARIANT...
 #   VARIANT is LABEL=SERVE_ARGS, or LABEL@BINARY=SERVE_ARGS to compare two builds
@@ -17,7 +18,7 @@
 # Each server runs on CPU 0 with one worker (TCP only), the load generator on CPU 1 with
 # one thread, 1 s warm-up + SECS (default 3) measured seconds per run.
 set -euo pipefail
-[ $# -ge 4 ] || { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -ge 4 ] || { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 size=$1 conns=$2 rounds=$3
 shift 3
 secs=${SECS:-3}
@@ -42,7 +43,13 @@ done
 results=$(mktemp)
 trap 'rm -f "$results"; [ -n "${sp:-}" ] && kill "$sp" 2>/dev/null; true' EXIT
 for r in $(seq 1 "$rounds"); do
-	for i in "${!labels[@]}"; do
+	# Every other round in reverse (A B, B A, ...), so drift within a round favours no one.
+	order=("${!labels[@]}")
+	if ((r % 2 == 0)); then
+		order=()
+		for ((k = ${#labels[@]} - 1; k >= 0; k--)); do order+=("$k"); done
+	fi
+	for i in "${order[@]}"; do
 		# shellcheck disable=SC2086 # the variant's arguments are words
 		taskset -c 0 "${bins[$i]}" serve --port 0 --threads 1 --proto tcp ${args[$i]} \
 			>"$results.banner" 2>&1 &

@@ -76,8 +76,9 @@ pub fn latency_rates(rows: &[LatencyRow]) -> Vec<f64> {
 }
 
 impl Ctx<'_> {
-    /// Every point, `rounds` times, servers interleaved inside each point of each round;
-    /// returns `repeated.csv`'s text.
+    /// Every point, `rounds` times, servers interleaved inside each point of each round,
+    /// in reverse order every other round (A B, B A, ...): a machine that drifts faster or
+    /// slower during a round then favours no server; returns `repeated.csv`'s text.
     pub(super) fn repeated(
         &self,
         targets: &[Target],
@@ -90,7 +91,13 @@ impl Ctx<'_> {
         let mut csv = format!("{HEADER}\n");
         for round in 1..=rounds {
             for pt in points {
-                for t in targets {
+                let forward = round % 2 == 1;
+                let order: Vec<&Target> = if forward {
+                    targets.iter().collect()
+                } else {
+                    targets.iter().rev().collect()
+                };
+                for t in order {
                     let load = LoadSpec {
                         addr: t.addr,
                         conns: pt.conns,
