@@ -7,18 +7,26 @@
 use std::collections::BTreeMap;
 
 use super::all::{Ctx, Progress};
+use super::csv::{self, Layout};
 use super::hist::Percentiles;
 use super::loadgen::{self, LoadSpec};
 use super::openloop::{self, OpenSpec};
 use super::results::LatencyRow;
 use super::servers::Target;
-use crate::error::{Error, Result};
+use crate::error::{Context, Result};
 
 /// Where the repeated measurements go inside a results directory.
 pub const REPEATED_CSV: &str = "repeated.csv";
 
 const HEADER: &str = "kind,conns,size,rate,round,server,echoes_per_sec,machine_us_per_echo,\
                       server_us_per_echo,p50_us,p99_us,errors";
+
+/// The header is skipped unread, as it always has been.
+const LAYOUT: Layout = Layout {
+    header: None,
+    what: "repeated",
+    width: 12,
+};
 
 /// The closed-loop points the targets name: (connections, message size).
 const CLOSED_POINTS: [(usize, usize); 3] = [(100, 64), (1000, 64), (100, 65536)];
@@ -204,40 +212,25 @@ struct Measurement {
     p99_us: f64,
 }
 
-fn parse(csv: &str) -> Result<Vec<Measurement>> {
-    let mut out = Vec::new();
-    for (n, line) in csv.lines().enumerate().skip(1) {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let f: Vec<&str> = line.split(',').collect();
-        let bad = || {
-            Error::msg(format!(
-                "{REPEATED_CSV} line {}: cannot read {line:?}",
-                n + 1
-            ))
-        };
-        if f.len() != 12 {
-            return Err(bad());
-        }
-        let num = |i: usize| f[i].parse::<f64>().map_err(|_| bad());
-        let point = if f[0] == "open" {
-            format!("open loop {} conns × {} B at {}/s", f[1], f[2], f[3])
+fn parse(text: &str) -> Result<Vec<Measurement>> {
+    csv::rows(text, &LAYOUT, |f| {
+        let (conns, size) = (f.str(1)?, f.str(2)?);
+        let point = if f.str(0)? == "open" {
+            format!("open loop {conns} conns × {size} B at {}/s", f.str(3)?)
         } else {
-            format!("{} conns × {} B", f[1], f[2])
+            format!("{conns} conns × {size} B")
         };
-        out.push(Measurement {
+        Some(Measurement {
             point,
-            round: f[4].parse().map_err(|_| bad())?,
-            server: f[5].to_string(),
-            echoes_per_sec: num(6)?,
-            machine_us_per_echo: num(7)?,
-            server_us_per_echo: num(8)?,
-            p50_us: num(9)?,
-            p99_us: num(10)?,
-        });
-    }
-    Ok(out)
+            round: f.parse(4)?,
+            server: f.str(5)?.to_string(),
+            echoes_per_sec: f.parse(6)?,
+            machine_us_per_echo: f.parse(7)?,
+            server_us_per_echo: f.parse(8)?,
+            p50_us: f.parse(9)?,
+            p99_us: f.parse(10)?,
+        })
+    })
 }
 
 /// The median of `v` (NaN for none), the mean of the middle two for an even count.
@@ -257,8 +250,8 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 
 /// `repeated.csv` as a Markdown section: per point and server, the ratio to epoll in
 /// each round and their median. Empty if there is no epoll row to compare with.
-pub fn repeated_md(csv: &str) -> Result<String> {
-    let rows = parse(csv)?;
+pub fn repeated_md(text: &str) -> Result<String> {
+    let rows = parse(text).context(REPEATED_CSV)?;
     // point -> server -> round -> measurement, keeping the points in run order.
     let mut order: Vec<String> = Vec::new();
     let mut by: BTreeMap<(String, String), BTreeMap<u32, &Measurement>> = BTreeMap::new();
@@ -387,6 +380,7 @@ mod tests {
     fn nothing_to_compare_is_no_section_and_garbage_is_an_error() {
         let only_uring = format!("{HEADER}\nclosed,100,64,0,1,uring,1,1,1,1,1,0\n");
         assert_eq!(repeated_md(&only_uring).expect("parses"), "");
-        assert!(repeated_md(&format!("{HEADER}\nclosed,100\n")).is_err());
+        let e = repeated_md(&format!("{HEADER}\nclosed,100\n")).expect_err("short row");
+        assert_eq!(e.to_string(), "repeated.csv: line 2: malformed");
     }
 }

@@ -7,6 +7,7 @@ pub mod all_udp;
 pub mod burst;
 pub mod chart;
 pub mod cpu;
+pub mod csv;
 pub mod hist;
 pub mod hlog;
 pub mod idle;

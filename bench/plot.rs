@@ -9,7 +9,7 @@ use hdrhistogram::Histogram;
 
 use super::chart::{self, Series};
 use super::results::UdpRow;
-use super::{all_repeat, hist, hlog, results};
+use super::{all_repeat, csv, hist, hlog, results};
 use crate::error::{Context, Error, Result};
 
 /// Where the per-server histogram logs go inside a results directory.
@@ -58,11 +58,11 @@ pub fn write_summary(dir: &Path) -> Result<()> {
     let mut md = results::summary_md(&rows, &latency, &udp, &meta);
     // Optional sections go before the machine section, which closes the summary.
     let mut extra = String::new();
-    if let Ok(csv) = std::fs::read_to_string(dir.join(all_repeat::REPEATED_CSV)) {
-        extra += &all_repeat::repeated_md(&csv)?;
+    if let Ok(text) = std::fs::read_to_string(dir.join(all_repeat::REPEATED_CSV)) {
+        extra += &all_repeat::repeated_md(&text)?;
     }
-    if let Ok(csv) = std::fs::read_to_string(dir.join(MEMORY_CSV)) {
-        extra += &memory_md(&csv);
+    if let Ok(text) = std::fs::read_to_string(dir.join(MEMORY_CSV)) {
+        extra += &memory_md(&text);
     }
     match md.find("\n## Machine") {
         Some(at) => md.insert_str(at, &extra),
@@ -76,14 +76,14 @@ pub fn write_summary(dir: &Path) -> Result<()> {
 pub const MEMORY_CSV: &str = "memory.csv";
 
 /// `memory.csv` as a Markdown section.
-fn memory_md(csv: &str) -> String {
+fn memory_md(text: &str) -> String {
     let mut s = String::from(
         "\n## Memory per idle connection\n\nServer RSS before and with the connections open \
          and idle (kernel socket memory is not in RSS).\n\n\
          | server | idle conns | RSS before KiB | RSS with them KiB | bytes per connection |\n\
          |---|---:|---:|---:|---:|\n",
     );
-    for line in csv.lines().skip(1).filter(|l| !l.trim().is_empty()) {
+    for (_, line) in csv::data_lines(text) {
         s += &format!("| {} |\n", line.replace(',', " | "));
     }
     s
@@ -159,7 +159,9 @@ pub fn draw_everything(dir: &Path) -> Result<Vec<String>> {
     if burst.exists() {
         let text = std::fs::read_to_string(&burst)
             .with_context(|| format!("reading {}", burst.display()))?;
-        charts.extend(draw_burst(dir, &results::burst_from_csv(&text)?, &note)?);
+        let samples =
+            results::burst_from_csv(&text).with_context(|| burst.display().to_string())?;
+        charts.extend(draw_burst(dir, &samples, &note)?);
     }
     charts.extend(draw_udp(dir, &read_udp(dir)?, &note)?);
     let hist_dir = dir.join(HIST_DIR);

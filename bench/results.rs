@@ -4,8 +4,9 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use super::csv::{self, Layout};
 use super::hist::Percentiles;
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Result};
 
 /// One measured point.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,10 +41,15 @@ pub struct Row {
 
 const HEADER: &str = "server,workload,conns,size,echoes_per_sec,mb_per_sec,p50_us,p90_us,p99_us,p999_us,max_us,machine_us_per_echo,client_us_per_echo,server_us_per_echo,client_cpu_pct,errors,stalled";
 
+const LAYOUT: Layout = Layout {
+    header: Some(HEADER),
+    what: "results",
+    width: 17,
+};
+
 /// Rows as CSV text (with header).
 pub fn to_csv(rows: &[Row]) -> String {
-    let mut s = String::from(HEADER);
-    s.push('\n');
+    let mut s = format!("{HEADER}\n");
     for r in rows {
         let _ = writeln!(
             s,
@@ -72,41 +78,26 @@ pub fn to_csv(rows: &[Row]) -> String {
 
 /// Parse CSV written by [`to_csv`]; errors name the line.
 pub fn from_csv(text: &str) -> Result<Vec<Row>> {
-    let mut lines = text.lines();
-    if lines.next() != Some(HEADER) {
-        crate::bail!("not a ringecho results CSV (unexpected header)");
-    }
-    lines
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| parse_row(l).ok_or_else(|| Error::msg(format!("line {}: malformed", i + 2))))
-        .collect()
-}
-
-fn parse_row(l: &str) -> Option<Row> {
-    let f: Vec<&str> = l.split(',').collect();
-    if f.len() != 17 {
-        return None;
-    }
-    let n = |i: usize| f[i].parse::<f64>().ok();
-    Some(Row {
-        server: f[0].to_string(),
-        workload: f[1].to_string(),
-        conns: f[2].parse().ok()?,
-        size: f[3].parse().ok()?,
-        echoes_per_sec: n(4)?,
-        mb_per_sec: n(5)?,
-        p50_us: n(6)?,
-        p90_us: n(7)?,
-        p99_us: n(8)?,
-        p999_us: n(9)?,
-        max_us: n(10)?,
-        machine_us_per_echo: n(11)?,
-        client_us_per_echo: n(12)?,
-        server_us_per_echo: n(13)?,
-        client_cpu_pct: n(14)?,
-        errors: f[15].parse().ok()?,
-        stalled: f[16].parse().ok()?,
+    csv::rows(text, &LAYOUT, |f| {
+        Some(Row {
+            server: f.str(0)?.to_string(),
+            workload: f.str(1)?.to_string(),
+            conns: f.parse(2)?,
+            size: f.parse(3)?,
+            echoes_per_sec: f.parse(4)?,
+            mb_per_sec: f.parse(5)?,
+            p50_us: f.parse(6)?,
+            p90_us: f.parse(7)?,
+            p99_us: f.parse(8)?,
+            p999_us: f.parse(9)?,
+            max_us: f.parse(10)?,
+            machine_us_per_echo: f.parse(11)?,
+            client_us_per_echo: f.parse(12)?,
+            server_us_per_echo: f.parse(13)?,
+            client_cpu_pct: f.parse(14)?,
+            errors: f.parse(15)?,
+            stalled: f.parse(16)?,
+        })
     })
 }
 
@@ -217,21 +208,23 @@ c_p50_us,c_p90_us,c_p99_us,c_p999_us,c_p9999_us,c_max_us,\
 u_p50_us,u_p90_us,u_p99_us,u_p999_us,u_p9999_us,u_max_us,\
 machine_us_per_echo,client_cpu_pct,lag_p99_us,errors";
 
+const LATENCY_LAYOUT: Layout = Layout {
+    header: Some(LATENCY_HEADER),
+    what: "latency",
+    width: 23,
+};
+
 /// Open-loop rows as CSV (`c_` columns corrected, `u_` uncorrected).
 pub fn latency_to_csv(rows: &[LatencyRow]) -> String {
-    let mut s = String::from(LATENCY_HEADER);
-    s.push('\n');
+    let mut s = format!("{LATENCY_HEADER}\n");
     for r in rows {
         let _ = write!(
             s,
             "{},{},{},{:.1},{:.1},{},{}",
             r.server, r.conns, r.size, r.rate, r.achieved, r.scheduled, r.unfinished
         );
-        for p in [&r.corrected, &r.uncorrected] {
-            for v in [p.p50, p.p90, p.p99, p.p999, p.p9999, p.max] {
-                let _ = write!(s, ",{v:.2}");
-            }
-        }
+        csv::push_percentiles(&mut s, &r.corrected);
+        csv::push_percentiles(&mut s, &r.uncorrected);
         let _ = writeln!(
             s,
             ",{:.3},{:.1},{:.2},{}",
@@ -243,50 +236,22 @@ pub fn latency_to_csv(rows: &[LatencyRow]) -> String {
 
 /// Parse [`latency_to_csv`]'s output; errors name the line.
 pub fn latency_from_csv(text: &str) -> Result<Vec<LatencyRow>> {
-    let mut lines = text.lines();
-    if lines.next() != Some(LATENCY_HEADER) {
-        crate::bail!("not a ringecho latency CSV (unexpected header)");
-    }
-    lines
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            parse_latency(l).ok_or_else(|| Error::msg(format!("line {}: malformed", i + 2)))
+    csv::rows(text, &LATENCY_LAYOUT, |f| {
+        Some(LatencyRow {
+            server: f.str(0)?.to_string(),
+            conns: f.parse(1)?,
+            size: f.parse(2)?,
+            rate: f.parse(3)?,
+            achieved: f.parse(4)?,
+            scheduled: f.parse(5)?,
+            unfinished: f.parse(6)?,
+            corrected: f.percentiles(7)?,
+            uncorrected: f.percentiles(13)?,
+            machine_us_per_echo: f.parse(19)?,
+            client_cpu_pct: f.parse(20)?,
+            lag_p99_us: f.parse(21)?,
+            errors: f.parse(22)?,
         })
-        .collect()
-}
-
-fn parse_latency(l: &str) -> Option<LatencyRow> {
-    let f: Vec<&str> = l.split(',').collect();
-    if f.len() != 23 {
-        return None;
-    }
-    let n = |i: usize| f[i].parse::<f64>().ok();
-    let pct = |at: usize| -> Option<Percentiles> {
-        Some(Percentiles {
-            count: 0,
-            p50: n(at)?,
-            p90: n(at + 1)?,
-            p99: n(at + 2)?,
-            p999: n(at + 3)?,
-            p9999: n(at + 4)?,
-            max: n(at + 5)?,
-        })
-    };
-    Some(LatencyRow {
-        server: f[0].to_string(),
-        conns: f[1].parse().ok()?,
-        size: f[2].parse().ok()?,
-        rate: n(3)?,
-        achieved: n(4)?,
-        scheduled: f[5].parse().ok()?,
-        unfinished: f[6].parse().ok()?,
-        corrected: pct(7)?,
-        uncorrected: pct(13)?,
-        machine_us_per_echo: n(19)?,
-        client_cpu_pct: n(20)?,
-        lag_p99_us: n(21)?,
-        errors: f[22].parse().ok()?,
     })
 }
 
@@ -340,10 +305,15 @@ p50_us,p90_us,p99_us,p999_us,p9999_us,max_us,\
 c_p50_us,c_p90_us,c_p99_us,c_p999_us,c_p9999_us,c_max_us,\
 machine_us_per_echo,client_us_per_echo,server_us_per_echo,client_cpu_pct,lag_p99_us,errors";
 
+const UDP_LAYOUT: Layout = Layout {
+    header: Some(UDP_HEADER),
+    what: "UDP",
+    width: 31,
+};
+
 /// UDP rows as CSV (`c_` columns: corrected latency, NaN for the closed loop).
 pub fn udp_to_csv(rows: &[UdpRow]) -> String {
-    let mut s = String::from(UDP_HEADER);
-    s.push('\n');
+    let mut s = format!("{UDP_HEADER}\n");
     let nan = Percentiles {
         count: 0,
         p50: f64::NAN,
@@ -371,11 +341,8 @@ pub fn udp_to_csv(rows: &[UdpRow]) -> String {
             r.loss_pct,
             r.late
         );
-        for p in [&r.latency, r.corrected.as_ref().unwrap_or(&nan)] {
-            for v in [p.p50, p.p90, p.p99, p.p999, p.p9999, p.max] {
-                let _ = write!(s, ",{v:.2}");
-            }
-        }
+        csv::push_percentiles(&mut s, &r.latency);
+        csv::push_percentiles(&mut s, r.corrected.as_ref().unwrap_or(&nan));
         let _ = writeln!(
             s,
             ",{:.3},{:.3},{:.3},{:.1},{:.2},{}",
@@ -392,57 +359,31 @@ pub fn udp_to_csv(rows: &[UdpRow]) -> String {
 
 /// Parse [`udp_to_csv`]'s output; errors name the line.
 pub fn udp_from_csv(text: &str) -> Result<Vec<UdpRow>> {
-    let mut lines = text.lines();
-    if lines.next() != Some(UDP_HEADER) {
-        crate::bail!("not a ringecho UDP CSV (unexpected header)");
-    }
-    lines
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| parse_udp(l).ok_or_else(|| Error::msg(format!("line {}: malformed", i + 2))))
-        .collect()
-}
-
-fn parse_udp(l: &str) -> Option<UdpRow> {
-    let f: Vec<&str> = l.split(',').collect();
-    if f.len() != 31 {
-        return None;
-    }
-    let n = |i: usize| f[i].parse::<f64>().ok();
-    let pct = |at: usize| -> Option<Percentiles> {
-        Some(Percentiles {
-            count: 0,
-            p50: n(at)?,
-            p90: n(at + 1)?,
-            p99: n(at + 2)?,
-            p999: n(at + 3)?,
-            p9999: n(at + 4)?,
-            max: n(at + 5)?,
+    csv::rows(text, &UDP_LAYOUT, |f| {
+        let corrected = f.percentiles(19)?;
+        Some(UdpRow {
+            server: f.str(0)?.to_string(),
+            workload: f.str(1)?.to_string(),
+            sockets: f.parse(2)?,
+            size: f.parse(3)?,
+            window: f.parse(4)?,
+            rate: f.parse(5)?,
+            fraction: f.parse(6)?,
+            echoes_per_sec: f.parse(7)?,
+            mb_per_sec: f.parse(8)?,
+            sent: f.parse(9)?,
+            lost: f.parse(10)?,
+            loss_pct: f.parse(11)?,
+            late: f.parse(12)?,
+            latency: f.percentiles(13)?,
+            corrected: (!corrected.p50.is_nan()).then_some(corrected),
+            machine_us_per_echo: f.parse(25)?,
+            client_us_per_echo: f.parse(26)?,
+            server_us_per_echo: f.parse(27)?,
+            client_cpu_pct: f.parse(28)?,
+            lag_p99_us: f.parse(29)?,
+            errors: f.parse(30)?,
         })
-    };
-    let corrected = pct(19)?;
-    Some(UdpRow {
-        server: f[0].to_string(),
-        workload: f[1].to_string(),
-        sockets: f[2].parse().ok()?,
-        size: f[3].parse().ok()?,
-        window: f[4].parse().ok()?,
-        rate: n(5)?,
-        fraction: f[6].parse().ok()?,
-        echoes_per_sec: n(7)?,
-        mb_per_sec: n(8)?,
-        sent: f[9].parse().ok()?,
-        lost: f[10].parse().ok()?,
-        loss_pct: n(11)?,
-        late: f[12].parse().ok()?,
-        latency: pct(13)?,
-        corrected: (!corrected.p50.is_nan()).then_some(corrected),
-        machine_us_per_echo: n(25)?,
-        client_us_per_echo: n(26)?,
-        server_us_per_echo: n(27)?,
-        client_cpu_pct: n(28)?,
-        lag_p99_us: n(29)?,
-        errors: f[30].parse().ok()?,
     })
 }
 
@@ -501,9 +442,18 @@ fn udp_summary_md(rows: &[UdpRow]) -> String {
     s
 }
 
+const BURST_HEADER: &str = "server,round,rank,connect_us,response_us";
+
+/// The header is skipped unread, as it always has been.
+const BURST_LAYOUT: Layout = Layout {
+    header: None,
+    what: "burst",
+    width: 5,
+};
+
 /// Burst samples as CSV: `server,round,rank,connect_us,response_us`.
 pub fn burst_to_csv(samples: &[(String, super::burst::Sample)]) -> String {
-    let mut s = String::from("server,round,rank,connect_us,response_us\n");
+    let mut s = format!("{BURST_HEADER}\n");
     for (srv, x) in samples {
         let _ = writeln!(
             s,
@@ -514,29 +464,19 @@ pub fn burst_to_csv(samples: &[(String, super::burst::Sample)]) -> String {
     s
 }
 
-/// Parse [`burst_to_csv`]'s output.
+/// Parse [`burst_to_csv`]'s output; errors name the line.
 pub fn burst_from_csv(text: &str) -> Result<Vec<(String, super::burst::Sample)>> {
-    text.lines()
-        .skip(1)
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            let f: Vec<&str> = l.split(',').collect();
-            let bad = || Error::msg(format!("burst.csv line {}: malformed", i + 2));
-            if f.len() != 5 {
-                return Err(bad());
-            }
-            Ok((
-                f[0].to_string(),
-                super::burst::Sample {
-                    round: f[1].parse().map_err(|_| bad())?,
-                    rank: f[2].parse().map_err(|_| bad())?,
-                    connect_us: f[3].parse().map_err(|_| bad())?,
-                    response_us: f[4].parse().map_err(|_| bad())?,
-                },
-            ))
-        })
-        .collect()
+    csv::rows(text, &BURST_LAYOUT, |f| {
+        Some((
+            f.str(0)?.to_string(),
+            super::burst::Sample {
+                round: f.parse(1)?,
+                rank: f.parse(2)?,
+                connect_us: f.parse(3)?,
+                response_us: f.parse(4)?,
+            },
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -702,7 +642,8 @@ mod tests {
         assert_eq!(back.len(), 1);
         assert_eq!((back[0].1.round, back[0].1.rank), (2, 7));
         assert_eq!(back[0].1.response_us, 99.0);
-        assert!(burst_from_csv("h\nx,1\n").is_err());
+        let e = burst_from_csv("h\nx,1\n").expect_err("short row");
+        assert!(e.to_string().contains("line 2"), "{e}");
     }
 
     #[test]
