@@ -33,6 +33,11 @@ bench *ARGS: build
 profile ENGINE="uring" CONNS="100" SIZE="64": build
     bash bench/profile.sh {{ENGINE}} {{CONNS}} {{SIZE}}
 
+# Messages handled per wake-up at a fixed open-loop rate, e.g. `just wakeups uring 61300` (perf tracepoints)
+[positional-arguments]
+wakeups ENGINE RATE *ARGS: build
+    bash bench/wakeups.sh "$@"
+
 # Interleaved A/B of server variants, e.g. `just ab 65536 100 3 'epoll=--engine epoll' 'uring='`
 [positional-arguments]
 ab SIZE CONNS ROUNDS *VARIANTS: build
