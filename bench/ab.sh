@@ -23,6 +23,8 @@ size=$1 conns=$2 rounds=$3
 shift 3
 secs=${SECS:-3}
 here=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/serve.sh
+. "$here/bench/serve.sh"
 default_bin=${RINGECHO_BIN:-$here/target/release/ringecho}
 
 die() { echo "ab: $*" >&2; exit 1; }
@@ -51,12 +53,9 @@ for r in $(seq 1 "$rounds"); do
 	fi
 	for i in "${order[@]}"; do
 		# shellcheck disable=SC2086 # the variant's arguments are words
-		taskset -c 0 "${bins[$i]}" serve --port 0 --threads 1 --proto tcp ${args[$i]} \
-			>"$results.banner" 2>&1 &
-		sp=$!
-		for _ in $(seq 50); do grep -q listening "$results.banner" && break; sleep 0.1; done
-		addr=$(grep -oE 'tcp [^ ]+' "$results.banner" | head -1 | cut -d' ' -f2) ||
-			die "variant ${labels[$i]}: the server did not start: $(cat "$results.banner")"
+		start_server "$results.banner" taskset -c 0 "${bins[$i]}" serve --port 0 --threads 1 \
+			--proto tcp ${args[$i]} || { kill "$pid" 2>/dev/null || true; die "variant ${labels[$i]} did not start"; }
+		sp=$pid
 		load=(--conns "$conns" --size "$size" --secs "$secs" --warmup 1 --threads 1 --cpus 1)
 		if [ -n "${RATE:-}" ]; then
 			out=$("$default_bin" bench latency "$addr" --rate "$RATE" "${load[@]}" 2>&1) ||

@@ -17,6 +17,8 @@ conns=${2:-100}
 size=${3:-64}
 secs=${4:-3}
 here=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/serve.sh
+. "$here/bench/serve.sh"
 bin=${RINGECHO_BIN:-$here/target/release/ringecho}
 
 die() { echo "profile: $*" >&2; exit 1; }
@@ -30,14 +32,8 @@ fi
 
 out=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$out"' EXIT
-"$bin" serve --engine "$engine" --proto tcp --port 0 --threads 1 --pin >"$out/serve" 2>&1 &
-pid=$!
-for _ in $(seq 50); do
-	grep -q 'listening on' "$out/serve" 2>/dev/null && break
-	sleep 0.1
-done
-addr=$(sed -n 's/.*listening on tcp \([^ ]*\).*/\1/p' "$out/serve")
-[ -n "$addr" ] || die "the server did not start: $(cat "$out/serve")"
+start_server "$out/serve" "$bin" serve --engine "$engine" --proto tcp --port 0 --threads 1 --pin ||
+	exit 1
 
 load() {
 	"$bin" bench throughput "$addr" --conns "$conns" --size "$size" --secs "$secs" \

@@ -15,6 +15,8 @@ set -euo pipefail
 [ $# -ge 2 ] || { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 engine=$1 rate=$2 conns=${3:-100} size=${4:-64}
 here=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/serve.sh
+. "$here/bench/serve.sh"
 bin=${RINGECHO_BIN:-$here/target/release/ringecho}
 
 die() { echo "wakeups: $*" >&2; exit 1; }
@@ -29,14 +31,8 @@ grep -q "$event" <<<"$(perf list 2>/dev/null)" || die "this kernel has no tracep
 
 out=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$out"' EXIT
-taskset -c 0 "$bin" serve --engine "$engine" --proto tcp --port 0 --threads 1 >"$out/serve" 2>&1 &
-pid=$!
-for _ in $(seq 50); do
-	grep -q 'listening on' "$out/serve" 2>/dev/null && break
-	sleep 0.1
-done
-addr=$(sed -n 's/.*listening on tcp \([^ ]*\).*/\1/p' "$out/serve")
-[ -n "$addr" ] || die "the server did not start: $(cat "$out/serve")"
+start_server "$out/serve" taskset -c 0 "$bin" serve --engine "$engine" --proto tcp --port 0 \
+	--threads 1 || exit 1
 
 (
 	sleep 1.5
