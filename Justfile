@@ -38,6 +38,11 @@ profile ENGINE="uring" CONNS="100" SIZE="64": build
 wakeups ENGINE RATE *ARGS: build
     bash bench/wakeups.sh "$@"
 
+# Server CPU per echo split into kernel data copies and the rest (perf), e.g. `just cpu-split epoll 100 65536`
+[positional-arguments]
+cpu-split ENGINE *ARGS: build
+    bash bench/cpu_split.sh "$@"
+
 # Interleaved A/B of server variants, e.g. `just ab 65536 100 3 'epoll=--engine epoll' 'uring='`
 [positional-arguments]
 ab SIZE CONNS ROUNDS *VARIANTS: build
