@@ -85,6 +85,26 @@ impl Ring {
         unsafe { self.io_uring().submission_shared().push(sqe).is_ok() }
     }
 
+    /// Queue one SQE, flushing the SQ to the kernel first whenever it is full, so a
+    /// burst of completions that each want an SQE never fails for want of room.
+    ///
+    /// # Safety
+    /// As for [`Ring::push`]: every pointer in `sqe` must stay valid until its
+    /// completion arrives.
+    pub unsafe fn push_flushing(&self, sqe: &squeue::Entry) -> Result<()> {
+        loop {
+            // SAFETY: the caller vouches for the SQE's pointers.
+            if unsafe { self.push(sqe) } {
+                return Ok(());
+            }
+            match self.submitter.submit() {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) => return Err(Error::from(e).context("flushing a full submission queue")),
+            }
+        }
+    }
+
     /// Submit what is queued and wait for at least one completion; with `bounded`, wait
     /// at most 20 ms (a stopping worker must notice its deadline even if no completion
     /// ever comes). Interrupted, timed out or "reap the CQ first" all just mean "reap".

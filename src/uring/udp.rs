@@ -317,22 +317,14 @@ impl UdpWorker {
         let _ = self.push(all);
     }
 
-    /// Queue an SQE, flushing the SQ to the kernel if it is full.
+    /// Queue an SQE (flushing the SQ if it is full) and count it in flight.
     fn push(&mut self, sqe: squeue::Entry) -> Result<()> {
-        loop {
-            // SAFETY: every pointer an SQE carries is into the buffer ring, `replies` or
-            // `recv_hdr`, which stay put until the ring is gone (see Drop); the socket and
-            // the shutdown eventfd outlive the worker too.
-            if unsafe { self.ring.push(&sqe) } {
-                self.inflight += 1;
-                return Ok(());
-            }
-            match self.ring.submitter().submit() {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-                Err(e) => return Err(Error::from(e).context("flushing a full submission queue")),
-            }
-        }
+        // SAFETY: every pointer an SQE carries is into the buffer ring, `replies` or
+        // `recv_hdr`, which stay put until the ring is gone (see Drop); the socket and
+        // the shutdown eventfd outlive the worker too.
+        unsafe { self.ring.push_flushing(&sqe) }?;
+        self.inflight += 1;
+        Ok(())
     }
 }
 
