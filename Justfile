@@ -21,7 +21,7 @@ run-epoll *ARGS: build
 check ADDR *ARGS: build
     ./target/release/ringecho check {{ADDR}} {{ARGS}}
 
-# Measure every server side by side; charts, CSV and summary.md land in results/ (~9 min; `--quick`: ~40 s)
+# Measure every server side by side; charts, CSV and summary.md land in results/ (~11 min; `--quick`: ~40 s)
 bench-all *ARGS: build
     ./target/release/ringecho bench-all {{ARGS}}
 

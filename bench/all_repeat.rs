@@ -306,11 +306,24 @@ pub fn repeated_md(text: &str) -> Result<String> {
                     .iter()
                     .filter_map(|(round, m)| base.get(round).map(|b| get(m) / get(b)))
                     .collect();
-                let cells: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+                // The module has no server process, so no server CPU: "n/a", not "NaN".
+                let fmt = |r: f64| {
+                    if r.is_finite() {
+                        format!("{r:.2}")
+                    } else {
+                        "n/a".to_string()
+                    }
+                };
+                let cells: Vec<String> = ratios.iter().map(|&r| fmt(r)).collect();
+                let mid = median(ratios);
+                let mid = if mid.is_finite() {
+                    format!("**{mid:.2}×**")
+                } else {
+                    "n/a".to_string()
+                };
                 s += &format!(
-                    "| {point} | {server} | {name} | {} | **{:.2}×** |\n",
-                    cells.join(", "),
-                    median(ratios)
+                    "| {point} | {server} | {name} | {} | {mid} |\n",
+                    cells.join(", ")
                 );
                 any = true;
             }
@@ -359,9 +372,14 @@ mod tests {
              closed,100,64,0,3,uring,330,3,2,10,20,0\n\
              closed,100,64,0,3,epoll,300,3,3,10,20,0\n\
              open,100,64,96700,1,uring,96700,1,1,20,50,0\n\
-             open,100,64,96700,1,epoll,96700,1,1,20,100,0\n"
+             open,100,64,96700,1,epoll,96700,1,1,20,100,0\n\
+             open,100,64,96700,1,kernel,96700,1,NaN,20,100,0\n"
         );
         let md = repeated_md(&csv).expect("parses");
+        assert!(
+            md.contains("| kernel | server CPU per echo | n/a | n/a |"),
+            "a figure the module has not is n/a: {md}"
+        );
         assert!(
             md.contains("| 100 conns × 64 B | uring | echoes/s | 2.00, 0.90, 1.10 | **1.10×** |"),
             "{md}"

@@ -439,7 +439,9 @@ impl Worker {
     /// Buffers came back: give starved connections their receive again, oldest first, but
     /// no more of them than there are free buffers. Re-arming all of them at once would
     /// have most hit ENOBUFS again at once: a thundering herd that burns the CPU and, with
-    /// thousands of connections, starves some for seconds.
+    /// thousands of connections, starves some for seconds. Free buffers include spares
+    /// the ring's window leaves out: re-arms beyond the window that starve again are what
+    /// grows it (see `BufRing::note_starved`).
     fn rearm_starved(&mut self) -> Result<()> {
         let mut free = self.bufs.free();
         while free > 0 {
