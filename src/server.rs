@@ -175,11 +175,21 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
         tcp: tcp_bound,
         udp: udp_bound,
     };
-    let result = supervise(&cfg, &rx, handles.len(), &bound, features.as_ref(), &stats);
+    // Counts the workers whose exit supervise already took off the channel (the one whose
+    // failure ends it), so the wait below does not wait out its grace for that one.
+    let mut exited = 0;
+    let result = supervise(
+        &cfg,
+        &rx,
+        handles.len(),
+        &bound,
+        features.as_ref(),
+        &stats,
+        &mut exited,
+    );
     shared.shutdown.trigger();
     let deadline = Instant::now() + STOP_GRACE;
     let mut failure = result.err();
-    let mut exited = 0;
     while exited < handles.len() {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
@@ -192,10 +202,13 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
             Ok(_) => {}
             Err(_) => {
                 // Stragglers are abandoned: the process exits and the kernel closes the rest.
-                eprintln!(
-                    "ringecho: {} worker(s) did not stop in time; exiting anyway",
-                    handles.len() - exited
-                );
+                // After a failure, main's one line must name the cause first: the note
+                // goes at its end.
+                let note = format!("{} worker(s) did not stop in time", handles.len() - exited);
+                match failure.take() {
+                    Some(e) => failure = Some(Error::msg(format!("{e} ({note})"))),
+                    None => eprintln!("ringecho: {note}; exiting anyway"),
+                }
                 break;
             }
         }
@@ -225,6 +238,7 @@ impl Bound {
 }
 
 /// Wait for every worker thread to be ready, announce, then wait for a signal or a failure.
+/// Each worker exit it receives is counted in `exited`.
 fn supervise(
     cfg: &ServeConfig,
     rx: &mpsc::Receiver<Event>,
@@ -232,16 +246,18 @@ fn supervise(
     bound: &Bound,
     features: Option<&uring::probe::Features>,
     stats: &[Arc<WorkerStats>],
+    exited: &mut usize,
 ) -> Result<()> {
     let mut ready = 0;
     while ready < threads {
         match rx.recv() {
             Ok(Event::Ready) => ready += 1,
             Ok(Event::Exited(id, res)) => {
+                *exited += 1;
                 return Err(res
                     .err()
                     .unwrap_or_else(|| Error::msg("exited during start-up"))
-                    .context(format!("worker {id}")))
+                    .context(format!("worker {id}")));
             }
             Ok(Event::Signal(_)) => return Ok(()),
             Err(_) => return Err(Error::msg("every worker exited during start-up")),
@@ -275,10 +291,11 @@ fn supervise(
                 return Ok(());
             }
             Ok(Event::Exited(id, res)) => {
+                *exited += 1;
                 return Err(res
                     .err()
                     .unwrap_or_else(|| Error::msg("stopped unexpectedly"))
-                    .context(format!("worker {id}")))
+                    .context(format!("worker {id}")));
             }
             Ok(Event::Ready) => {}
             Err(mpsc::RecvTimeoutError::Timeout) => {

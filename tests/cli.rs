@@ -106,3 +106,58 @@ fn unknown_subcommand_and_missing_address() {
     let out = run_bounded(Command::new(bin()).arg("check"), Duration::from_secs(10));
     assert!(!out.status.success());
 }
+
+/// `serve ARGS` under `prlimit LIMIT`, timed.
+fn serve_limited(limit: &str, args: &[&str]) -> (std::process::Output, Duration) {
+    let start = std::time::Instant::now();
+    let out = run_bounded(
+        Command::new("prlimit")
+            .arg(limit)
+            .arg(bin())
+            .args(["serve", "--port", "0"])
+            .args(args),
+        Duration::from_secs(20),
+    );
+    (out, start.elapsed())
+}
+
+/// A start-up failure is one line naming the cause, at once: the worker whose failure
+/// ends start-up must not be waited for as a straggler (that printed "did not stop in
+/// time" first and exited after the 0.9 s grace).
+fn assert_fails_at_once(out: &std::process::Output, took: Duration, cause: &str) {
+    assert_one_line_error(out, cause);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("did not stop"), "{err}");
+    assert!(out.stdout.is_empty(), "announced anyway: {:?}", out.stdout);
+    assert!(took < Duration::from_secs(5), "took {took:?}: {err}");
+}
+
+#[test]
+fn startup_failure_for_too_few_descriptors_is_one_line_at_once() {
+    for engine in ["uring", "epoll"] {
+        let (out, took) = serve_limited("--nofile=8:8", &["--engine", engine, "--threads", "2"]);
+        assert_fails_at_once(&out, took, "Too many open files");
+    }
+}
+
+#[test]
+fn startup_failure_for_a_pool_too_big_to_map_is_one_line_at_once() {
+    // 32 GiB of buffers under a 4 GiB address-space limit: the map fails on any host,
+    // whatever its overcommit policy.
+    let (out, took) = serve_limited(
+        "--as=4294967296",
+        &[
+            "--engine",
+            "uring",
+            "--threads",
+            "2",
+            "--buffers",
+            "32768",
+            "--buffer-size",
+            "1048576",
+        ],
+    );
+    assert_fails_at_once(&out, took, "Cannot allocate memory");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("buffer ring"), "{err}");
+}
