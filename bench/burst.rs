@@ -5,11 +5,12 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use super::gate::Gate;
 use super::hist;
 use crate::error::{Error, Result};
 
@@ -40,6 +41,11 @@ pub struct BurstResult {
     pub errors: u64,
 }
 
+/// The most burst threads: each takes ~4 memory maps (stack, guards, signal stack), and
+/// past the kernel's map limit (65,530 by default) a thread that did start aborts the
+/// process setting up its signal stack, which no error path can catch.
+pub const MAX_THREADS: usize = 10_000;
+
 /// Run `rounds` bursts of `threads` simultaneous connections against `addr`.
 pub fn run(
     addr: SocketAddr,
@@ -50,6 +56,9 @@ pub fn run(
     if threads == 0 || rounds == 0 {
         crate::bail!("burst needs at least one thread and one round");
     }
+    if threads > MAX_THREADS {
+        crate::bail!("--threads must be at most {MAX_THREADS} for a burst");
+    }
     crate::net::raise_nofile_limit();
     let mut result = BurstResult {
         samples: Vec::with_capacity(threads * rounds as usize),
@@ -57,29 +66,45 @@ pub fn run(
         errors: 0,
     };
     for round in 0..rounds {
-        let barrier = Arc::new(Barrier::new(threads));
+        let gate = Arc::new(Gate::new(threads));
         // (finish time, connect, response) per successful thread; ranked afterwards.
         let done: Arc<Mutex<Vec<(Instant, Duration, Duration)>>> =
             Arc::new(Mutex::new(Vec::with_capacity(threads)));
         let mut handles = Vec::with_capacity(threads);
-        for _ in 0..threads {
-            let (barrier, done) = (Arc::clone(&barrier), Arc::clone(&done));
-            let h = std::thread::Builder::new()
+        let mut failed = None;
+        for t in 0..threads {
+            let (g, done) = (Arc::clone(&gate), Arc::clone(&done));
+            let spawned = std::thread::Builder::new()
                 .stack_size(64 << 10)
                 .spawn(move || {
-                    barrier.wait();
+                    if !g.arrive() {
+                        return;
+                    }
                     let r = one(addr, timeout);
                     if let Ok(x) = r {
                         if let Ok(mut d) = done.lock() {
                             d.push(x);
                         }
                     }
-                })
-                .map_err(|e| Error::from(e).context("spawning a burst thread"))?;
-            handles.push(h);
+                });
+            match spawned {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    failed = Some(
+                        Error::from(e)
+                            .context(format!("spawning burst thread {} of {threads}", t + 1)),
+                    );
+                    // The ones already waiting would wait forever for this one.
+                    gate.call_off();
+                    break;
+                }
+            }
         }
         for h in handles {
             let _ = h.join();
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         let mut done = done
             .lock()

@@ -10,16 +10,22 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
-use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::gate::Gate;
 use super::{cpu, hist};
 use crate::check::payload_bytes;
 use crate::epoll::sys::{self, Epoll};
-use crate::error::{Context, Result};
+use crate::error::{Context, Error, Result};
+
+/// The most load threads: each drives many connections, so more than the machine has
+/// CPUs measures the client's scheduler; and far more (tens of thousands) exhausts the
+/// kernel's map limit, where a thread that did start aborts the process setting up its
+/// signal stack instead of failing to spawn.
+pub const MAX_THREADS: usize = 1024;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -179,46 +185,79 @@ impl Threads<'_> {
         f: impl Fn(usize, usize) -> Result<T> + Sync,
     ) -> Result<(Vec<T>, Option<Duration>, Option<Duration>)> {
         crate::net::raise_nofile_limit();
-        let barrier = Barrier::new(self.count);
+        let gate = Gate::new(self.count);
         let (window_start, window_end) = self.window;
         let server_pid = self.server_pid;
         let (outs, (machine_cpu, server_cpu)) = std::thread::scope(|sc| {
-            // Samples the machine and the server at the window's edges.
-            let sampler = sc.spawn(move || {
-                sleep_until(window_start);
-                let m0 = cpu::machine_busy();
-                let s0 = server_pid.and_then(cpu::process_cpu);
-                sleep_until(window_end);
-                let m1 = cpu::machine_busy();
-                let s1 = server_pid.and_then(cpu::process_cpu);
-                (
-                    m0.zip(m1).map(|(a, b)| b.saturating_sub(a)),
-                    s0.zip(s1).map(|(a, b)| b.saturating_sub(a)),
-                )
-            });
-            let handles: Vec<_> = (0..self.count)
-                .map(|t| {
-                    let (barrier, f) = (&barrier, &f);
-                    sc.spawn(move || {
-                        if !self.cpus.is_empty() {
-                            crate::net::pin_current_thread(self.cpus[t % self.cpus.len()])?;
+            let mut handles = Vec::with_capacity(self.count);
+            let mut failed = None;
+            for t in 0..self.count {
+                let (gate, f) = (&gate, &f);
+                let spawned = std::thread::Builder::new().spawn_scoped(sc, move || {
+                    let pinned = match self.cpus.is_empty() {
+                        true => Ok(()),
+                        false => {
+                            crate::net::pin_current_thread(self.cpus[t % self.cpus.len()]).map(drop)
                         }
-                        let share =
-                            self.conns / self.count + usize::from(t < self.conns % self.count);
-                        barrier.wait();
-                        f(t, share)
-                    })
-                })
-                .collect();
+                    };
+                    // Arrive even when pinning failed, so the others are not kept waiting.
+                    if !gate.arrive() {
+                        return Err(Error::msg("called off"));
+                    }
+                    pinned?;
+                    let share = self.conns / self.count + usize::from(t < self.conns % self.count);
+                    f(t, share)
+                });
+                match spawned {
+                    Ok(h) => handles.push(h),
+                    Err(e) => {
+                        failed = Some(Error::from(e).context(format!(
+                            "spawning load thread {} of {}",
+                            t + 1,
+                            self.count
+                        )));
+                        break;
+                    }
+                }
+            }
+            // Samples the machine and the server at the window's edges.
+            let sampler = match failed {
+                Some(_) => None,
+                None => match std::thread::Builder::new().spawn_scoped(sc, move || {
+                    sleep_until(window_start);
+                    let m0 = cpu::machine_busy();
+                    let s0 = server_pid.and_then(cpu::process_cpu);
+                    sleep_until(window_end);
+                    let m1 = cpu::machine_busy();
+                    let s1 = server_pid.and_then(cpu::process_cpu);
+                    (
+                        m0.zip(m1).map(|(a, b)| b.saturating_sub(a)),
+                        s0.zip(s1).map(|(a, b)| b.saturating_sub(a)),
+                    )
+                }) {
+                    Ok(h) => Some(h),
+                    Err(e) => {
+                        failed = Some(Error::from(e).context("spawning the CPU sampler thread"));
+                        None
+                    }
+                },
+            };
+            if failed.is_some() {
+                gate.call_off();
+            }
             let outs: Vec<Result<T>> = handles
                 .into_iter()
                 .map(|h| {
                     h.join()
-                        .unwrap_or_else(|_| Err(crate::error::Error::msg("load thread panicked")))
+                        .unwrap_or_else(|_| Err(Error::msg("load thread panicked")))
                 })
                 .collect();
-            (outs, sampler.join().unwrap_or((None, None)))
-        });
+            let cpu = sampler.map_or((None, None), |h| h.join().unwrap_or((None, None)));
+            match failed {
+                Some(e) => Err(e),
+                None => Ok((outs, cpu)),
+            }
+        })?;
         let outs = outs.into_iter().collect::<Result<Vec<T>>>()?;
         Ok((outs, machine_cpu, server_cpu))
     }

@@ -8,6 +8,7 @@ pub mod burst;
 pub mod chart;
 pub mod cpu;
 pub mod csv;
+pub mod gate;
 pub mod hist;
 pub mod hlog;
 pub mod idle;
@@ -257,6 +258,9 @@ impl LoadArgs {
         };
         if spec.duration.is_zero() {
             crate::bail!("--secs must be more than 0");
+        }
+        if !(1..=loadgen::MAX_THREADS).contains(&spec.threads) {
+            crate::bail!("--threads must be between 1 and {}", loadgen::MAX_THREADS);
         }
         Ok(spec)
     }

@@ -74,7 +74,7 @@ pub fn start_server(engine: &str) -> Result<Target> {
         .take()
         .ok_or_else(|| Error::msg("server stdout not captured"))?;
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
+    let drain = std::thread::Builder::new().spawn(move || {
         let mut lines = BufReader::new(stdout).lines();
         if let Some(Ok(l)) = lines.next() {
             let _ = tx.send(l);
@@ -82,6 +82,11 @@ pub fn start_server(engine: &str) -> Result<Target> {
         // Keep draining so the server never blocks on a full pipe.
         for _ in lines {}
     });
+    if let Err(e) = drain {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(Error::from(e).context(format!("spawning the {engine} server's output reader")));
+    }
     let banner = rx.recv_timeout(Duration::from_secs(10)).map_err(|_| {
         let _ = child.kill();
         Error::msg(format!("the {engine} server did not start"))

@@ -161,3 +161,87 @@ fn startup_failure_for_a_pool_too_big_to_map_is_one_line_at_once() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("buffer ring"), "{err}");
 }
+
+#[test]
+fn bench_thread_counts_no_machine_can_spawn_are_refused() {
+    // Tens of thousands of threads exhaust the kernel's map limit, where a thread that did
+    // start aborts the process (its signal stack), so such counts are refused up front.
+    for (args, needle) in [
+        (
+            &["throughput", "--threads", "100000"][..],
+            "--threads must be",
+        ),
+        (
+            &["latency", "--rate", "100", "--threads", "100000"][..],
+            "--threads must be",
+        ),
+        (&["burst", "--threads", "100000"][..], "--threads must be"),
+    ] {
+        let out = run_bounded(
+            Command::new(bin())
+                .arg("bench")
+                .args(args)
+                .arg("127.0.0.1:9"),
+            Duration::from_secs(20),
+        );
+        assert_one_line_error(&out, needle);
+    }
+}
+
+#[test]
+fn bench_thread_spawn_failure_is_one_line() {
+    // RLIMIT_NPROC of 20 tasks lets a few threads start and then fails the next spawn. It
+    // binds only a user without CAP_SYS_RESOURCE, so root runs the bench as nobody.
+    let server = Server::start(&["--threads", "1", "--proto", "tcp"]);
+    let addr = server.connect_addr().to_string();
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    for (args, needle) in [
+        (
+            &["throughput", "--threads", "64", "--secs", "1"][..],
+            "spawning load thread",
+        ),
+        (
+            &[
+                "latency",
+                "--rate",
+                "100",
+                "--conns",
+                "64",
+                "--threads",
+                "64",
+                "--secs",
+                "1",
+            ][..],
+            "spawning load thread",
+        ),
+        (
+            &["burst", "--threads", "1000", "--rounds", "1"][..],
+            "spawning burst thread",
+        ),
+    ] {
+        let mut cmd = if root {
+            let mut c = Command::new("setpriv");
+            c.args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "prlimit",
+            ]);
+            c
+        } else {
+            Command::new("prlimit")
+        };
+        cmd.arg("--nproc=20")
+            .arg(bin())
+            .arg("bench")
+            .args(args)
+            .arg(&addr);
+        let out = run_bounded(&mut cmd, Duration::from_secs(30));
+        assert_one_line_error(&out, needle);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Resource temporarily unavailable"),
+            "{out:?}"
+        );
+    }
+}

@@ -273,7 +273,9 @@ fn with_writer<T>(
     read: impl FnOnce() -> Result<T, String>,
 ) -> Result<T, String> {
     std::thread::scope(|sc| {
-        let writer = sc.spawn(write);
+        let writer = std::thread::Builder::new()
+            .spawn_scoped(sc, write)
+            .map_err(|e| format!("spawning a writer thread failed: {e}"))?;
         let got = read();
         if got.is_err() {
             let _ = s.shutdown(Shutdown::Both);
