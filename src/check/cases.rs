@@ -17,6 +17,10 @@ pub struct Plan {
     pub slow_reader_bytes: usize,
     /// Writes in the pipelining case.
     pub pipelined_writes: usize,
+    /// Clients that write until they block and never read, in the many-non-readers case.
+    pub non_readers: usize,
+    /// How soon a fresh client must be echoed while they hold the server, and after.
+    pub fresh_within: Duration,
 }
 
 impl Default for Plan {
@@ -25,6 +29,8 @@ impl Default for Plan {
             conns: 1000,
             slow_reader_bytes: 8 << 20,
             pipelined_writes: 10_000,
+            non_readers: 1000,
+            fresh_within: Duration::from_secs(5),
         }
     }
 }
@@ -90,6 +96,14 @@ pub const CASES: &[Case] = &[
     Case {
         name: "reset mid-transfer",
         run: reset_mid_transfer,
+    },
+    Case {
+        name: "one non-reader bounded",
+        run: super::hostile::one_non_reader,
+    },
+    Case {
+        name: "many non-readers",
+        run: super::hostile::many_non_readers,
     },
 ];
 

@@ -4,6 +4,7 @@
 //! if any case failed.
 
 mod cases;
+mod hostile;
 mod payload;
 pub mod seq;
 pub mod udp;
@@ -44,6 +45,11 @@ pub struct CheckArgs {
     #[arg(long, default_value_t = 1000)]
     pub conns: usize,
 
+    /// Clients that write until they block and never read while fresh clients must still
+    /// be echoed (the many-non-readers case).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub non_readers: usize,
+
     /// Seed of the random payloads [default: from the clock]; printed, so a failure replays.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -70,10 +76,14 @@ pub fn run(args: &CheckArgs) -> Result<bool> {
     if args.conns == 0 {
         crate::bail!("--conns must be at least 1");
     }
+    if args.non_readers == 0 {
+        crate::bail!("--non-readers must be at least 1");
+    }
     let addr = crate::net::resolve(&args.addr)?;
     let seed = args.seed.unwrap_or_else(clock_seed);
     let plan = Plan {
         conns: args.conns,
+        non_readers: args.non_readers,
         ..Plan::default()
     };
     let timeout = Duration::from_secs_f64(args.timeout);
@@ -205,6 +215,8 @@ mod tests {
             conns: 100,
             slow_reader_bytes: 1 << 20,
             pipelined_writes: 1000,
+            non_readers: 50,
+            fresh_within: Duration::from_secs(5),
         }
     }
 
@@ -238,12 +250,17 @@ mod tests {
         let failed: Vec<_> = r.iter().filter(|r| !r.pass).map(|r| r.name).collect();
         assert_eq!(
             failed,
-            ["1 MiB binary", "half-close", "slow reader"],
+            [
+                "1 MiB binary",
+                "half-close",
+                "slow reader",
+                "one non-reader bounded"
+            ],
             "{r:#?}"
         );
         let mib = r.iter().find(|r| r.name == "1 MiB binary").expect("row");
         assert!(mib.detail.contains("byte 70000 differs"), "{}", mib.detail);
-        assert!(summary(&r).contains("3 of 9 cases FAILED"));
+        assert!(summary(&r).contains("4 of 11 cases FAILED"));
     }
 
     #[test]
