@@ -225,8 +225,12 @@ impl Fill {
     fn describe(&self, n: usize) -> String {
         let how = match self.end {
             FillEnd::Blocked if self.capped == 0 => "until every one blocked".to_string(),
+            FillEnd::Blocked if self.capped == n => format!(
+                "until each reached the {} MiB cap, none blocked",
+                PER_NON_READER_CAP >> 20
+            ),
             FillEnd::Blocked => format!(
-                "until blocked ({} stopped at the {} MiB cap unblocked)",
+                "until blocked ({} reached the {} MiB cap first)",
                 self.capped,
                 PER_NON_READER_CAP >> 20
             ),
