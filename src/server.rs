@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use socket2::Socket;
@@ -25,6 +25,9 @@ pub struct Shared {
     max_conns: u64,
     /// The stop signal.
     pub shutdown: Shutdown,
+    /// Set once start-up is over (every worker ready, or start-up given up); workers wait
+    /// for it in [`WorkerCtx::ready`].
+    started: (Mutex<bool>, Condvar),
 }
 
 impl Shared {
@@ -42,6 +45,33 @@ impl Shared {
     /// Count a connection out (after its socket is closed).
     pub fn release(&self) {
         self.active.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// End start-up: let every worker waiting in [`WorkerCtx::ready`] go on.
+    fn start(&self) {
+        // A bool stays valid whatever a panicking holder was doing.
+        let mut s = self
+            .started
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *s = true;
+        self.started.1.notify_all();
+    }
+
+    fn wait_started(&self) {
+        let mut s = self
+            .started
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while !*s {
+            s = self
+                .started
+                .1
+                .wait(s)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
     }
 }
 
@@ -72,9 +102,14 @@ pub struct WorkerCtx {
 }
 
 impl WorkerCtx {
-    /// Tell the main thread this worker finished its set-up and is serving.
+    /// Tell the main thread this worker finished its set-up, and wait until every worker
+    /// has (or start-up failed: then `shared.shutdown` is already triggered). No worker
+    /// serves before all could: a worker that failed to start is then the one thing
+    /// reported, not also a worker already accepting into the same shortage (an accept
+    /// fails with EMFILE even with no connection waiting).
     pub fn ready(&self) {
         let _ = self.events.send(Event::Ready);
+        self.shared.wait_started();
     }
 }
 
@@ -122,6 +157,7 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
         active: AtomicU64::new(0),
         max_conns: u64::from(cfg.max_conns),
         shutdown: Shutdown::new()?,
+        started: (Mutex::new(false), Condvar::new()),
     });
     let cfg = Arc::new(cfg);
     let (tx, rx) = mpsc::channel();
@@ -186,8 +222,12 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
         features.as_ref(),
         &stats,
         &mut exited,
+        &shared,
     );
+    // Triggered before start-up ends, so a worker released from `ready` by a failure
+    // sees the stop at once.
     shared.shutdown.trigger();
+    shared.start();
     let deadline = Instant::now() + STOP_GRACE;
     let mut failure = result.err();
     while exited < handles.len() {
@@ -247,6 +287,7 @@ fn supervise(
     features: Option<&uring::probe::Features>,
     stats: &[Arc<WorkerStats>],
     exited: &mut usize,
+    shared: &Shared,
 ) -> Result<()> {
     let mut ready = 0;
     while ready < threads {
@@ -263,6 +304,7 @@ fn supervise(
             Err(_) => return Err(Error::msg("every worker exited during start-up")),
         }
     }
+    shared.start();
     let detail = match features {
         Some(f) => format!("io_uring: {}", f.describe()),
         None => "edge-triggered epoll".to_string(),

@@ -260,6 +260,10 @@ mod tests {
         );
         let mib = r.iter().find(|r| r.name == "1 MiB binary").expect("row");
         assert!(mib.detail.contains("byte 70000 differs"), "{}", mib.detail);
+        // The non-reader's data is a repeated block: its offsets still count from the start.
+        let nr = r.iter().find(|r| r.name == "one non-reader bounded");
+        let nr = nr.expect("row");
+        assert!(nr.detail.contains("byte 70000 differs"), "{}", nr.detail);
         assert!(summary(&r).contains("4 of 11 cases FAILED"));
     }
 
