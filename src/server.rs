@@ -217,7 +217,6 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
     let result = supervise(
         &cfg,
         &rx,
-        handles.len(),
         &bound,
         features.as_ref(),
         &stats,
@@ -282,13 +281,14 @@ impl Bound {
 fn supervise(
     cfg: &ServeConfig,
     rx: &mpsc::Receiver<Event>,
-    threads: usize,
     bound: &Bound,
     features: Option<&uring::probe::Features>,
     stats: &[Arc<WorkerStats>],
     exited: &mut usize,
     shared: &Shared,
 ) -> Result<()> {
+    // One set of counters per worker thread: as many as must report ready.
+    let threads = stats.len();
     let mut ready = 0;
     while ready < threads {
         match rx.recv() {
