@@ -184,6 +184,12 @@ impl Threads<'_> {
         &self,
         f: impl Fn(usize, usize) -> Result<T> + Sync,
     ) -> Result<(Vec<T>, Option<Duration>, Option<Duration>)> {
+        if self.count > MAX_THREADS {
+            crate::bail!(
+                "at most {MAX_THREADS} load threads (asked for {})",
+                self.count
+            );
+        }
         crate::net::raise_nofile_limit();
         let gate = Gate::new(self.count);
         let (window_start, window_end) = self.window;

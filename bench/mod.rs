@@ -189,7 +189,7 @@ pub struct LatencyArgs {
 pub struct BurstArgs {
     /// The server, as HOST:PORT.
     pub addr: String,
-    /// Threads (connections) released at once per round.
+    /// Threads (connections) released at once per round (at most 10,000).
     #[arg(long, default_value_t = 1000)]
     pub threads: usize,
     /// Rounds.
@@ -227,7 +227,7 @@ pub struct LoadArgs {
     /// Warm-up seconds before measuring (connections are made then).
     #[arg(long, default_value_t = 1.0)]
     pub warmup: f64,
-    /// Load threads.
+    /// Load threads (at most 1024).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
     /// CPUs to pin the load threads to, comma-separated (e.g. `1` or `2,3`); keep them off
