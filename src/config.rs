@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use clap::{Args, ValueEnum};
 
 use crate::bail;
-use crate::error::Result;
+use crate::error::{Context, Result};
 
 /// Which event engine serves connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -139,6 +139,20 @@ impl ServeConfig {
     pub fn validate(&self) -> Result<()> {
         if self.threads == Some(0) {
             bail!("--threads must be at least 1");
+        }
+        // A broadcast or multicast address would make every datagram an echo to a whole
+        // network. Interfaces are read only if the address is not plainly unicast.
+        let ip = self.bind.to_canonical();
+        let ifaces = if ip.is_ipv4() && !ip.is_loopback() && !ip.is_unspecified() {
+            crate::udp::ifaddrs::Interfaces::read().context("listing the host's interfaces")?
+        } else {
+            Default::default()
+        };
+        if let Some(why) = crate::udp::ifaddrs::bind_refusal(self.bind, &ifaces) {
+            bail!(
+                "--bind {} {why}: an echo server there would answer a whole network",
+                self.bind
+            );
         }
         if let Some(t) = self.threads {
             if t > 1024 {

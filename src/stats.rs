@@ -34,8 +34,14 @@ pub struct WorkerStats {
     /// UDP datagrams dropped because they did not fit a receive buffer (never echoed
     /// truncated).
     pub udp_truncated: AtomicU64,
-    /// UDP datagrams dropped by the reflection guard (port 0, reflecting services, ourselves).
+    /// UDP datagrams dropped by the reflection guard (source port 0, reflecting services).
     pub udp_guarded: AtomicU64,
+    /// UDP datagrams dropped because they were sent to a broadcast or multicast address.
+    pub udp_to_many: AtomicU64,
+    /// UDP datagrams dropped because they came from our own port on this host.
+    pub udp_ourselves: AtomicU64,
+    /// UDP datagrams dropped by the loop breaker (a peer bouncing our echoes back).
+    pub udp_loops: AtomicU64,
     /// UDP datagrams dropped by `--udp-rate`.
     pub udp_limited: AtomicU64,
     /// UDP replies the kernel refused (e.g. the socket's send buffer was full).
@@ -63,6 +69,9 @@ pub struct Totals {
     pub udp_bytes: u64,
     pub udp_truncated: u64,
     pub udp_guarded: u64,
+    pub udp_to_many: u64,
+    pub udp_ourselves: u64,
+    pub udp_loops: u64,
     pub udp_limited: u64,
     pub udp_send_errors: u64,
 }
@@ -84,6 +93,9 @@ impl Totals {
             t.udp_bytes += w.udp_bytes.load(Relaxed);
             t.udp_truncated += w.udp_truncated.load(Relaxed);
             t.udp_guarded += w.udp_guarded.load(Relaxed);
+            t.udp_to_many += w.udp_to_many.load(Relaxed);
+            t.udp_ourselves += w.udp_ourselves.load(Relaxed);
+            t.udp_loops += w.udp_loops.load(Relaxed);
             t.udp_limited += w.udp_limited.load(Relaxed);
             t.udp_send_errors += w.udp_send_errors.load(Relaxed);
         }
@@ -132,12 +144,15 @@ impl Reporter {
         );
         if self.udp {
             line += &format!(
-                " | udp: {:.0} dgram/s, {:.2} MB/s | total: {} echoed, {} truncated, {} guarded, {} rate-limited, {} send errors",
+                " | udp: {:.0} dgram/s, {:.2} MB/s | total: {} echoed, {} truncated, {} guarded, {} ourselves, {} broadcast, {} loops, {} rate-limited, {} send errors",
                 rate(now.udp_echoes, self.last.udp_echoes),
                 rate(now.udp_bytes, self.last.udp_bytes) / 1e6,
                 now.udp_echoes,
                 now.udp_truncated,
                 now.udp_guarded,
+                now.udp_ourselves,
+                now.udp_to_many,
+                now.udp_loops,
                 now.udp_limited,
                 now.udp_send_errors,
             );
