@@ -13,13 +13,17 @@
 //! - ourselves: a source with our port that is our own address, or on a wildcard socket
 //!   any address of this host ([`Verdict::Ourselves`]). Answering 127.0.0.2:P from
 //!   127.0.0.1:P sends the echo back into this very server, which answers it forever.
-//!   "Any address of this host" is recognised by the interface the datagram arrived on:
-//!   Linux delivers every datagram from a local address to a local address through the
-//!   loopback interface, and drops one with a local source arriving on any other
-//!   (`accept_local` is off by default), so `ipi_ifindex` being loopback is exactly "sent
-//!   by this host". Unlike a list of addresses from `getifaddrs`, it needs no refresh
-//!   when addresses change and covers whole local ranges (127.0.0.0/8, `ip route add
-//!   local`), with no race;
+//!   "Any address of this host" is two tests, because neither alone is enough: the
+//!   interface the datagram arrived on is loopback (`ipi_ifindex`), which covers
+//!   every source sent to a loopback destination, whole local ranges included
+//!   (127.0.0.0/8, `ip route add local`), with no list to keep fresh; or the source is
+//!   one of the host's addresses as `getifaddrs` lists them, because a datagram this
+//!   host sends to one of its *non-loopback* addresses is reported as arriving on that
+//!   address's interface (the kernel sets `rt_iif` to the route's device), so the
+//!   index cannot tell it from a remote one. The list is re-read at most once a second,
+//!   and only when a datagram with our port as its source asks for it (ordinary
+//!   clients never do), so a flood of them costs one `getifaddrs` a second; an address
+//!   added less than a second ago is the loop breaker's to catch;
 //! - the second quick repeat in a row of what we last echoed to that peer: two echo
 //!   services bouncing one datagram forever ([`Verdict::Loop`], rule in [`super::loops`]);
 //! - with `--udp-rate`, a source address over its rate, all workers together
@@ -28,7 +32,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::hash::Key;
 use super::ifaddrs::Interfaces;
@@ -77,12 +81,43 @@ impl Verdict {
     }
 }
 
+/// How old the list of the host's addresses may be when a datagram needs it.
+const HOST_REFRESH: Duration = Duration::from_secs(1);
+
+/// This host's loopback interfaces and addresses, as recently as [`HOST_REFRESH`].
+#[derive(Debug)]
+struct Host {
+    ifaces: Interfaces,
+    /// When `ifaces` was read; None: given once, never re-read.
+    read_at: Option<Instant>,
+}
+
+impl Host {
+    /// A datagram from `ip` (canonical) arriving on interface `ifindex` was sent by this
+    /// host.
+    fn sent(&mut self, ip: IpAddr, ifindex: u32, now: Instant) -> bool {
+        if self.ifaces.loopback.contains(&ifindex) || ip.is_loopback() {
+            return true;
+        }
+        if let Some(at) = self.read_at {
+            if now.saturating_duration_since(at) > HOST_REFRESH {
+                // A failed read keeps the last list: better stale than empty.
+                if let Ok(fresh) = Interfaces::read() {
+                    self.ifaces = fresh;
+                }
+                self.read_at = Some(now);
+            }
+        }
+        self.ifaces.addrs.iter().any(|a| a.to_canonical() == ip)
+    }
+}
+
 /// One UDP worker's policy: its own loop table, and the server's shared rate limiter.
 #[derive(Debug)]
 pub struct Policy {
     own: SocketAddr,
     wildcard: bool,
-    loopback: Vec<u32>,
+    host: Host,
     key: Key,
     loops: Loops,
     limiter: Option<Arc<Limiter>>,
@@ -90,13 +125,16 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// The policy of a worker bound to `own` (its socket's address, port resolved).
-    /// `loopback` lists the loopback interfaces' indexes; `limiter` is the server's.
-    pub fn new(own: SocketAddr, loopback: Vec<u32>, limiter: Option<Arc<Limiter>>) -> Policy {
+    /// The policy of a worker bound to `own` (its socket's address, port resolved), on a
+    /// host with these interfaces (never re-read: for tests), with the server's limiter.
+    pub fn new(own: SocketAddr, ifaces: Interfaces, limiter: Option<Arc<Limiter>>) -> Policy {
         Policy {
             own,
             wildcard: own.ip().is_unspecified(),
-            loopback,
+            host: Host {
+                ifaces,
+                read_at: None,
+            },
             key: Key::random(),
             loops: Loops::default(),
             limiter,
@@ -111,7 +149,9 @@ impl Policy {
             .cfg
             .udp_rate
             .map(|rate| Limiter::of_server(&ctx.shared, rate));
-        Ok(Policy::new(own, ifaces.loopback, limiter))
+        let mut p = Policy::new(own, ifaces, limiter);
+        p.host.read_at = Some(Instant::now());
+        Ok(p)
     }
 
     /// Judge a datagram from `src` carrying `payload`, with the pktinfo of its arrival
@@ -138,9 +178,10 @@ impl Policy {
                 Some(Local::V6(v6, _)) => IpAddr::V6(v6),
                 None => self.own.ip(),
             };
-            let from_this_host =
-                self.wildcard && arrival.is_some_and(|a| self.loopback.contains(&a.ifindex));
-            if ip == local.to_canonical() || local.is_unspecified() || from_this_host {
+            if ip == local.to_canonical()
+                || local.is_unspecified()
+                || (self.wildcard && arrival.is_some_and(|a| self.host.sent(ip, a.ifindex, now)))
+            {
                 return Verdict::Ourselves;
             }
         }
@@ -183,6 +224,18 @@ mod tests {
         s.parse().expect("addr")
     }
 
+    /// A host with loopback interface 1, and 192.168.1.5 on interface 2.
+    fn host() -> Interfaces {
+        Interfaces {
+            loopback: vec![1],
+            addrs: vec![
+                "127.0.0.1".parse().expect("ip"),
+                "192.168.1.5".parse().expect("ip"),
+            ],
+            broadcast: vec![],
+        }
+    }
+
     fn on(reply: [u8; 4], dst: [u8; 4], ifindex: u32) -> Arrival {
         Arrival {
             reply: Local::V4(Ipv4Addr::from(reply)),
@@ -193,7 +246,7 @@ mod tests {
 
     #[test]
     fn port_zero_reflectors_and_ourselves_are_guarded() {
-        let mut g = Policy::new(sa("127.0.0.1:12346"), vec![1], None);
+        let mut g = Policy::new(sa("127.0.0.1:12346"), host(), None);
         let t = Instant::now();
         let local: IpAddr = "127.0.0.1".parse().expect("ip");
         assert_eq!(g.judge(sa("127.0.0.1:40000"), None, b"a", t), Verdict::Echo);
@@ -207,7 +260,7 @@ mod tests {
         );
         // Bound to one address, another may use our port number as its source port.
         assert_eq!(g.judge(sa("127.0.0.2:12346"), None, b"d", t), Verdict::Echo);
-        let mut g = Policy::new(sa("[::]:12346"), vec![1], None);
+        let mut g = Policy::new(sa("[::]:12346"), host(), None);
         // A dual-stack socket sees IPv4 as mapped addresses.
         let a = on([127, 0, 0, 1], [127, 0, 0, 1], 1);
         assert_eq!(
@@ -218,7 +271,7 @@ mod tests {
 
     #[test]
     fn on_a_wildcard_any_local_source_with_our_port_is_ourselves() {
-        let mut g = Policy::new(sa("0.0.0.0:12346"), vec![1], None);
+        let mut g = Policy::new(sa("0.0.0.0:12346"), host(), None);
         let t = Instant::now();
         // 127.0.0.2:P -> 127.0.0.1:P, and the host's LAN address -> 127.0.0.1: loopback.
         for src in ["127.0.0.2:12346", "192.168.1.5:12346"] {
@@ -241,7 +294,7 @@ mod tests {
 
     #[test]
     fn broadcast_and_multicast_destinations_get_nothing() {
-        let mut g = Policy::new(sa("0.0.0.0:12346"), vec![1], None);
+        let mut g = Policy::new(sa("0.0.0.0:12346"), host(), None);
         let t = Instant::now();
         for dst in [[10, 77, 0, 255], [255, 255, 255, 255], [224, 0, 0, 1]] {
             let a = on([10, 77, 0, 1], dst, 2);
@@ -259,7 +312,7 @@ mod tests {
 
     #[test]
     fn a_bounced_echo_is_a_loop_and_other_peers_are_not() {
-        let mut g = Policy::new(sa("127.0.0.1:12346"), vec![1], None);
+        let mut g = Policy::new(sa("127.0.0.1:12346"), host(), None);
         let t = Instant::now();
         let peer = sa("127.0.0.1:12347");
         let v: Vec<_> = (0..4)
@@ -281,8 +334,8 @@ mod tests {
     #[test]
     fn the_rate_limit_is_per_source_address_not_per_port() {
         let l = Arc::new(Limiter::new(3));
-        let mut a = Policy::new(sa("127.0.0.1:9"), vec![1], Some(Arc::clone(&l)));
-        let mut b = Policy::new(sa("127.0.0.1:9"), vec![1], Some(l));
+        let mut a = Policy::new(sa("127.0.0.1:9"), host(), Some(Arc::clone(&l)));
+        let mut b = Policy::new(sa("127.0.0.1:9"), host(), Some(l));
         let t = Instant::now();
         let echoed = (0..20u16)
             .filter(|&i| {

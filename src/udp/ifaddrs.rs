@@ -1,22 +1,24 @@
-//! The host's interfaces as `getifaddrs(3)` lists them, read once at start-up: which
-//! interface indexes are loopback (how the UDP policy recognises a datagram from this
-//! host itself), and which addresses are an interface's broadcast address (which
-//! `--bind` refuses).
+//! The host's interfaces as `getifaddrs(3)` lists them: which interface indexes are
+//! loopback and which addresses are the host's own (how the UDP policy recognises a
+//! datagram from this host itself), and which are an interface's broadcast address
+//! (which `--bind` refuses).
 
 use std::ffi::CStr;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// What start-up needs to know about the host's interfaces.
+/// What the server needs to know about the host's interfaces.
 #[derive(Debug, Clone, Default)]
 pub struct Interfaces {
     /// Indexes of interfaces flagged `IFF_LOOPBACK`.
     pub loopback: Vec<u32>,
+    /// Every address of every interface, IPv4 and IPv6.
+    pub addrs: Vec<IpAddr>,
     /// Broadcast addresses of interfaces flagged `IFF_BROADCAST`.
     pub broadcast: Vec<Ipv4Addr>,
 }
 
 impl Interfaces {
-    /// Read them now (a few syscalls and allocations: start-up only).
+    /// Read them now (a few syscalls and allocations: never per datagram).
     pub fn read() -> std::io::Result<Interfaces> {
         let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
         // SAFETY: getifaddrs writes a list head into the pointer we pass, or fails.
@@ -41,10 +43,17 @@ impl Interfaces {
                     found.loopback.push(index);
                 }
             }
+            // SAFETY: ifa_addr is null or a sockaddr of the list, its family telling its
+            // real type.
+            if let Some(a) = unsafe { ip_of(ifa.ifa_addr) } {
+                if !found.addrs.contains(&a) {
+                    found.addrs.push(a);
+                }
+            }
             if flags & libc::IFF_BROADCAST as u32 != 0 {
                 // SAFETY: with IFF_BROADCAST set, ifa_ifu is ifa_broadaddr; a non-null
                 // one points at a sockaddr of the list whose family says its type.
-                if let Some(IpAddr::V4(b)) = unsafe { ipv4_of(ifa.ifa_ifu) } {
+                if let Some(IpAddr::V4(b)) = unsafe { ip_of(ifa.ifa_ifu) } {
                     if !found.broadcast.contains(&b) {
                         found.broadcast.push(b);
                     }
@@ -58,18 +67,27 @@ impl Interfaces {
     }
 }
 
-/// The IPv4 address in `sa`, if it is a `sockaddr_in`.
+/// The address in `sa`, if it is a `sockaddr_in` or `sockaddr_in6`.
 ///
 /// # Safety
 /// `sa` is null or points at a valid `sockaddr` whose family tells its real size.
-unsafe fn ipv4_of(sa: *const libc::sockaddr) -> Option<IpAddr> {
-    if sa.is_null() || i32::from((*sa).sa_family) != libc::AF_INET {
+unsafe fn ip_of(sa: *const libc::sockaddr) -> Option<IpAddr> {
+    if sa.is_null() {
         return None;
     }
-    let sin = &*sa.cast::<libc::sockaddr_in>();
-    Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-        sin.sin_addr.s_addr,
-    ))))
+    match i32::from((*sa).sa_family) {
+        libc::AF_INET => {
+            let sin = &*sa.cast::<libc::sockaddr_in>();
+            Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                sin.sin_addr.s_addr,
+            ))))
+        }
+        libc::AF_INET6 => {
+            let sin6 = &*sa.cast::<libc::sockaddr_in6>();
+            Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)))
+        }
+        _ => None,
+    }
 }
 
 /// Why `ip` may not be a listening address, if it may not: a datagram sent to a
@@ -93,15 +111,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn this_host_has_a_loopback_interface() {
+    fn this_host_has_a_loopback_interface_and_address() {
         let i = Interfaces::read().expect("getifaddrs");
         assert!(!i.loopback.is_empty(), "{i:?}");
+        assert!(i.addrs.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)), "{i:?}");
     }
 
     #[test]
     fn group_addresses_are_refused_and_unicast_ones_are_not() {
         let ifaces = Interfaces {
             loopback: vec![1],
+            addrs: vec![],
             broadcast: vec![Ipv4Addr::new(10, 77, 0, 255)],
         };
         for bad in [

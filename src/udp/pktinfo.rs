@@ -11,8 +11,9 @@
 use std::mem::size_of;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// Control-buffer space that holds either kind of pktinfo message.
-pub const CONTROL_LEN: usize = 64;
+/// Control-buffer space for what a wildcard socket receives: both kinds of pktinfo
+/// message at once (40 + 32 bytes: a dual-stack socket gets both for an IPv4 datagram).
+pub const CONTROL_LEN: usize = 128;
 
 /// Where a datagram arrived: the local address to reply from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,14 +68,18 @@ impl Arrival {
 }
 
 /// The pktinfo control message in `control` (the first `len` bytes the kernel filled).
+/// A dual-stack socket gets both kinds for an IPv4 datagram (`IPV6_PKTINFO` first, with
+/// the destination mapped); the `IP_PKTINFO` one wins, since only it carries
+/// `ipi_spec_dst`, which tells a directed broadcast from unicast.
 pub fn parse(control: &[u8]) -> Option<Arrival> {
+    let mut v6 = None;
     let mut at = 0;
     while at + HDR <= control.len() {
         let len = usize::from_ne_bytes(field(control, at)?);
         let level = i32::from_ne_bytes(field(control, at + ALIGN)?);
         let kind = i32::from_ne_bytes(field(control, at + ALIGN + 4)?);
         if len < HDR || at + len > control.len() {
-            return None;
+            break;
         }
         let data = &control[at + HDR..at + len];
         match (level, kind) {
@@ -93,7 +98,7 @@ pub fn parse(control: &[u8]) -> Option<Arrival> {
             (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) if data.len() >= 20 => {
                 let addr = Ipv6Addr::from(field::<16>(data, 0)?);
                 let ifindex = u32::from_ne_bytes(field(data, 16)?);
-                return Some(Arrival {
+                v6 = Some(Arrival {
                     reply: Local::V6(addr, ifindex),
                     dst: IpAddr::V6(addr),
                     ifindex,
@@ -103,7 +108,7 @@ pub fn parse(control: &[u8]) -> Option<Arrival> {
         }
         at += space(len - HDR);
     }
-    None
+    v6
 }
 
 /// Write the control message that sends a reply from `local` into `out`; returns its
@@ -195,6 +200,19 @@ mod tests {
         let n = build(Local::V6("2001:db8::1".parse().expect("ip"), 2), &mut buf);
         let a = parse(&buf[..n]).expect("parsed");
         assert!(!a.to_many() && a.ifindex == 2);
+    }
+
+    #[test]
+    fn ip_pktinfo_wins_over_a_mapped_ipv6_one() {
+        let mut buf = vec![0u8; CONTROL_LEN];
+        let mapped: Ipv6Addr = "::ffff:10.0.0.255".parse().expect("ip");
+        let n = build(Local::V6(mapped, 7), &mut buf);
+        buf.truncate(n);
+        buf.extend(v4_message(7, [10, 0, 0, 1], [10, 0, 0, 255]));
+        let a = parse(&buf).expect("parsed");
+        assert_eq!(a.reply, Local::V4(Ipv4Addr::new(10, 0, 0, 1)));
+        assert!(a.to_many(), "the directed broadcast is seen");
+        assert_eq!(parse(&buf[..n]).map(|a| a.dst), Some(IpAddr::V6(mapped)));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -30,7 +32,16 @@ pub struct Server {
 impl Server {
     /// `ringecho serve --port 0 ARGS...`; waits up to 10 s for the start-up line.
     pub fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(bin())
+        Server::start_cmd(Command::new(bin()), args)
+    }
+
+    /// The same inside network namespace `ns`.
+    pub fn start_in(ns: &netns::Netns, args: &[&str]) -> Server {
+        Server::start_cmd(ns.command(bin()), args)
+    }
+
+    fn start_cmd(mut cmd: Command, args: &[&str]) -> Server {
+        let mut child = cmd
             .arg("serve")
             .args(["--port", "0"])
             .args(args)
@@ -176,6 +187,17 @@ pub fn check(addr: SocketAddr, args: &[&str]) -> Output {
 pub fn check_udp(addr: SocketAddr, args: &[&str]) -> Output {
     run_bounded(
         Command::new(bin())
+            .args(["check", "--udp"])
+            .arg(addr.to_string())
+            .args(args),
+        Duration::from_secs(120),
+    )
+}
+
+/// `ringecho check --udp ADDR ARGS...` inside network namespace `ns`.
+pub fn check_udp_in(ns: &netns::Netns, addr: SocketAddr, args: &[&str]) -> Output {
+    run_bounded(
+        ns.command(bin())
             .args(["check", "--udp"])
             .arg(addr.to_string())
             .args(args),
