@@ -27,6 +27,11 @@ pub struct WorkerStats {
     pub paused: AtomicU64,
     /// Times the buffer pool ran dry (ENOBUFS) and a receive had to be re-armed.
     pub starved: AtomicU64,
+    /// Connections closed to free the hold budget: their echo had made no progress while
+    /// the worker was short of memory (see `hold`).
+    pub shed: AtomicU64,
+    /// Connections closed because their echo made no progress for `--stall-timeout`.
+    pub stalled: AtomicU64,
     /// UDP datagrams echoed (the reply was sent).
     pub udp_echoes: AtomicU64,
     /// UDP payload bytes echoed.
@@ -65,6 +70,8 @@ pub struct Totals {
     pub errors: u64,
     pub paused: u64,
     pub starved: u64,
+    pub shed: u64,
+    pub stalled: u64,
     pub udp_echoes: u64,
     pub udp_bytes: u64,
     pub udp_truncated: u64,
@@ -89,6 +96,8 @@ impl Totals {
             t.errors += w.errors.load(Relaxed);
             t.paused += w.paused.load(Relaxed);
             t.starved += w.starved.load(Relaxed);
+            t.shed += w.shed.load(Relaxed);
+            t.stalled += w.stalled.load(Relaxed);
             t.udp_echoes += w.udp_echoes.load(Relaxed);
             t.udp_bytes += w.udp_bytes.load(Relaxed);
             t.udp_truncated += w.udp_truncated.load(Relaxed);
@@ -131,7 +140,7 @@ impl Reporter {
         let secs = self.at.elapsed().as_secs_f64().max(1e-9);
         let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / secs;
         let mut line = format!(
-            "stats: {} open, {:.0} conn/s, {:.0} echo/s, {:.2} MB/s | total: {} accepted, {} refused, {} errors, {} paused, {} starved",
+            "stats: {} open, {:.0} conn/s, {:.0} echo/s, {:.2} MB/s | total: {} accepted, {} refused, {} errors, {} paused, {} starved, {} shed, {} stalled",
             now.open(),
             rate(now.accepted, self.last.accepted),
             rate(now.echoes, self.last.echoes),
@@ -141,6 +150,8 @@ impl Reporter {
             now.errors,
             now.paused,
             now.starved,
+            now.shed,
+            now.stalled,
         );
         if self.udp {
             line += &format!(

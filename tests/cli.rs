@@ -38,7 +38,9 @@ fn zero_threads() {
 
 #[test]
 fn bad_buffer_settings() {
-    assert_one_line_error(&serve(&["--buffers", "1000"]), "power of two");
+    assert_one_line_error(&serve(&["--hold-budget", "12Q"]), "--hold-budget");
+    assert_one_line_error(&serve(&["--hold-budget", "64K"]), "--hold-budget");
+    assert_one_line_error(&serve(&["--stall-timeout", "100000"]), "--stall-timeout");
     assert_one_line_error(&serve(&["--buffer-size", "10"]), "--buffer-size");
     assert_one_line_error(&serve(&["--conn-buffers", "0"]), "--conn-buffers");
     assert_one_line_error(&serve(&["--bind", "not-an-ip"]), "--bind");

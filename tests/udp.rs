@@ -300,8 +300,8 @@ impl Fake {
                         }
                         1
                     }
-                    Fault::DropEvery100th => usize::from(n % 100 != 0),
-                    Fault::DuplicateEvery50th => 1 + usize::from(n % 50 == 0),
+                    Fault::DropEvery100th => usize::from(!n.is_multiple_of(100)),
+                    Fault::DuplicateEvery50th => 1 + usize::from(n.is_multiple_of(50)),
                 };
                 for _ in 0..send {
                     let _ = s.send_to(d, from);

@@ -32,7 +32,14 @@ pub struct Server {
 impl Server {
     /// `ringecho serve --port 0 ARGS...`; waits up to 10 s for the start-up line.
     pub fn start(args: &[&str]) -> Server {
-        Server::start_cmd(Command::new(bin()), args)
+        Server::start_with(args, |_| {})
+    }
+
+    /// As [`Server::start`], with `setup` applied to the command first (limits, say).
+    pub fn start_with(args: &[&str], setup: impl FnOnce(&mut Command)) -> Server {
+        let mut cmd = Command::new(bin());
+        setup(&mut cmd);
+        Server::start_cmd(cmd, args)
     }
 
     /// The same inside network namespace `ns`.
@@ -255,7 +262,7 @@ pub fn payload(len: usize, seed: u64) -> Vec<u8> {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            if x % 5 == 0 {
+            if x.is_multiple_of(5) {
                 0
             } else {
                 x as u8
