@@ -150,7 +150,8 @@ impl ServeConfig {
             bail!("--threads must be at least 1");
         }
         // A broadcast or multicast address would make every datagram an echo to a whole
-        // network. Interfaces are read only if the address is not plainly unicast.
+        // network. Only a non-loopback IPv4 address can be an interface's broadcast
+        // address, so only then are the interfaces read.
         let ip = self.bind.to_canonical();
         let ifaces = if ip.is_ipv4() && !ip.is_loopback() && !ip.is_unspecified() {
             crate::udp::ifaddrs::Interfaces::read().context("listing the host's interfaces")?

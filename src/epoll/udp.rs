@@ -1,8 +1,8 @@
 //! The epoll engine's UDP worker: one SO_REUSEPORT socket, level-triggered, read in
 //! batches with `recvmmsg` and answered in batches with `sendmmsg` (the echobench way:
 //! one syscall per batch, not per datagram). Each datagram is judged by the UDP policy
-//! (`crate::udp::guard`, shared with the io_uring worker) and echoed from the buffer it arrived in; a truncated one is dropped, never
-//! echoed short.
+//! (`crate::udp::guard`, shared with the io_uring worker) and echoed from the buffer it
+//! arrived in; a truncated one is dropped, never echoed short.
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::Instant;
@@ -81,8 +81,8 @@ pub fn run_udp_worker(ctx: WorkerCtx) -> Result<()> {
                         bump(&stats.udp_bytes, d.payload.len() as u64);
                         msgs.queue_reply(i, arrived.map(|a| a.reply));
                     }
-                    drop => {
-                        if let Some(c) = drop.counter(stats) {
+                    dropped => {
+                        if let Some(c) = dropped.counter(stats) {
                             bump(c, 1);
                         }
                     }
