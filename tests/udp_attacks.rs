@@ -10,7 +10,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::netns::{self, Netns};
@@ -95,6 +95,53 @@ fn forge(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) {
     assert_eq!(raw.send_to(&p, &to).expect("forged send"), total);
 }
 
+/// The IPv6 version of [`forge`]: with `IPPROTO_RAW` an IPv6 raw socket takes the
+/// whole header too (`IPV6_HDRINCL`); the UDP checksum is mandatory over IPv6, so it is
+/// computed here over the pseudo-header.
+fn forge6(src: SocketAddrV6, dst: SocketAddrV6, payload: &[u8]) {
+    let raw = Socket::new(
+        Domain::IPV6,
+        Type::RAW,
+        Some(Protocol::from(libc::IPPROTO_RAW)),
+    )
+    .expect("raw socket");
+    let udp_len = 8 + payload.len();
+    let mut p = vec![0u8; 40 + udp_len];
+    p[0] = 0x60; // version 6
+    p[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+    p[6] = libc::IPPROTO_UDP as u8;
+    p[7] = 64; // hop limit
+    p[8..24].copy_from_slice(&src.ip().octets());
+    p[24..40].copy_from_slice(&dst.ip().octets());
+    p[40..42].copy_from_slice(&src.port().to_be_bytes());
+    p[42..44].copy_from_slice(&dst.port().to_be_bytes());
+    p[44..46].copy_from_slice(&(udp_len as u16).to_be_bytes());
+    p[48..].copy_from_slice(payload);
+    // One's-complement sum of the pseudo-header (addresses, length, next header) and
+    // the UDP header and payload.
+    let mut sum: u32 = 0;
+    let mut add = |b: &[u8]| {
+        for pair in b.chunks(2) {
+            let hi = u32::from(pair[0]) << 8;
+            sum += hi | pair.get(1).map_or(0, |&lo| u32::from(lo));
+        }
+    };
+    add(&p[8..40]);
+    add(&(udp_len as u32).to_be_bytes());
+    add(&[0, 0, 0, libc::IPPROTO_UDP as u8]);
+    add(&p[40..]);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let csum = match !(sum as u16) {
+        0 => 0xffff,
+        c => c,
+    };
+    p[46..48].copy_from_slice(&csum.to_be_bytes());
+    let to = SockAddr::from(SocketAddr::V6(SocketAddrV6::new(*dst.ip(), 0, 0, 0)));
+    assert_eq!(raw.send_to(&p, &to).expect("forged send"), p.len());
+}
+
 /// Send `data` from `c` to `to` and wait up to `wait` for exactly it to come back.
 fn echoed(c: &UdpSocket, to: SocketAddr, data: &[u8], wait: Duration) -> bool {
     c.send_to(data, to).expect("send");
@@ -165,6 +212,44 @@ fn a_forged_datagram_from_our_own_port_on_this_host_is_not_echoed() {
             assert_eq!(count(&t, "echoed"), 1, "{args:?}: only the client: {t:?}");
             assert_eq!(count(&t, "loops"), 0, "{args:?}: {t:?}");
         }
+    });
+}
+
+#[test]
+fn a_forged_ipv6_datagram_from_our_own_port_on_this_host_is_not_echoed() {
+    if !netns::available("IPv6 self-loop") {
+        return;
+    }
+    each_engine(|engine| {
+        let ns = Netns::new();
+        ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
+        ns.ip(&["addr", "add", "fd88::1/64", "dev", "d0", "nodad"]);
+        ns.ip(&["link", "set", "d0", "up"]);
+        ns.ip(&["link", "set", "d1", "up"]);
+        let mut args = engine.to_vec();
+        args.extend([
+            "--bind",
+            "::",
+            "--proto",
+            "udp",
+            "--threads",
+            "2",
+            "--stats",
+            "1",
+        ]);
+        let s = Server::start_in(&ns, &args);
+        let p = s.udp_addr().port();
+        let at = |ip: &str| SocketAddrV6::new(ip.parse().expect("ip"), p, 0, 0);
+        ns.run(|| {
+            forge6(at("fd88::1"), at("::1"), b"self loop 1");
+            forge6(at("::1"), at("fd88::1"), b"self loop 2");
+            let c = UdpSocket::bind("[::1]:0").expect("bind");
+            let to = SocketAddr::V6(at("::1"));
+            assert!(echoed(&c, to, b"still served", Duration::from_secs(2)));
+        });
+        let t = totals_after(&s, Duration::from_millis(1200));
+        assert_eq!(count(&t, "ourselves"), 2, "{args:?}: {t:?}");
+        assert_eq!(count(&t, "echoed"), 1, "{args:?}: only the client: {t:?}");
     });
 }
 
