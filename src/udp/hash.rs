@@ -1,7 +1,7 @@
 //! A fast keyed 64-bit hash of byte strings, for the UDP policy's tables: the loop
 //! breaker hashes every payload it echoes, so it must keep up with 64 KiB datagrams
 //! (measured here in a release build: about 20 GB/s, 3 us for 65,507 bytes, 75 ns for
-//! 1,472, 11 ns for 64; SipHash, std's, runs at a tenth of that), and both tables hash
+//! 1,472, 11 ns for 64; std's SipHash, about 4.7 GB/s), and both tables hash
 //! source addresses to pick a slot.
 //!
 //! The construction is wyhash's folded multiply over three independent 16-byte lanes.
