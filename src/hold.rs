@@ -6,10 +6,12 @@
 //! clients would hold all of them, so each worker bounds the total (`--hold-budget`) and
 //! frees it with one policy, the same on both engines:
 //!
-//! - **Under pressure** (the worker holds three quarters of its budget or more), the
-//!   holder whose echo has made no progress for longest is shed (closed) if it has made
-//!   none for [`SHED_GRACE`]. Connections that are being echoed make progress every few
-//!   milliseconds, so they are never the ones shed; clients that stopped reading are.
+//! - **Under pressure** (from when the worker holds three quarters of its budget until
+//!   it is back under half), the holder whose echo has made no progress for longest is
+//!   shed (closed) if it has made none for [`SHED_GRACE`]. Connections that are being
+//!   echoed make progress every few milliseconds, so they are never the ones shed;
+//!   clients that stopped reading are. Shedding down to half, not just under three
+//!   quarters, frees room for many fresh clients at each round, not a few.
 //! - **Stalled** holders, whose echo has made no progress for `--stall-timeout`, are
 //!   closed whatever the pressure, so a client that vanished mid-echo frees its memory.
 //!
@@ -77,6 +79,8 @@ pub struct Holders {
     tail: u32,
     held: u64,
     budget: u64,
+    /// Under pressure: set at three quarters of the budget, cleared under half.
+    pressure: bool,
     stall: Option<Duration>,
     epoch: Instant,
 }
@@ -91,6 +95,7 @@ impl Holders {
             tail: NIL,
             held: 0,
             budget,
+            pressure: false,
             stall,
             epoch: Instant::now(),
         }
@@ -118,9 +123,20 @@ impl Holders {
         self.held >= self.budget
     }
 
-    /// Holding three quarters of the budget or more: stale holders are shed.
+    /// Under pressure (see the module doc): stale holders are shed, and holders get no
+    /// more memory.
     pub fn pressure(&self) -> bool {
-        self.held >= self.budget - self.budget / 4
+        self.pressure
+    }
+
+    /// The total changed: enter pressure at three quarters, leave it under half.
+    fn set_held(&mut self, held: u64) {
+        self.held = held;
+        if held >= self.budget - self.budget / 4 {
+            self.pressure = true;
+        } else if held < self.budget / 2 {
+            self.pressure = false;
+        }
     }
 
     /// Is anyone holding anything?
@@ -153,15 +169,14 @@ impl Holders {
             Mark::Free if bytes > 0 => {
                 self.links[i].bytes = bytes;
                 self.links[i].since = now_ms;
-                self.held += u64::from(bytes);
+                self.set_held(self.held + u64::from(bytes));
                 self.push_tail(slot);
             }
             Mark::Free => {}
             Mark::Listed if bytes == 0 => self.unlink(slot),
             Mark::Listed => {
-                let l = &mut self.links[i];
-                self.held = self.held - u64::from(l.bytes) + u64::from(bytes);
-                l.bytes = bytes;
+                let old = std::mem::replace(&mut self.links[i].bytes, bytes);
+                self.set_held(self.held - u64::from(old) + u64::from(bytes));
             }
         }
     }
@@ -230,7 +245,7 @@ impl Holders {
         if l.mark != Mark::Listed {
             return;
         }
-        self.held -= u64::from(l.bytes);
+        self.set_held(self.held - u64::from(l.bytes));
         self.detach(slot);
         let l = &mut self.links[slot as usize];
         l.bytes = 0;
@@ -336,15 +351,20 @@ mod tests {
         assert_eq!(h.victim(GRACE), Some((0, Reason::Shed)));
         h.retire(0);
         assert_eq!(h.held(), 200);
-        assert!(!h.pressure());
+        assert!(h.pressure(), "shedding goes on down to half");
+        assert_eq!(h.victim(GRACE + 100), Some((1, Reason::Shed)));
+        h.retire(1);
+        assert!(!h.pressure(), "under half");
         assert_eq!(h.victim(10 * GRACE), None);
+        h.update(1, 0, 0);
+        assert_eq!(h.held(), 100);
         // A retired slot ignores updates until it is reset for a new connection.
         h.update(0, 100, 0);
         h.progressed(0, 0);
-        assert_eq!(h.held(), 200);
+        assert_eq!(h.held(), 100);
         h.reset(0);
         h.update(0, 100, 5000);
-        assert_eq!(h.order(), vec![1, 2, 0]);
+        assert_eq!(h.order(), vec![2, 0]);
     }
 
     #[test]

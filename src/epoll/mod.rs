@@ -208,15 +208,15 @@ impl<'a> Worker<'a> {
     }
 
     /// Memory is below the budget again: connections that stopped reading because it was
-    /// full go back on the ready list, those holding nothing first. Their echo usually
-    /// goes straight out, so a fresh client is not kept waiting behind clients that do
-    /// not read (which would fill the budget again before its turn).
+    /// full go back on the ready list, those holding nothing first, newest first. A
+    /// fresh client's echo goes straight out; the clients blocked before it are mostly
+    /// ones that do not read, and would fill the budget again before its turn.
     fn resume_blocked(&mut self) {
         if self.blocked.is_empty() || self.env.holds.full() {
             return;
         }
         for holders_pass in [false, true] {
-            for &token in &self.blocked {
+            for &token in self.blocked.iter().rev() {
                 let Some(conn) = self.conns.get_mut(token) else {
                     continue;
                 };

@@ -510,10 +510,20 @@ impl Worker {
     /// thousands of connections, starves some for seconds. Free buffers include spares
     /// the ring's window leaves out: re-arms beyond the window that starve again are what
     /// grows it (see `BufRing::note_starved`).
+    ///
+    /// Under memory pressure the newest go first instead: the oldest starved are then
+    /// mostly clients that do not read, waiting to take a buffer they will hold, and a
+    /// fresh client must not wait behind all of them.
     fn rearm_starved(&mut self) -> Result<()> {
         let mut free = self.bufs.free();
+        let newest_first = self.holds.pressure();
         while free > 0 {
-            let Some(idx) = self.starved.pop_front() else {
+            let next = if newest_first {
+                self.starved.pop_back()
+            } else {
+                self.starved.pop_front()
+            };
+            let Some(idx) = next else {
                 break;
             };
             let c = self.conns.get_mut(idx);
