@@ -15,6 +15,7 @@ use crate::config::{Engine, ServeConfig};
 use crate::error::{Error, Result};
 use crate::shutdown::{self, Shutdown};
 use crate::stats::{Reporter, WorkerStats};
+use crate::udp::limiter::Limiter;
 use crate::{epoll, net, uring};
 
 /// State every worker of one server shares.
@@ -25,6 +26,9 @@ pub struct Shared {
     max_conns: u64,
     /// The stop signal.
     pub shutdown: Shutdown,
+    /// `--udp-rate`'s buckets: one table for every UDP worker, so the rate is per source
+    /// address however many ports and workers its datagrams reach.
+    pub udp_limiter: Option<Arc<Limiter>>,
 }
 
 impl Shared {
@@ -60,7 +64,7 @@ pub struct WorkerCtx {
     pub transport: Transport,
     /// This worker's own socket (SO_REUSEPORT): a listening TCP socket or a bound UDP one.
     pub socket: Socket,
-    /// The port the server serves (what the UDP guard calls "ourselves").
+    /// The port the server serves.
     pub port: u16,
     /// The validated configuration.
     pub cfg: Arc<ServeConfig>,
@@ -122,6 +126,7 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
         active: AtomicU64::new(0),
         max_conns: u64::from(cfg.max_conns),
         shutdown: Shutdown::new()?,
+        udp_limiter: cfg.udp_rate.map(|rate| Arc::new(Limiter::new(rate))),
     });
     let cfg = Arc::new(cfg);
     let (tx, rx) = mpsc::channel();

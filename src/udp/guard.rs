@@ -145,10 +145,7 @@ impl Policy {
     /// The policy of the worker `ctx` describes, bound to `own`.
     pub fn for_worker(ctx: &WorkerCtx, own: SocketAddr) -> Result<Policy> {
         let ifaces = Interfaces::read().context("listing the host's interfaces")?;
-        let limiter = ctx
-            .cfg
-            .udp_rate
-            .map(|rate| Limiter::of_server(&ctx.shared, rate));
+        let limiter = ctx.shared.udp_limiter.clone();
         let mut p = Policy::new(own, ifaces, limiter);
         p.host.read_at = Some(Instant::now());
         Ok(p)

@@ -12,9 +12,8 @@
 //! flood from spoofed addresses costs bounded memory and bounded work per datagram, and
 //! can never evict (and so reset) the bucket of an address that is over its rate.
 
-use std::any::Any;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use super::hash::Key;
@@ -54,26 +53,6 @@ impl Limiter {
                 .map(|_| Mutex::new([Bucket::default(); WAYS]))
                 .collect(),
         }
-    }
-
-    /// The limiter of the server whose workers all hold `server` (their `Shared`), made
-    /// by the first worker that asks, so that two servers in one process never share
-    /// buckets. Looked up once per worker at start-up. (A registry rather than a field
-    /// of the server's shared state, which the UDP layer does not own.)
-    pub fn of_server<S: Any + Send + Sync>(server: &Arc<S>, rate: u32) -> Arc<Limiter> {
-        type Registry = Vec<(Weak<dyn Any + Send + Sync>, Arc<Limiter>)>;
-        static REGISTRY: Mutex<Registry> = Mutex::new(Vec::new());
-        let mut reg = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
-        // A Weak keeps its allocation, so a live entry's address is never reused.
-        reg.retain(|(w, _)| w.strong_count() > 0);
-        let me = Arc::as_ptr(server).cast::<()>();
-        if let Some((_, l)) = reg.iter().find(|(w, _)| w.as_ptr().cast::<()>() == me) {
-            return Arc::clone(l);
-        }
-        let l = Arc::new(Limiter::new(rate));
-        let weak: Weak<dyn Any + Send + Sync> = Arc::downgrade(server) as _;
-        reg.push((weak, Arc::clone(&l)));
-        l
     }
 
     /// Take one token for a datagram from `ip` at `now`; false if it has none.
@@ -126,6 +105,7 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use std::time::Duration;
 
     #[test]
@@ -187,13 +167,5 @@ mod tests {
             "10.255.255.254".parse().expect("ip"),
             t0 + Duration::from_secs(2)
         ));
-    }
-
-    #[test]
-    fn each_server_has_its_own() {
-        let (a, b) = (Arc::new(1u8), Arc::new(2u8));
-        let la = Limiter::of_server(&a, 5);
-        assert!(Arc::ptr_eq(&la, &Limiter::of_server(&a, 5)));
-        assert!(!Arc::ptr_eq(&la, &Limiter::of_server(&b, 5)));
     }
 }
