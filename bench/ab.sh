@@ -11,7 +11,7 @@
 #   VARIANT is LABEL=SERVE_ARGS, or LABEL@BINARY=SERVE_ARGS to compare two builds
 #
 #   bench/ab.sh 65536 100 3 'epoll=--engine epoll' 'uring=--engine uring' \
-#       'uring-64k=--engine uring --buffer-size 65536 --buffers 1024'
+#       'uring-64k=--engine uring --buffer-size 65536 --hold-budget 64M'
 #   just ab 64 100 3 'new=' 'old@/tmp/old/ringecho='
 #   RATE=96700 bench/ab.sh 64 100 5 'epoll=--engine epoll' 'uring='
 #

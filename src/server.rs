@@ -15,6 +15,7 @@ use crate::config::{Engine, ServeConfig};
 use crate::error::{Error, Result};
 use crate::shutdown::{self, Shutdown};
 use crate::stats::{Reporter, WorkerStats};
+use crate::udp::limiter::Limiter;
 use crate::{epoll, net, uring};
 
 /// State every worker of one server shares.
@@ -28,6 +29,9 @@ pub struct Shared {
     /// Set once start-up is over (every worker ready, or start-up given up); workers wait
     /// for it in [`WorkerCtx::ready`].
     started: (Mutex<bool>, Condvar),
+    /// `--udp-rate`'s buckets: one table for every UDP worker, so the rate is per source
+    /// address however many ports and workers its datagrams reach.
+    pub udp_limiter: Option<Arc<Limiter>>,
 }
 
 impl Shared {
@@ -90,7 +94,7 @@ pub struct WorkerCtx {
     pub transport: Transport,
     /// This worker's own socket (SO_REUSEPORT): a listening TCP socket or a bound UDP one.
     pub socket: Socket,
-    /// The port the server serves (what the UDP guard calls "ourselves").
+    /// The port the server serves.
     pub port: u16,
     /// The validated configuration.
     pub cfg: Arc<ServeConfig>,
@@ -158,6 +162,7 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
         max_conns: u64::from(cfg.max_conns),
         shutdown: Shutdown::new()?,
         started: (Mutex::new(false), Condvar::new()),
+        udp_limiter: cfg.udp_rate.map(|rate| Arc::new(Limiter::new(rate))),
     });
     let cfg = Arc::new(cfg);
     let (tx, rx) = mpsc::channel();

@@ -27,6 +27,11 @@ pub struct WorkerStats {
     pub paused: AtomicU64,
     /// Times the buffer pool ran dry (ENOBUFS) and a receive had to be re-armed.
     pub starved: AtomicU64,
+    /// Connections closed to free the hold budget: their echo had made no progress while
+    /// the worker was short of memory (see `hold`).
+    pub shed: AtomicU64,
+    /// Connections closed because their echo made no progress for `--stall-timeout`.
+    pub stalled: AtomicU64,
     /// UDP datagrams echoed (the reply was sent).
     pub udp_echoes: AtomicU64,
     /// UDP payload bytes echoed.
@@ -34,8 +39,14 @@ pub struct WorkerStats {
     /// UDP datagrams dropped because they did not fit a receive buffer (never echoed
     /// truncated).
     pub udp_truncated: AtomicU64,
-    /// UDP datagrams dropped by the reflection guard (port 0, reflecting services, ourselves).
+    /// UDP datagrams dropped by the reflection guard (source port 0, reflecting services).
     pub udp_guarded: AtomicU64,
+    /// UDP datagrams dropped because they were sent to a broadcast or multicast address.
+    pub udp_to_many: AtomicU64,
+    /// UDP datagrams dropped because they came from our own port on this host.
+    pub udp_ourselves: AtomicU64,
+    /// UDP datagrams dropped by the loop breaker (a peer bouncing our echoes back).
+    pub udp_loops: AtomicU64,
     /// UDP datagrams dropped by `--udp-rate`.
     pub udp_limited: AtomicU64,
     /// UDP replies the kernel refused (e.g. the socket's send buffer was full).
@@ -59,10 +70,15 @@ pub struct Totals {
     pub errors: u64,
     pub paused: u64,
     pub starved: u64,
+    pub shed: u64,
+    pub stalled: u64,
     pub udp_echoes: u64,
     pub udp_bytes: u64,
     pub udp_truncated: u64,
     pub udp_guarded: u64,
+    pub udp_to_many: u64,
+    pub udp_ourselves: u64,
+    pub udp_loops: u64,
     pub udp_limited: u64,
     pub udp_send_errors: u64,
 }
@@ -80,10 +96,15 @@ impl Totals {
             t.errors += w.errors.load(Relaxed);
             t.paused += w.paused.load(Relaxed);
             t.starved += w.starved.load(Relaxed);
+            t.shed += w.shed.load(Relaxed);
+            t.stalled += w.stalled.load(Relaxed);
             t.udp_echoes += w.udp_echoes.load(Relaxed);
             t.udp_bytes += w.udp_bytes.load(Relaxed);
             t.udp_truncated += w.udp_truncated.load(Relaxed);
             t.udp_guarded += w.udp_guarded.load(Relaxed);
+            t.udp_to_many += w.udp_to_many.load(Relaxed);
+            t.udp_ourselves += w.udp_ourselves.load(Relaxed);
+            t.udp_loops += w.udp_loops.load(Relaxed);
             t.udp_limited += w.udp_limited.load(Relaxed);
             t.udp_send_errors += w.udp_send_errors.load(Relaxed);
         }
@@ -119,7 +140,7 @@ impl Reporter {
         let secs = self.at.elapsed().as_secs_f64().max(1e-9);
         let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / secs;
         let mut line = format!(
-            "stats: {} open, {:.0} conn/s, {:.0} echo/s, {:.2} MB/s | total: {} accepted, {} refused, {} errors, {} paused, {} starved",
+            "stats: {} open, {:.0} conn/s, {:.0} echo/s, {:.2} MB/s | total: {} accepted, {} refused, {} errors, {} paused, {} starved, {} shed, {} stalled",
             now.open(),
             rate(now.accepted, self.last.accepted),
             rate(now.echoes, self.last.echoes),
@@ -129,15 +150,20 @@ impl Reporter {
             now.errors,
             now.paused,
             now.starved,
+            now.shed,
+            now.stalled,
         );
         if self.udp {
             line += &format!(
-                " | udp: {:.0} dgram/s, {:.2} MB/s | total: {} echoed, {} truncated, {} guarded, {} rate-limited, {} send errors",
+                " | udp: {:.0} dgram/s, {:.2} MB/s | total: {} echoed, {} truncated, {} guarded, {} ourselves, {} broadcast, {} loops, {} rate-limited, {} send errors",
                 rate(now.udp_echoes, self.last.udp_echoes),
                 rate(now.udp_bytes, self.last.udp_bytes) / 1e6,
                 now.udp_echoes,
                 now.udp_truncated,
                 now.udp_guarded,
+                now.udp_ourselves,
+                now.udp_to_many,
+                now.udp_loops,
                 now.udp_limited,
                 now.udp_send_errors,
             );

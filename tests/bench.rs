@@ -579,7 +579,7 @@ fn fake_udp_server(kind: Fake) -> SocketAddr {
                 }
                 Fake::Silent => {}
                 Fake::DropTenth => {
-                    if n_seen % 10 != 0 {
+                    if !n_seen.is_multiple_of(10) {
                         let _ = sock.send_to(d, from);
                     }
                 }

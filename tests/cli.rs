@@ -38,7 +38,9 @@ fn zero_threads() {
 
 #[test]
 fn bad_buffer_settings() {
-    assert_one_line_error(&serve(&["--buffers", "1000"]), "power of two");
+    assert_one_line_error(&serve(&["--hold-budget", "12Q"]), "--hold-budget");
+    assert_one_line_error(&serve(&["--hold-budget", "64K"]), "--hold-budget");
+    assert_one_line_error(&serve(&["--stall-timeout", "100000"]), "--stall-timeout");
     assert_one_line_error(&serve(&["--buffer-size", "10"]), "--buffer-size");
     assert_one_line_error(&serve(&["--conn-buffers", "0"]), "--conn-buffers");
     assert_one_line_error(&serve(&["--bind", "not-an-ip"]), "--bind");
@@ -148,8 +150,8 @@ fn startup_failure_for_too_few_descriptors_is_one_line_at_once() {
 
 #[test]
 fn startup_failure_for_a_pool_too_big_to_map_is_one_line_at_once() {
-    // 32 GiB of buffers under a 4 GiB address-space limit: the map fails on any host,
-    // whatever its overcommit policy.
+    // A 32 GiB pool (the io_uring pool is the hold budget) under a 4 GiB address-space
+    // limit: the map fails on any host, whatever its overcommit policy.
     let (out, took) = serve_limited(
         "--as=4294967296",
         &[
@@ -157,8 +159,8 @@ fn startup_failure_for_a_pool_too_big_to_map_is_one_line_at_once() {
             "uring",
             "--threads",
             "2",
-            "--buffers",
-            "32768",
+            "--hold-budget",
+            "32G",
             "--buffer-size",
             "1048576",
         ],

@@ -155,8 +155,8 @@ fn tiny_buffer_pool_still_echoes_everything() {
                 &[
                     "--threads",
                     "1",
-                    "--buffers",
-                    "8",
+                    "--hold-budget",
+                    "512",
                     "--buffer-size",
                     "64",
                     "--conn-buffers",

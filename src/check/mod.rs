@@ -32,7 +32,8 @@ pub struct CheckArgs {
     pub addr: String,
 
     /// Test a UDP echo server instead: datagram sizes up to 65,507 bytes, 10,000 datagrams
-    /// from 64 source ports with loss counted, no reply to a guarded source port.
+    /// from 64 source ports with loss counted, no reply to a guarded source port, no
+    /// endless loop when its echoes are echoed back.
     #[arg(long)]
     pub udp: bool,
 

@@ -36,6 +36,15 @@ pub const GUARD_WAIT: Duration = Duration::from_millis(500);
 /// `net.core.rmem_max`/`wmem_max`): room for the largest datagrams.
 const CLIENT_BUF: usize = 1 << 20;
 
+/// Bounces of one datagram the loop case tolerates: the checker echoes each echo back
+/// at once from the same port, as a second echo server would; a server that answers
+/// more than this many in a row would go on forever against a real one.
+pub const LOOP_BOUNCES: u32 = 2;
+
+/// Silence after its last answer that ends the loop case: at least this, and at least
+/// four of the first echo's round trips (a distant server answers more slowly).
+const LOOP_QUIET: Duration = Duration::from_millis(100);
+
 /// How long a loss-case socket keeps listening after its last echo, for stragglers.
 const DRAIN: Duration = Duration::from_millis(50);
 
@@ -116,6 +125,10 @@ pub const CASES: &[Case] = &[
     Case {
         name: "guarded source port",
         run: guarded_port,
+    },
+    Case {
+        name: "echo loop",
+        run: echo_loop,
     },
 ];
 
@@ -418,6 +431,65 @@ fn guarded_port(ctx: &Ctx) -> Outcome {
     }
 }
 
+/// Play a second echo server: echo the server's echo back to it from the same port, and
+/// again for every answer, as two RFC 862 servers started by one spoofed datagram
+/// would. A server without a loop breaker answers every bounce; this case stops after
+/// [`LOOP_BOUNCES`] answers (plus one per resend the first echo needed, whose late
+/// duplicate may be among them) and fails. Then the same port must still be served
+/// with a new payload: breaking a loop must not block a peer.
+fn echo_loop(ctx: &Ctx) -> Outcome {
+    let s = client_socket(ctx.addr, 0).map_err(|e| format!("client socket: {e}"))?;
+    let mut rng = Rng::new(ctx.seed);
+    let len = rng.range(16, 64);
+    let data = rng.bytes(len);
+    let start = Instant::now();
+    let resends = echo_one(ctx, &s, &data).map_err(|e| {
+        format!(
+            "the first datagram got no good echo ({}), so no loop was tried",
+            e.describe(ctx)
+        )
+    })?;
+    let quiet = (start.elapsed() * 4).clamp(LOOP_QUIET, ctx.timeout.max(LOOP_QUIET));
+    let allowed = LOOP_BOUNCES + resends;
+    let mut buf = vec![0u8; RECV_BUF];
+    let mut answered = 0u32;
+    loop {
+        s.send_to(&data, ctx.addr)
+            .map_err(|e| format!("bounce {} failed to send: {e}", answered + 1))?;
+        match recv_until(&s, &mut buf, Instant::now() + quiet) {
+            Ok(None) => break,
+            Ok(Some((n, from))) => {
+                if !same_endpoint(from, ctx.addr) || buf[..n] != data[..] {
+                    return Err(Failure::Fail(format!(
+                        "bounce {}: a {n}-byte datagram from {from} that is not our echo",
+                        answered + 1
+                    )));
+                }
+                answered += 1;
+                if answered > allowed {
+                    return Err(Failure::Fail(format!(
+                        "echo loop: the server answered {answered} bounces of its own echo in a row (more than {allowed}); against another echo server it would never stop"
+                    )));
+                }
+            }
+            Err(e) => return Err(Failure::Fail(describe_recv_error(&e))),
+        }
+    }
+    let len = rng.range(16, 64);
+    let fresh = rng.bytes(len);
+    echo_one(ctx, &s, &fresh).map_err(|e| {
+        format!(
+            "the loop stopped after {answered} bounces, but then a new payload from the same port got no good echo ({}): the peer is blocked",
+            e.describe(ctx)
+        )
+    })?;
+    Ok(format!(
+        "its echo bounced back at once from the same port: {answered} bounce{} answered, then silence for {} ms; a new payload from that port was still echoed",
+        if answered == 1 { "" } else { "s" },
+        quiet.as_millis()
+    ))
+}
+
 /// A client socket on the first of [`GUARDED_PORTS`] that is free here.
 fn bind_guarded(target: SocketAddr) -> Result<(UdpSocket, u16, &'static str), String> {
     let mut why = Vec::new();
@@ -582,17 +654,25 @@ mod tests {
     use super::*;
 
     /// A thread echoing every datagram on loopback, except (with `guard`) those from the
-    /// guarded ports.
+    /// guarded ports and a datagram that is the last echo bounced straight back.
     fn fake(guard: bool) -> SocketAddr {
         let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let addr = s.local_addr().expect("addr");
         std::thread::spawn(move || {
             let mut buf = vec![0u8; RECV_BUF];
+            let mut last: Option<(SocketAddr, Vec<u8>, Instant)> = None;
             while let Ok((n, from)) = s.recv_from(&mut buf) {
                 if guard && GUARDED_PORTS.iter().any(|&(p, _)| p == from.port()) {
                     continue;
                 }
+                let bounced = last.as_ref().is_some_and(|(p, d, at)| {
+                    *p == from && d[..] == buf[..n] && at.elapsed() < Duration::from_millis(50)
+                });
+                if guard && bounced {
+                    continue;
+                }
                 let _ = s.send_to(&buf[..n], from);
+                last = Some((from, buf[..n].to_vec(), Instant::now()));
             }
         });
         addr
@@ -613,19 +693,21 @@ mod tests {
         assert!(r.passed(), "{r:#?}");
         assert_eq!(r.rows.len(), CASES.len());
         assert!(r.rows[1].detail.starts_with("500 datagrams"), "{r:#?}");
-        assert_eq!(r.summary(addr), "result: all 3 cases passed");
+        assert_eq!(r.summary(addr), "result: all 4 cases passed");
     }
 
     #[test]
-    fn a_reflecting_server_fails_only_the_guard() {
+    fn a_server_with_no_guard_fails_the_guard_and_the_loop() {
         let addr = fake(false);
         let r = run_cases(addr, Duration::from_secs(5), small(), 7, |_| {});
         let failed: Vec<_> = r.rows.iter().filter(|r| !r.pass).map(|r| r.name).collect();
-        assert_eq!(failed, ["guarded source port"], "{r:#?}");
+        assert_eq!(failed, ["guarded source port", "echo loop"], "{r:#?}");
         assert!(
             r.rows[2].detail.contains("reflects to a guarded port"),
             "{r:#?}"
         );
+        let expect = format!("answered {} bounces", LOOP_BOUNCES + 1);
+        assert!(r.rows[3].detail.contains(&expect), "{r:#?}");
     }
 
     #[test]
@@ -640,7 +722,7 @@ mod tests {
         assert!(r.rows[0].detail.contains("ICMP port unreachable"), "{r:#?}");
         assert_eq!(
             r.summary(port),
-            format!("result: FAILED: no UDP echo from {port}; 2 other cases not run")
+            format!("result: FAILED: no UDP echo from {port}; 3 other cases not run")
         );
     }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::pending::{BufPool, Pending};
 use super::sys;
+use crate::hold::Holders;
 use crate::stats::{bump, WorkerStats};
 
 /// Reads one connection may do per turn before others get theirs. With a 64 KiB chunk
@@ -34,6 +35,10 @@ pub enum ReadSide {
     /// Not reading because the unsent echo reached the cap (backpressure). Bytes may be
     /// waiting; reading resumes as soon as the echo has drained.
     Paused,
+    /// Not reading because the worker holds its whole budget (see `hold`). Bytes may be
+    /// waiting; the worker puts the connection back on the ready list when memory is
+    /// freed. Its token is on the worker's blocked list exactly while it is here.
+    Blocked,
     /// The peer sent FIN. Nothing more to read; close once everything is echoed.
     Eof,
 }
@@ -45,6 +50,8 @@ pub enum Step {
     Wait,
     /// It entered [`ReadSide::Backlog`]: put its token on the ready list.
     Queue,
+    /// It entered [`ReadSide::Blocked`]: put its token on the blocked list.
+    Block,
     /// Close it: `None` after a clean end (FIN and everything echoed), `Some` on an error.
     Close(Option<io::Error>),
 }
@@ -59,6 +66,10 @@ pub struct Env {
     pub stats: Arc<WorkerStats>,
     /// Unsent bytes at which reading pauses (`conn_byte_cap`).
     pub cap: usize,
+    /// Who holds pending bytes, and the worker's budget for them.
+    pub holds: Holders,
+    /// Set when a flush got bytes out: the running connection's echo made progress.
+    pub progressed: bool,
 }
 
 impl Env {
@@ -100,6 +111,30 @@ impl Conn {
         self.pending.len()
     }
 
+    /// Memory this connection holds for its unsent echo (what the hold budget counts).
+    pub fn held_bytes(&self) -> u32 {
+        u32::try_from(self.pending.capacity()).unwrap_or(u32::MAX)
+    }
+
+    /// Memory was freed while this connection was [`ReadSide::Blocked`]: it may read
+    /// again, from the ready list (bytes may be waiting, and no edge will say so).
+    /// Returns whether it was blocked.
+    pub fn unblock(&mut self) -> bool {
+        if self.read == ReadSide::Blocked {
+            self.read = ReadSide::Backlog;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Make the close a reset (zero linger): the connection is being shed, and its
+    /// socket's queued bytes should be freed now, not sent to a client that is not
+    /// reading. Best effort: a close is a close either way.
+    pub fn reset_on_close(&self) {
+        let _ = socket2::SockRef::from(&self.fd).set_linger(Some(std::time::Duration::ZERO));
+    }
+
     /// Give the pending buffer back before the connection is dropped.
     pub fn release_buffers(&mut self, pool: &mut BufPool) {
         self.pending.discard(pool);
@@ -132,7 +167,7 @@ impl Conn {
                 match self.read {
                     ReadSide::Paused => read_now = true,
                     ReadSide::Eof => return Step::Close(None),
-                    ReadSide::Idle | ReadSide::Backlog => {}
+                    ReadSide::Idle | ReadSide::Backlog | ReadSide::Blocked => {}
                 }
             }
         }
@@ -160,6 +195,11 @@ impl Conn {
             if reads == READS_PER_TURN {
                 break ReadSide::Backlog;
             }
+            if env.holds.full() {
+                // The worker holds its whole budget: leave the bytes in the kernel
+                // (TCP flow control stops the client) until memory is freed.
+                break ReadSide::Blocked;
+            }
             let n = match sys::recv(self.fd.as_fd(), &mut env.scratch) {
                 Ok(0) => break ReadSide::Eof,
                 Ok(n) => n,
@@ -171,7 +211,10 @@ impl Conn {
             if let Err(e) = self.echo(n, env) {
                 return Step::Close(Some(e));
             }
-            if self.pending.len() >= env.cap {
+            // Backpressure: at its own cap, or as soon as it holds anything while the
+            // worker is short of memory (the share of each holder shrinks to what it
+            // has, so the budget goes to clients whose echo goes straight out).
+            if self.pending.len() >= env.cap || (!self.pending.is_empty() && env.holds.pressure()) {
                 bump(&env.stats.paused, 1);
                 break ReadSide::Paused;
             }
@@ -181,6 +224,7 @@ impl Conn {
         };
         match self.read {
             ReadSide::Backlog => Step::Queue,
+            ReadSide::Blocked => Step::Block,
             ReadSide::Eof if self.pending.is_empty() => Step::Close(None),
             _ => Step::Wait,
         }
@@ -216,6 +260,9 @@ impl Conn {
     fn flush(&mut self, env: &mut Env) -> io::Result<()> {
         let fd = self.fd.as_fd();
         let done = self.pending.flush(|b| sys::send(fd, b), &mut env.pool)?;
+        if done.bytes > 0 {
+            env.progressed = true;
+        }
         bump(&env.stats.bytes, done.bytes as u64);
         bump(&env.stats.echoes, u64::from(done.echoes));
         Ok(())
@@ -244,6 +291,8 @@ mod tests {
             pool: BufPool::new(4),
             stats: Arc::default(),
             cap,
+            holds: Holders::new(1 << 30, None),
+            progressed: false,
         }
     }
 
@@ -350,12 +399,58 @@ mod tests {
             match conn.on_ready(&mut fx) {
                 Step::Queue => echoed.extend(drain(&mut client)),
                 Step::Wait => break,
+                Step::Block => panic!("blocked with an unlimited budget"),
                 Step::Close(e) => panic!("closed: {e:?}"),
             }
         }
         echoed.extend(drain(&mut client));
         assert_eq!(conn.read_side(), ReadSide::Idle);
         assert_eq!(echoed, sent);
+    }
+
+    #[test]
+    fn a_full_budget_blocks_reading_until_the_worker_unblocks_it() {
+        let mut fx = fixture(4096, 1 << 20);
+        fx.holds = Holders::new(100, None);
+        // Another connection (slot 9) holds the whole budget.
+        fx.holds.update(9, 100, 0);
+        let (mut conn, mut client) = pair();
+        let sent = fill(&mut client, 1000);
+        assert!(matches!(conn.on_event(sys::IN, &mut fx), Step::Block));
+        assert_eq!(conn.read_side(), ReadSide::Blocked);
+        assert!(drain(&mut client).is_empty(), "nothing read while blocked");
+        // Events while blocked read nothing either: the worker owns the resumption.
+        assert!(matches!(conn.on_event(sys::IN, &mut fx), Step::Wait));
+        // Memory freed: the worker unblocks it onto the ready list, and it reads.
+        fx.holds.update(9, 0, 1);
+        assert!(conn.unblock());
+        assert!(!conn.unblock(), "only once");
+        assert_eq!(conn.read_side(), ReadSide::Backlog);
+        let step = conn.on_ready(&mut fx);
+        assert!(matches!(step, Step::Wait), "{step:?}");
+        assert_eq!(drain(&mut client), sent);
+        assert_eq!(conn.read_side(), ReadSide::Idle);
+    }
+
+    #[test]
+    fn a_flush_that_gets_bytes_out_counts_as_progress() {
+        let cap = 8192;
+        let mut fx = fixture(4096, cap);
+        let (mut conn, mut client) = pair();
+        let sent = fill(&mut client, 512 << 10);
+        turn(&mut conn, sys::IN, &mut fx);
+        assert!(
+            conn.held_bytes() > 0,
+            "a client that does not read leaves bytes pending"
+        );
+        fx.progressed = false;
+        assert!(matches!(conn.on_event(sys::OUT, &mut fx), Step::Wait));
+        assert!(!fx.progressed, "nothing could be sent yet");
+        let mut echoed = drain(&mut client);
+        turn(&mut conn, sys::OUT, &mut fx);
+        assert!(fx.progressed);
+        echoed.extend(drain(&mut client));
+        assert!(!echoed.is_empty() && sent.starts_with(&echoed));
     }
 
     #[test]

@@ -28,6 +28,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Context, Error, Result};
+use crate::hold::{Holders, Reason};
+use crate::ratelog::RateLimited;
 use crate::server::WorkerCtx;
 use crate::stats::bump;
 
@@ -87,8 +89,19 @@ struct Worker<'a> {
     /// The previous round's ready list, kept to reuse its allocation.
     ready_spare: Vec<Token>,
     accept: AcceptState,
+    /// The hold table's clock, read once per loop turn.
+    now_ms: u32,
+    /// Tokens of connections in [`ReadSide::Blocked`], to resume when memory is freed.
+    blocked: Vec<Token>,
     /// Said once per worker that accepting is throttled, not on every retry.
     warned_throttle: bool,
+    /// A descriptor kept open to be given up at the open-file limit, so the connection
+    /// that hit it can be accepted and closed (refused) instead of left waiting.
+    reserve: Option<OwnedFd>,
+    /// Connections refused at the open-file limit.
+    nofile_log: RateLimited,
+    /// Connections refused at `--max-conns`.
+    max_conns_log: RateLimited,
     /// Scratch buffer, buffer pool and counters, lent to each connection as it runs.
     env: Env,
 }
@@ -116,12 +129,19 @@ impl<'a> Worker<'a> {
             ready_spare: Vec::new(),
             // The accept queue may already hold connections made before we registered.
             accept: AcceptState::Ready,
+            now_ms: 0,
+            blocked: Vec::new(),
             warned_throttle: false,
+            reserve: open_reserve(),
+            nofile_log: RateLimited::new(),
+            max_conns_log: RateLimited::new(),
             env: Env {
                 scratch: vec![0; scratch_len].into_boxed_slice(),
                 pool: BufPool::new(POOLED_BUFFERS),
                 stats: Arc::clone(&ctx.stats),
                 cap: ctx.cfg.conn_byte_cap(),
+                holds: Holders::new(ctx.cfg.hold_budget, ctx.cfg.stall()),
+                progressed: false,
             },
         })
     }
@@ -138,6 +158,7 @@ impl<'a> Worker<'a> {
                 .epoll
                 .wait(&mut self.events, timeout)
                 .context("epoll_wait")?;
+            self.now_ms = self.env.holds.now_ms(Instant::now());
             for i in 0..n {
                 // Copy out: `epoll_event` is packed on x86-64, so no references into it.
                 let ev = self.events[i];
@@ -161,19 +182,70 @@ impl<'a> Worker<'a> {
                 self.accept_some()?;
             }
             self.run_ready_list();
+            self.shed_stalled();
+            self.resume_blocked();
         }
     }
 
-    /// Sleep forever unless something is known to be waiting for us.
+    /// Close every holder the hold policy names (see `hold`): stalled ones, and under
+    /// pressure the ones without progress for longest. With a zero linger the close is
+    /// a reset, so the kernel frees the socket's buffers at once too.
+    fn shed_stalled(&mut self) {
+        while let Some((slot, reason)) = self.env.holds.victim(self.now_ms) {
+            self.env.holds.retire(slot);
+            let counter = match reason {
+                Reason::Shed => &self.ctx.stats.shed,
+                Reason::Stalled => &self.ctx.stats.stalled,
+            };
+            bump(counter, 1);
+            if let Some(token) = self.conns.token_at(slot) {
+                if let Some(conn) = self.conns.get_mut(token) {
+                    conn.reset_on_close();
+                }
+                self.close(token, None);
+            }
+        }
+    }
+
+    /// Memory is below the budget again: connections that stopped reading because it was
+    /// full go back on the ready list, those holding nothing first, newest first. A
+    /// fresh client's echo goes straight out; the clients blocked before it are mostly
+    /// ones that do not read, and would fill the budget again before its turn.
+    fn resume_blocked(&mut self) {
+        if self.blocked.is_empty() || self.env.holds.full() {
+            return;
+        }
+        for holders_pass in [false, true] {
+            for &token in self.blocked.iter().rev() {
+                let Some(conn) = self.conns.get_mut(token) else {
+                    continue;
+                };
+                if (conn.held_bytes() > 0) == holders_pass && conn.unblock() {
+                    self.ready.push(token);
+                }
+            }
+        }
+        self.blocked.clear();
+    }
+
+    /// Sleep until something is known to be waiting for us, or the next deadline: the
+    /// accept backoff's end, or the hold table's next stall.
     fn wait_timeout(&self) -> i32 {
         if !self.ready.is_empty() {
             return 0;
         }
-        match self.accept {
-            AcceptState::Idle => -1,
-            AcceptState::Ready => 0,
+        let accept = match self.accept {
+            AcceptState::Idle => None,
+            AcceptState::Ready => return 0,
             AcceptState::Throttled { until } => {
-                let left = until.saturating_duration_since(Instant::now());
+                Some(until.saturating_duration_since(Instant::now()))
+            }
+        };
+        let hold = self.env.holds.next_deadline(self.now_ms);
+        match (accept, hold) {
+            (None, None) => -1,
+            (a, h) => {
+                let left = a.unwrap_or(Duration::MAX).min(h.unwrap_or(Duration::MAX));
                 // Round up so we do not wake a millisecond early and spin.
                 left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
             }
@@ -185,6 +257,7 @@ impl<'a> Worker<'a> {
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };
+        self.env.progressed = false;
         let step = conn.on_event(mask, &mut self.env);
         self.apply(token, step);
     }
@@ -201,16 +274,26 @@ impl<'a> Worker<'a> {
             let Some(conn) = self.conns.get_mut(token) else {
                 continue;
             };
+            self.env.progressed = false;
             let step = conn.on_ready(&mut self.env);
             self.apply(token, step);
         }
         self.ready_spare = list;
     }
 
+    /// Act on a connection's step, and tell the hold table what it holds now.
     fn apply(&mut self, token: Token, step: Step) {
+        if let Some(conn) = self.conns.get_mut(token) {
+            let holds = &mut self.env.holds;
+            holds.update(token.slot(), conn.held_bytes(), self.now_ms);
+            if self.env.progressed {
+                holds.progressed(token.slot(), self.now_ms);
+            }
+        }
         match step {
             Step::Wait => {}
             Step::Queue => self.ready.push(token),
+            Step::Block => self.blocked.push(token),
             Step::Close(err) => self.close(token, err),
         }
     }
@@ -227,6 +310,19 @@ impl<'a> Worker<'a> {
                     }
                     // That one connection died in the queue (or a signal): try the next.
                     AcceptError::Skip => {}
+                    // Linux says EMFILE before looking at the queue: the refusal
+                    // tells whether a connection was waiting at all.
+                    AcceptError::OutOfFiles => match self.refuse_one() {
+                        Refusal::Refused => {}
+                        Refusal::Drained => {
+                            self.accept = AcceptState::Idle;
+                            return Ok(());
+                        }
+                        Refusal::Failed => {
+                            self.throttle(e);
+                            return Ok(());
+                        }
+                    },
                     AcceptError::Exhausted => {
                         self.throttle(e);
                         return Ok(());
@@ -239,6 +335,36 @@ impl<'a> Worker<'a> {
         }
         self.accept = AcceptState::Ready;
         Ok(())
+    }
+
+    /// At the open-file limit: give up the reserve descriptor, accept the connection that
+    /// hit the limit and close it at once (refused, counted, logged now and then), then
+    /// take the reserve back.
+    fn refuse_one(&mut self) -> Refusal {
+        if self.reserve.take().is_none() {
+            return Refusal::Failed;
+        }
+        // Close the refused connection before reopening the reserve: its descriptor is
+        // the one the reserve takes back.
+        let accepted = sys::accept4(self.ctx.socket.as_fd()).map(drop);
+        self.reserve = open_reserve();
+        match accepted {
+            Ok(()) => {
+                bump(&self.ctx.stats.refused, 1);
+                if let Some(n) = self.nofile_log.hit(Instant::now()) {
+                    eprintln!(
+                        "ringecho: worker {}: at the open-file limit ({}); refused {n} \
+                         connection(s), still serving",
+                        self.ctx.id,
+                        crate::net::nofile_limit()
+                    );
+                }
+                Refusal::Refused
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Refusal::Drained,
+            // Another thread took the descriptor, or that connection died in the queue.
+            Err(_) => Refusal::Failed,
+        }
     }
 
     /// Out of descriptors (EMFILE/ENFILE) or kernel memory: retrying at once would spin,
@@ -263,12 +389,22 @@ impl<'a> Worker<'a> {
         if !self.ctx.shared.try_admit() {
             drop(fd);
             bump(&stats.refused, 1);
+            if let Some(n) = self.max_conns_log.hit(Instant::now()) {
+                eprintln!(
+                    "ringecho: worker {}: --max-conns {} reached; refused {n} connection(s), \
+                     still serving",
+                    self.ctx.id, self.ctx.cfg.max_conns
+                );
+            }
             return;
         }
         bump(&stats.accepted, 1);
         let raw = fd.as_raw_fd();
         let token = match self.conns.insert(Conn::new(fd)) {
-            Ok(token) => token,
+            Ok(token) => {
+                self.env.holds.reset(token.slot());
+                token
+            }
             Err(conn) => {
                 // 2^32 slots in use: unreachable under any descriptor limit, but not a panic.
                 drop(conn);
@@ -289,6 +425,7 @@ impl<'a> Worker<'a> {
         let Some(mut conn) = self.conns.remove(token) else {
             return;
         };
+        self.env.holds.reset(token.slot());
         // A Backlog connection's token stays on the ready list; the slab makes it stale.
         conn.release_buffers(&mut self.env.pool);
         drop(conn);
@@ -319,13 +456,31 @@ impl<'a> Worker<'a> {
     }
 }
 
+/// The descriptor given up at the open-file limit (see `Worker::refuse_one`); `None` if
+/// even that cannot be opened (then the limit is met with a back-off).
+fn open_reserve() -> Option<OwnedFd> {
+    std::fs::File::open("/dev/null").ok().map(OwnedFd::from)
+}
+
+/// What [`Worker::refuse_one`] achieved.
+enum Refusal {
+    /// A connection was accepted and closed.
+    Refused,
+    /// None was waiting.
+    Drained,
+    /// No descriptor could be freed for it: back off.
+    Failed,
+}
+
 /// How the loop reacts to an `accept4` failure.
 enum AcceptError {
     /// EAGAIN: the accept queue is empty.
     Drained,
     /// This one attempt failed (a signal, or the connection died while queued): go on.
     Skip,
-    /// Out of descriptors or memory: back off.
+    /// Out of descriptors: refuse the connection that hit the limit, or back off.
+    OutOfFiles,
+    /// Out of kernel memory: back off.
     Exhausted,
     /// The listener itself is unusable: a bug, not a condition to ride out.
     Fatal,
@@ -336,7 +491,8 @@ fn classify_accept_error(e: &io::Error) -> AcceptError {
         return AcceptError::Drained;
     }
     match e.raw_os_error() {
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => AcceptError::Exhausted,
+        Some(libc::EMFILE | libc::ENFILE) => AcceptError::OutOfFiles,
+        Some(libc::ENOBUFS | libc::ENOMEM) => AcceptError::Exhausted,
         Some(libc::EBADF | libc::EFAULT | libc::EINVAL | libc::ENOTSOCK) => AcceptError::Fatal,
         // EINTR, ECONNABORTED, EPROTO, EPERM (firewall), and the pending network errors
         // Linux passes on from the new socket (ENETDOWN, EHOSTUNREACH, ...).
@@ -352,8 +508,9 @@ mod tests {
     fn accept_errors_are_classified_so_the_loop_neither_spins_nor_dies() {
         let kind = |errno| classify_accept_error(&io::Error::from_raw_os_error(errno));
         assert!(matches!(kind(libc::EAGAIN), AcceptError::Drained));
-        assert!(matches!(kind(libc::EMFILE), AcceptError::Exhausted));
-        assert!(matches!(kind(libc::ENFILE), AcceptError::Exhausted));
+        assert!(matches!(kind(libc::EMFILE), AcceptError::OutOfFiles));
+        assert!(matches!(kind(libc::ENFILE), AcceptError::OutOfFiles));
+        assert!(matches!(kind(libc::ENOMEM), AcceptError::Exhausted));
         assert!(matches!(kind(libc::ECONNABORTED), AcceptError::Skip));
         assert!(matches!(kind(libc::EINTR), AcceptError::Skip));
         assert!(matches!(kind(libc::EBADF), AcceptError::Fatal));

@@ -44,7 +44,6 @@ impl Pending {
     }
 
     /// Bytes of heap this buffer holds right now.
-    #[cfg(test)]
     pub fn capacity(&self) -> usize {
         self.buf.capacity()
     }

@@ -37,6 +37,11 @@ impl Token {
         (self.0 & 0xffff_ffff) as usize
     }
 
+    /// The slot index alone: what per-slot side tables (the hold table) are keyed by.
+    pub fn slot(self) -> u32 {
+        self.0 as u32
+    }
+
     fn generation(self) -> u32 {
         (self.0 >> 32) as u32
     }
@@ -122,6 +127,17 @@ impl<T> Slab<T> {
                 generation,
                 entry: Entry::Occupied(value),
             }) if *generation == token.generation() => Some(value),
+            _ => None,
+        }
+    }
+
+    /// The token of the live entry in slot `index`, if there is one.
+    pub fn token_at(&self, index: u32) -> Option<Token> {
+        match self.slots.get(index as usize) {
+            Some(Slot {
+                generation,
+                entry: Entry::Occupied(_),
+            }) => Some(Token::new(index, *generation)),
             _ => None,
         }
     }

@@ -1,17 +1,17 @@
 //! The epoll engine's UDP worker: one SO_REUSEPORT socket, level-triggered, read in
 //! batches with `recvmmsg` and answered in batches with `sendmmsg` (the echobench way:
-//! one syscall per batch, not per datagram). Each datagram is judged by the reflection
-//! guard and echoed from the buffer it arrived in; a truncated one is dropped, never
-//! echoed short.
+//! one syscall per batch, not per datagram). Each datagram is judged by the UDP policy
+//! (`crate::udp::guard`, shared with the io_uring worker) and echoed from the buffer it
+//! arrived in; a truncated one is dropped, never echoed short.
 
-use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd};
+use std::time::Instant;
 
 use super::sys::{self, MsgVec};
 use crate::error::{Context, Error, Result};
 use crate::server::WorkerCtx;
 use crate::stats::bump;
-use crate::udp::guard::{Guard, Verdict};
+use crate::udp::guard::{Policy, Verdict};
 use crate::udp::{pktinfo, sockaddr};
 
 /// Datagrams per `recvmmsg`/`sendmmsg`.
@@ -41,7 +41,7 @@ pub fn run_udp_worker(ctx: WorkerCtx) -> Result<()> {
         .add(ctx.shared.shutdown.fd(), sys::IN, SHUTDOWN)
         .context("registering the shutdown eventfd with epoll")?;
     let mut msgs = MsgVec::new(BATCH, DGRAM_BUF);
-    let mut guard = Guard::new(ctx.port, ctx.cfg.udp_rate);
+    let mut policy = Policy::for_worker(&ctx, local)?;
     let mut events = sys::event_buffer(4);
     let stats = &ctx.stats;
     ctx.ready();
@@ -61,6 +61,7 @@ pub fn run_udp_worker(ctx: WorkerCtx) -> Result<()> {
             if n == 0 {
                 break;
             }
+            let now = Instant::now();
             for i in 0..n {
                 let d = msgs.slot(i);
                 if d.truncated {
@@ -75,18 +76,16 @@ pub fn run_udp_worker(ctx: WorkerCtx) -> Result<()> {
                 } else {
                     None
                 };
-                let local_ip = match arrived {
-                    Some(pktinfo::Local::V4(ip)) => IpAddr::V4(ip),
-                    Some(pktinfo::Local::V6(ip, _)) => IpAddr::V6(ip),
-                    None => local.ip(),
-                };
-                match guard.judge(src, local_ip) {
+                match policy.judge(src, arrived.as_ref(), d.payload, now) {
                     Verdict::Echo => {
                         bump(&stats.udp_bytes, d.payload.len() as u64);
-                        msgs.queue_reply(i, arrived);
+                        msgs.queue_reply(i, arrived.map(|a| a.reply));
                     }
-                    Verdict::Guarded => bump(&stats.udp_guarded, 1),
-                    Verdict::Limited => bump(&stats.udp_limited, 1),
+                    dropped => {
+                        if let Some(c) = dropped.counter(stats) {
+                            bump(c, 1);
+                        }
+                    }
                 }
             }
             let queued = msgs.queued() as u64;

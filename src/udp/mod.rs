@@ -1,13 +1,20 @@
 //! What both engines need to echo a UDP datagram correctly and safely, whatever drives
 //! the socket: which local address a datagram arrived on and how to reply from it
-//! ([`pktinfo`]), and whether to reply at all ([`guard`]).
+//! ([`pktinfo`]), and whether to reply at all ([`guard`]'s policy, with its loop breaker
+//! in [`loops`] and the shared `--udp-rate` table in [`limiter`]).
 //!
-//! UDP echo (RFC 862) is a classic reflection and loop vector: a spoofed datagram "from"
-//! another echo or chargen service makes two servers talk to each other forever, and a
-//! spoofed victim address gets our replies. The guard drops what would reflect; the
-//! optional per-source rate limit bounds what one address can make us send.
+//! UDP echo (RFC 862) is a classic reflection, loop and amplification vector: a spoofed
+//! datagram "from" another echo or chargen service (or from this very server) makes two
+//! services talk to each other forever, one sent to a broadcast address draws an echo
+//! from every host, and a spoofed victim address gets our replies. The policy drops what
+//! would loop or reflect; the optional per-source rate limit bounds what one address can
+//! make us send.
 
 pub mod guard;
+pub mod hash;
+pub mod ifaddrs;
+pub mod limiter;
+pub mod loops;
 pub mod pktinfo;
 pub mod sockaddr;
 

@@ -9,10 +9,11 @@
 //! pointer arithmetic is needed.
 
 use std::mem::size_of;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// Control-buffer space that holds either kind of pktinfo message.
-pub const CONTROL_LEN: usize = 64;
+/// Control-buffer space for what a wildcard socket receives: both kinds of pktinfo
+/// message at once (40 + 32 bytes: a dual-stack socket gets both for an IPv4 datagram).
+pub const CONTROL_LEN: usize = 128;
 
 /// Where a datagram arrived: the local address to reply from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,34 +37,78 @@ fn field<const N: usize>(b: &[u8], at: usize) -> Option<[u8; N]> {
     b.get(at..at + N)?.try_into().ok()
 }
 
+/// What the pktinfo control message says about one received datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    /// The local address to reply from.
+    pub reply: Local,
+    /// The destination address in the datagram's IP header (`ipi_addr` / `ipi6_addr`):
+    /// unlike `reply`, a broadcast or multicast address when the datagram was sent to one.
+    pub dst: IpAddr,
+    /// The interface it arrived on (`ipi_ifindex` / `ipi6_ifindex`).
+    pub ifindex: u32,
+}
+
+impl Arrival {
+    /// The datagram was addressed to many hosts at once (broadcast or multicast): an
+    /// echo of it would be one reply per listening host, an amplifier ("fraggle").
+    /// For IPv4 the kernel sets `ipi_spec_dst` to the header destination for unicast
+    /// delivered locally and to an interface address otherwise (`fib_compute_spec_dst`),
+    /// so a difference also catches a subnet's directed broadcast, which no address
+    /// test can recognise without the netmask.
+    pub fn to_many(&self) -> bool {
+        match (self.dst.to_canonical(), self.reply) {
+            (IpAddr::V4(dst), Local::V4(spec_dst)) => {
+                dst != spec_dst || dst.is_broadcast() || dst.is_multicast()
+            }
+            (IpAddr::V4(dst), Local::V6(..)) => dst.is_broadcast() || dst.is_multicast(),
+            (IpAddr::V6(dst), _) => dst.is_multicast(),
+        }
+    }
+}
+
 /// The pktinfo control message in `control` (the first `len` bytes the kernel filled).
-pub fn parse(control: &[u8]) -> Option<Local> {
+/// A dual-stack socket gets both kinds for an IPv4 datagram (`IPV6_PKTINFO` first, with
+/// the destination mapped); the `IP_PKTINFO` one wins, since only it carries
+/// `ipi_spec_dst`, which tells a directed broadcast from unicast.
+pub fn parse(control: &[u8]) -> Option<Arrival> {
+    let mut v6 = None;
     let mut at = 0;
     while at + HDR <= control.len() {
         let len = usize::from_ne_bytes(field(control, at)?);
         let level = i32::from_ne_bytes(field(control, at + ALIGN)?);
         let kind = i32::from_ne_bytes(field(control, at + ALIGN + 4)?);
         if len < HDR || at + len > control.len() {
-            return None;
+            break;
         }
         let data = &control[at + HDR..at + len];
         match (level, kind) {
             // struct in_pktinfo { int ipi_ifindex; in_addr ipi_spec_dst; in_addr ipi_addr; }
             (libc::IPPROTO_IP, libc::IP_PKTINFO) if data.len() >= 12 => {
+                let ifindex = i32::from_ne_bytes(field(data, 0)?);
                 let spec_dst: [u8; 4] = field(data, 4)?;
-                return Some(Local::V4(Ipv4Addr::from(spec_dst)));
+                let dst: [u8; 4] = field(data, 8)?;
+                return Some(Arrival {
+                    reply: Local::V4(Ipv4Addr::from(spec_dst)),
+                    dst: IpAddr::V4(Ipv4Addr::from(dst)),
+                    ifindex: ifindex as u32,
+                });
             }
             // struct in6_pktinfo { in6_addr ipi6_addr; unsigned ipi6_ifindex; }
             (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) if data.len() >= 20 => {
-                let addr: [u8; 16] = field(data, 0)?;
+                let addr = Ipv6Addr::from(field::<16>(data, 0)?);
                 let ifindex = u32::from_ne_bytes(field(data, 16)?);
-                return Some(Local::V6(Ipv6Addr::from(addr), ifindex));
+                v6 = Some(Arrival {
+                    reply: Local::V6(addr, ifindex),
+                    dst: IpAddr::V6(addr),
+                    ifindex,
+                });
             }
             _ => {}
         }
         at += space(len - HDR);
     }
-    None
+    v6
 }
 
 /// Write the control message that sends a reply from `local` into `out`; returns its
@@ -110,7 +155,7 @@ mod tests {
         ] {
             let n = build(local, &mut buf);
             assert!(n <= CONTROL_LEN);
-            assert_eq!(parse(&buf[..n]), Some(local));
+            assert_eq!(parse(&buf[..n]).map(|a| a.reply), Some(local));
         }
     }
 
@@ -122,6 +167,52 @@ mod tests {
         assert_eq!(HDR + 12, ln as usize);
         // SAFETY: as above.
         assert!(space(20) <= CONTROL_LEN && unsafe { libc::CMSG_SPACE(20) } as usize == space(20));
+    }
+
+    /// An `in_pktinfo` message as the kernel writes it.
+    fn v4_message(ifindex: i32, spec_dst: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+        let mut b = vec![0u8; space(12)];
+        b[..ALIGN].copy_from_slice(&(HDR + 12).to_ne_bytes());
+        b[ALIGN..ALIGN + 4].copy_from_slice(&libc::IPPROTO_IP.to_ne_bytes());
+        b[ALIGN + 4..ALIGN + 8].copy_from_slice(&libc::IP_PKTINFO.to_ne_bytes());
+        b[HDR..HDR + 4].copy_from_slice(&ifindex.to_ne_bytes());
+        b[HDR + 4..HDR + 8].copy_from_slice(&spec_dst);
+        b[HDR + 8..HDR + 12].copy_from_slice(&dst);
+        b
+    }
+
+    #[test]
+    fn the_header_destination_and_interface_are_read() {
+        let a = parse(&v4_message(7, [10, 0, 0, 1], [10, 0, 0, 1])).expect("parsed");
+        assert_eq!(a.reply, Local::V4(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!((a.dst, a.ifindex), (IpAddr::from([10, 0, 0, 1]), 7));
+        assert!(!a.to_many(), "unicast");
+        for dst in [[10, 0, 0, 255], [255, 255, 255, 255], [224, 0, 0, 251]] {
+            let a = parse(&v4_message(7, [10, 0, 0, 1], dst)).expect("parsed");
+            assert!(a.to_many(), "{dst:?}");
+        }
+        // Even if the kernel named the group itself as the reply address.
+        let a = parse(&v4_message(7, [239, 1, 2, 3], [239, 1, 2, 3])).expect("parsed");
+        assert!(a.to_many());
+        let mut buf = [0u8; CONTROL_LEN];
+        let n = build(Local::V6("ff02::1".parse().expect("ip"), 2), &mut buf);
+        assert!(parse(&buf[..n]).expect("parsed").to_many());
+        let n = build(Local::V6("2001:db8::1".parse().expect("ip"), 2), &mut buf);
+        let a = parse(&buf[..n]).expect("parsed");
+        assert!(!a.to_many() && a.ifindex == 2);
+    }
+
+    #[test]
+    fn ip_pktinfo_wins_over_a_mapped_ipv6_one() {
+        let mut buf = vec![0u8; CONTROL_LEN];
+        let mapped: Ipv6Addr = "::ffff:10.0.0.255".parse().expect("ip");
+        let n = build(Local::V6(mapped, 7), &mut buf);
+        buf.truncate(n);
+        buf.extend(v4_message(7, [10, 0, 0, 1], [10, 0, 0, 255]));
+        let a = parse(&buf).expect("parsed");
+        assert_eq!(a.reply, Local::V4(Ipv4Addr::new(10, 0, 0, 1)));
+        assert!(a.to_many(), "the directed broadcast is seen");
+        assert_eq!(parse(&buf[..n]).map(|a| a.dst), Some(IpAddr::V6(mapped)));
     }
 
     #[test]

@@ -194,6 +194,17 @@ pub enum RecvState {
     Done,
 }
 
+/// What backpressure asks of a connection's receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backpressure {
+    /// Cancel the armed receive.
+    Pause,
+    /// Arm the receive again.
+    Resume,
+    /// Leave it as it is.
+    Keep,
+}
+
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Life {
@@ -232,6 +243,22 @@ impl Conn {
             recv: RecvState::Armed,
             life: Life::Open,
             queue: SendQueue::new(),
+        }
+    }
+
+    /// Whether an open connection's receive should be paused or resumed. It is paused at
+    /// `cap` queued buffers, or, while the worker is under memory pressure, as soon as it
+    /// holds a buffer whose send is waiting: then each holder's share shrinks to what it
+    /// has, and free buffers go to connections whose echo goes straight out. It resumes
+    /// once its queue is empty, or half empty without pressure.
+    pub fn backpressure(&self, cap: u16, pressure: bool) -> Backpressure {
+        let len = self.queue.len();
+        match self.recv {
+            RecvState::Armed if len >= cap || (pressure && len > 0 && self.queue.in_flight()) => {
+                Backpressure::Pause
+            }
+            RecvState::Paused if len == 0 || (!pressure && len <= cap / 2) => Backpressure::Resume,
+            _ => Backpressure::Keep,
         }
     }
 
@@ -400,6 +427,58 @@ mod tests {
         assert_eq!(s.get_mut(c).fd, 12);
         assert_eq!(s.get_mut(b).fd, 11);
         assert_eq!(s.live(), 2);
+    }
+
+    #[test]
+    fn backpressure_pauses_at_the_cap_or_under_pressure_and_resumes_when_drained() {
+        let mut segs = Segments::new(8);
+        let mut c = Conn::new(0);
+        let mut parts = [(0, 0, 0); MAX_SEND_SEGS];
+        assert_eq!(c.backpressure(4, false), Backpressure::Keep);
+        assert_eq!(c.backpressure(4, true), Backpressure::Keep, "holds nothing");
+        c.queue.push(&mut segs, 0, 10);
+        assert_eq!(
+            c.backpressure(4, true),
+            Backpressure::Keep,
+            "its send not started"
+        );
+        c.queue.start_send(&segs, &mut parts);
+        assert_eq!(
+            c.backpressure(4, false),
+            Backpressure::Keep,
+            "under its cap"
+        );
+        assert_eq!(
+            c.backpressure(4, true),
+            Backpressure::Pause,
+            "pressure: no more"
+        );
+        for b in 1..4 {
+            c.queue.push(&mut segs, b, 10);
+        }
+        assert_eq!(c.backpressure(4, false), Backpressure::Pause, "at its cap");
+        c.recv = RecvState::Cancelling;
+        assert_eq!(c.backpressure(4, false), Backpressure::Keep);
+        c.recv = RecvState::Paused;
+        assert_eq!(c.backpressure(4, false), Backpressure::Keep, "still full");
+        c.queue.complete_send(&mut segs, 10, |_| {});
+        c.queue.start_send(&segs, &mut parts);
+        c.queue.complete_send(&mut segs, 10, |_| {});
+        assert_eq!(c.queue.len(), 2);
+        assert_eq!(
+            c.backpressure(4, true),
+            Backpressure::Keep,
+            "pressure: drain first"
+        );
+        assert_eq!(c.backpressure(4, false), Backpressure::Resume, "half empty");
+        c.queue.start_send(&segs, &mut parts);
+        c.queue.complete_send(&mut segs, 20, |_| {});
+        assert_eq!(c.backpressure(4, true), Backpressure::Resume, "empty");
+        // Starved and done receives are not backpressure's business.
+        for r in [RecvState::Starved, RecvState::Done] {
+            c.recv = r;
+            assert_eq!(c.backpressure(4, true), Backpressure::Keep);
+        }
     }
 
     #[test]

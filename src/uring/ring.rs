@@ -4,6 +4,7 @@
 
 use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
+use std::time::Duration;
 
 use io_uring::types::{SubmitArgs, Timespec};
 use io_uring::{cqueue, squeue, IoUring, Submitter};
@@ -107,14 +108,23 @@ impl Ring {
 
     /// Submit what is queued and wait for at least one completion; with `bounded`, wait
     /// at most 20 ms (a stopping worker must notice its deadline even if no completion
-    /// ever comes). Interrupted, timed out or "reap the CQ first" all just mean "reap".
+    /// ever comes).
     pub fn enter(&self, bounded: bool) -> Result<()> {
-        let res = if bounded {
-            let ts = Timespec::new().nsec(20_000_000);
-            let args = SubmitArgs::new().timespec(&ts);
-            self.submitter.submit_with_args(1, &args)
-        } else {
-            self.submitter.submit_and_wait(1)
+        self.enter_for(bounded.then_some(Duration::from_millis(20)))
+    }
+
+    /// Submit what is queued and wait for at least one completion, or at most `limit`
+    /// (a worker with a deadline of its own). Interrupted, timed out or "reap the CQ
+    /// first" all just mean "reap".
+    pub fn enter_for(&self, limit: Option<Duration>) -> Result<()> {
+        let res = match limit {
+            Some(d) => {
+                let d = d.max(Duration::from_millis(1));
+                let ts = Timespec::new().sec(d.as_secs()).nsec(d.subsec_nanos());
+                let args = SubmitArgs::new().timespec(&ts);
+                self.submitter.submit_with_args(1, &args)
+            }
+            None => self.submitter.submit_and_wait(1),
         };
         match res {
             Ok(_) => Ok(()),

@@ -18,11 +18,13 @@ use io_uring::types::{CancelBuilder, Fd, Fixed};
 use io_uring::{cqueue, opcode, squeue};
 
 use super::buf_ring::BufRing;
-use super::conn::{Conn, Life, RecvState, Segments, SendPart, Slab, MAX_SEND_SEGS};
+use super::conn::{Backpressure, Conn, Life, RecvState, Segments, SendPart, Slab, MAX_SEND_SEGS};
 use super::probe::Features;
 use super::ring;
 use super::token::{self, Op};
 use crate::error::{Context, Error, Result};
+use crate::hold::{Holders, Reason};
+use crate::ratelog::RateLimited;
 use crate::server::WorkerCtx;
 use crate::stats::bump;
 
@@ -35,6 +37,8 @@ const BGID: u16 = 0;
 const SPARE_SLOTS: u32 = 256;
 /// How long a stopping worker waits for cancelled operations to complete.
 const STOP_WAIT: Duration = Duration::from_millis(500);
+/// How often a stopping worker looks at its deadline while it waits.
+const STOP_POLL: Duration = Duration::from_millis(20);
 
 /// What the kernel reads for one multi-buffer send.
 struct SendMsgSlot {
@@ -61,6 +65,17 @@ pub struct Worker {
     ctx: WorkerCtx,
     /// Buffers one connection may hold before its receive is paused.
     conn_cap: u16,
+    /// Who holds buffers for unsent echoes, since when: the hold budget (the pool) and
+    /// the shedding policy.
+    holds: Holders,
+    /// The holders' clock, read once per loop turn.
+    now_ms: u32,
+    /// Slots in the direct-descriptor table.
+    files: u32,
+    /// Connections refused because the direct-descriptor table was full.
+    table_full_log: RateLimited,
+    /// Connections refused at `--max-conns`.
+    max_conns_log: RateLimited,
     /// SQEs submitted whose final CQE has not arrived (a multishot counts once).
     inflight: u32,
     accept_armed: bool,
@@ -71,23 +86,26 @@ impl Worker {
     /// Set up the ring, the buffer ring and the direct-descriptor table.
     pub fn new(ctx: WorkerCtx, features: Features) -> Result<Worker> {
         let cfg = &ctx.cfg;
-        let entries = u16::try_from(cfg.buffers)
-            .map_err(|_| Error::msg(format!("--buffers {} is too many", cfg.buffers)))?;
+        let buffers = cfg.pool_buffers();
+        let entries = u16::try_from(buffers)
+            .map_err(|_| Error::msg(format!("{buffers} receive buffers are too many")))?;
         let bufs = BufRing::new(entries, cfg.buffer_size, BGID)?;
         let files = (cfg.max_conns.saturating_add(SPARE_SLOTS))
             .min(crate::net::nofile_limit().min(u64::from(u32::MAX)) as u32)
             .min(1 << 20);
-        let cq = ring::cq_entries(cfg.buffers, cfg.max_conns, cfg.backlog);
+        let cq = ring::cq_entries(buffers, cfg.max_conns, cfg.backlog);
         let ring = ring::build(&features, cq, files)?;
         // SAFETY: the worker owns both; `Drop` tears the ring down before the buffer ring
         // is unmapped, and the group is registered exactly once.
         unsafe { bufs.register(ring.inner(), 0) }.with_context(|| {
             format!(
-                "registering a buffer ring of {} x {} bytes",
-                cfg.buffers, cfg.buffer_size
+                "registering a buffer ring of {buffers} x {} bytes",
+                cfg.buffer_size
             )
         })?;
         let conn_cap = u16::try_from(cfg.conn_buffers).unwrap_or(u16::MAX);
+        // The pool is the budget: the kernel can fill no buffer the ring does not have.
+        let holds = Holders::new(u64::from(buffers) * u64::from(cfg.buffer_size), cfg.stall());
         let send_msgs = (0..entries)
             .map(|_| SendMsgSlot {
                 // SAFETY: msghdr and iovec are plain C structs; all-zero is valid.
@@ -105,6 +123,11 @@ impl Worker {
             starved: VecDeque::new(),
             batch: Vec::with_capacity(REAP_BATCH),
             conn_cap,
+            holds,
+            now_ms: 0,
+            files,
+            table_full_log: RateLimited::new(),
+            max_conns_log: RateLimited::new(),
             inflight: 0,
             accept_armed: false,
             stopping: None,
@@ -121,8 +144,16 @@ impl Worker {
         self.push(wake)?;
         self.ctx.ready();
         loop {
-            self.ring.enter(self.stopping.is_some())?;
+            let limit = match self.stopping {
+                Some(_) => Some(STOP_POLL),
+                None => self.holds.next_deadline(self.now_ms),
+            };
+            self.ring.enter_for(limit)?;
+            self.now_ms = self.holds.now_ms(Instant::now());
             self.reap()?;
+            if self.stopping.is_none() {
+                self.shed_stalled()?;
+            }
             if let Some(since) = self.stopping {
                 if self.inflight == 0 || since.elapsed() > STOP_WAIT {
                     return Ok(());
@@ -170,6 +201,7 @@ impl Worker {
             Op::Recv => self.on_recv(idx, gen, res, flags, more),
             Op::Send => self.on_send(idx, res),
             Op::Close => {
+                self.holds.reset(idx);
                 self.conns.remove(idx);
                 self.ctx.shared.release();
                 bump(&self.ctx.stats.closed, 1);
@@ -187,23 +219,46 @@ impl Worker {
     fn on_accept(&mut self, res: i32, more: bool) -> Result<()> {
         if !more {
             self.accept_armed = false;
-            if self.stopping.is_none() {
-                self.arm_accept()?;
-            }
         }
         if res < 0 {
-            match -res {
-                libc::ECANCELED => {}
-                // The direct-descriptor table is full: the kernel closed that connection.
-                libc::ENFILE | libc::EMFILE => bump(&self.ctx.stats.refused, 1),
-                _ => bump(&self.ctx.stats.errors, 1),
+            match classify_accept_error(-res) {
+                AcceptError::Cancelled => {}
+                AcceptError::TableFull => {
+                    // The kernel accepted the connection, found no free direct
+                    // descriptor and closed it: refused, at once.
+                    bump(&self.ctx.stats.refused, 1);
+                    if let Some(n) = self.table_full_log.hit(Instant::now()) {
+                        eprintln!(
+                            "ringecho: worker {}: descriptor table full ({} slots: the open-file \
+                             limit or --max-conns); refused {n} connection(s), still serving",
+                            self.ctx.id, self.files
+                        );
+                    }
+                }
+                AcceptError::Skip => bump(&self.ctx.stats.errors, 1),
+                AcceptError::Fatal => {
+                    return Err(Error::from(std::io::Error::from_raw_os_error(-res))
+                        .context("accepting on the listener"))
+                }
             }
+        }
+        if !more && self.stopping.is_none() {
+            self.arm_accept()?;
+        }
+        if res < 0 {
             return Ok(());
         }
         let fd = res as u32;
         if self.stopping.is_some() || !self.ctx.shared.try_admit() {
             if self.stopping.is_none() {
                 bump(&self.ctx.stats.refused, 1);
+                if let Some(n) = self.max_conns_log.hit(Instant::now()) {
+                    eprintln!(
+                        "ringecho: worker {}: --max-conns {} reached; refused {n} connection(s), \
+                         still serving",
+                        self.ctx.id, self.ctx.cfg.max_conns
+                    );
+                }
             }
             let close = opcode::Close::new(Fixed(fd))
                 .build()
@@ -212,6 +267,7 @@ impl Worker {
         }
         bump(&self.ctx.stats.accepted, 1);
         let idx = self.conns.insert(Conn::new(fd));
+        self.holds.reset(idx);
         self.arm_recv(idx)
     }
 
@@ -283,8 +339,9 @@ impl Worker {
             if let Some(e) = broken {
                 return Err(e.into());
             }
+            self.holds.progressed(idx, self.now_ms);
         } else {
-            // EPIPE, ECONNRESET, ECANCELED (stopping), or a zero-byte send that would
+            // EPIPE, ECONNRESET, ECANCELED (stopping or shed), or a zero-byte send that would
             // otherwise repeat forever: this connection is over.
             c.queue.fail_send();
             if !matches!(c.life, Life::Aborting | Life::Closing) {
@@ -297,9 +354,18 @@ impl Worker {
         self.settle(idx)
     }
 
-    /// Decide a connection's next operations from its state. Every handler ends here.
+    /// Decide a connection's next operations from its state. Every handler ends here,
+    /// and so the hold table learns here how many buffers the connection holds.
     fn settle(&mut self, idx: u32) -> Result<()> {
+        let res = self.settle_ops(idx);
+        let held = u32::from(self.conns.get_mut(idx).queue.len()) * self.bufs.buf_size();
+        self.holds.update(idx, held, self.now_ms);
+        res
+    }
+
+    fn settle_ops(&mut self, idx: u32) -> Result<()> {
         let cap = self.conn_cap;
+        let pressure = self.holds.pressure();
         let stopping = self.stopping.is_some();
         let c = self.conns.get_mut(idx);
         if stopping && c.life != Life::Closing {
@@ -308,18 +374,20 @@ impl Worker {
         }
         match c.life {
             Life::Open => {
-                if c.recv == RecvState::Armed && c.queue.len() >= cap {
-                    // Backpressure: the client is not reading its echo. Stop receiving
-                    // until the queue drains, so it cannot hoard the buffer pool.
-                    c.recv = RecvState::Cancelling;
-                    bump(&self.ctx.stats.paused, 1);
-                    let target = token::encode(Op::Recv, idx, c.recv_gen);
-                    let cancel = opcode::AsyncCancel::new(target)
-                        .build()
-                        .user_data(token::encode(Op::Cancel, idx, c.recv_gen));
-                    self.push(cancel)?;
-                } else if c.recv == RecvState::Paused && c.queue.len() <= cap / 2 {
-                    self.arm_recv(idx)?;
+                match c.backpressure(cap, pressure) {
+                    Backpressure::Pause => {
+                        // The client is not reading its echo. Stop receiving until the
+                        // queue drains, so it cannot hoard the buffer pool.
+                        c.recv = RecvState::Cancelling;
+                        bump(&self.ctx.stats.paused, 1);
+                        let target = token::encode(Op::Recv, idx, c.recv_gen);
+                        let cancel = opcode::AsyncCancel::new(target)
+                            .build()
+                            .user_data(token::encode(Op::Cancel, idx, c.recv_gen));
+                        self.push(cancel)?;
+                    }
+                    Backpressure::Resume => self.arm_recv(idx)?,
+                    Backpressure::Keep => {}
                 }
                 self.start_send(idx)
             }
@@ -442,20 +510,63 @@ impl Worker {
     /// thousands of connections, starves some for seconds. Free buffers include spares
     /// the ring's window leaves out: re-arms beyond the window that starve again are what
     /// grows it (see `BufRing::note_starved`).
+    ///
+    /// Under memory pressure the newest go first instead: the oldest starved are then
+    /// mostly clients that do not read, waiting to take a buffer they will hold, and a
+    /// fresh client must not wait behind all of them.
     fn rearm_starved(&mut self) -> Result<()> {
         let mut free = self.bufs.free();
+        let newest_first = self.holds.pressure();
         while free > 0 {
-            let Some(idx) = self.starved.pop_front() else {
+            let next = if newest_first {
+                self.starved.pop_back()
+            } else {
+                self.starved.pop_front()
+            };
+            let Some(idx) = next else {
                 break;
             };
             let c = self.conns.get_mut(idx);
             if c.life == Life::Open && c.recv == RecvState::Starved {
-                // Paused, then settle: re-armed now unless its own queue is still full
+                // Paused, then settle: re-armed now unless backpressure keeps it paused
                 // (then its next send completion re-arms it).
                 c.recv = RecvState::Paused;
                 self.settle(idx)?;
-                free -= 1;
+                if self.conns.get_mut(idx).recv == RecvState::Armed {
+                    free -= 1;
+                }
             }
+        }
+        Ok(())
+    }
+
+    /// Close every holder the hold policy names (see `hold`): stalled ones, and under
+    /// pressure the ones without progress for longest.
+    fn shed_stalled(&mut self) -> Result<()> {
+        while let Some((idx, reason)) = self.holds.victim(self.now_ms) {
+            self.holds.retire(idx);
+            let counter = match reason {
+                Reason::Shed => &self.ctx.stats.shed,
+                Reason::Stalled => &self.ctx.stats.stalled,
+            };
+            bump(counter, 1);
+            let c = self.conns.get_mut(idx);
+            if c.life == Life::Closing {
+                continue;
+            }
+            if !matches!(c.life, Life::Aborting) {
+                c.life = Life::Aborting;
+            }
+            if c.queue.in_flight() {
+                // The send waits for a client that does not read: cancel it, or its
+                // buffers stay held. Its completion (ECANCELED, or the bytes it got out
+                // before) ends the abort like any failed send.
+                let cancel = opcode::AsyncCancel::new(token::encode(Op::Send, idx, 0))
+                    .build()
+                    .user_data(token::encode(Op::Cancel, idx, 0));
+                self.push(cancel)?;
+            }
+            self.settle(idx)?;
         }
         Ok(())
     }
@@ -485,6 +596,30 @@ impl Worker {
     }
 }
 
+/// How the worker reacts to a failed accept completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AcceptError {
+    /// Cancelled (stopping).
+    Cancelled,
+    /// No free direct descriptor (or file): the kernel already closed that connection.
+    TableFull,
+    /// That one connection failed (aborted while queued, a signal, memory): go on.
+    Skip,
+    /// The listener itself is unusable: re-arming would fail forever, so stop.
+    Fatal,
+}
+
+fn classify_accept_error(errno: i32) -> AcceptError {
+    match errno {
+        libc::ECANCELED => AcceptError::Cancelled,
+        libc::ENFILE | libc::EMFILE => AcceptError::TableFull,
+        libc::EBADF | libc::EFAULT | libc::EINVAL | libc::ENOTSOCK | libc::EOPNOTSUPP => {
+            AcceptError::Fatal
+        }
+        _ => AcceptError::Skip,
+    }
+}
+
 impl Drop for Worker {
     fn drop(&mut self) {
         // SAFETY: the ring is dropped exactly once, here, before the buffers. Closing it
@@ -497,5 +632,23 @@ impl Drop for Worker {
         }
         // Otherwise an operation that ignored cancellation might still write into a
         // buffer: leak the mapping (the process is stopping) rather than risk it.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_errors_neither_spin_nor_kill_the_worker() {
+        assert_eq!(
+            classify_accept_error(libc::ECANCELED),
+            AcceptError::Cancelled
+        );
+        assert_eq!(classify_accept_error(libc::ENFILE), AcceptError::TableFull);
+        assert_eq!(classify_accept_error(libc::EMFILE), AcceptError::TableFull);
+        assert_eq!(classify_accept_error(libc::ECONNABORTED), AcceptError::Skip);
+        assert_eq!(classify_accept_error(libc::ENOMEM), AcceptError::Skip);
+        assert_eq!(classify_accept_error(libc::EINVAL), AcceptError::Fatal);
     }
 }

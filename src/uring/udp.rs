@@ -15,7 +15,6 @@
 //! the receive once buffers are back.
 
 use std::mem::ManuallyDrop;
-use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -29,7 +28,7 @@ use super::token::{self, Op};
 use crate::error::{Context, Error, Result};
 use crate::server::WorkerCtx;
 use crate::stats::bump;
-use crate::udp::guard::{Guard, Verdict};
+use crate::udp::guard::Policy;
 use crate::udp::pktinfo::{self, CONTROL_LEN};
 use crate::udp::sockaddr::{self, NAME_LEN};
 
@@ -62,9 +61,10 @@ pub struct UdpWorker {
     /// control space each buffer reserves (boxed: the kernel reads it at every arming).
     recv_hdr: Box<libc::msghdr>,
     ctx: WorkerCtx,
-    guard: Guard,
-    local: SocketAddr,
+    policy: Policy,
     wildcard: bool,
+    /// The clock the policy reads, taken once per pass over the completion queue.
+    now: Instant,
     batch: Vec<cqueue::Entry>,
     recv_armed: bool,
     /// The receive ended for lack of buffers: re-arm once some are back.
@@ -105,15 +105,15 @@ impl UdpWorker {
                 len: 0,
             })
             .collect();
-        let guard = Guard::new(ctx.port, ctx.cfg.udp_rate);
+        let policy = Policy::for_worker(&ctx, local)?;
         Ok(UdpWorker {
             ring: ManuallyDrop::new(ring),
             bufs: ManuallyDrop::new(bufs),
             replies,
             recv_hdr,
-            guard,
-            local,
+            policy,
             wildcard,
+            now: Instant::now(),
             batch: Vec::with_capacity(REAP_BATCH),
             recv_armed: false,
             starved: false,
@@ -151,6 +151,7 @@ impl UdpWorker {
             if self.batch.is_empty() {
                 break;
             }
+            self.now = Instant::now();
             for i in 0..self.batch.len() {
                 let cqe = self.batch[i].clone();
                 self.handle(cqe)?;
@@ -231,23 +232,12 @@ impl UdpWorker {
         } else {
             None
         };
-        let local_ip = match arrived {
-            Some(pktinfo::Local::V4(ip)) => IpAddr::V4(ip),
-            Some(pktinfo::Local::V6(ip, _)) => IpAddr::V6(ip),
-            None => self.local.ip(),
-        };
-        match self.guard.judge(src, local_ip) {
-            Verdict::Echo => {}
-            Verdict::Guarded => {
-                bump(&self.ctx.stats.udp_guarded, 1);
-                return Ok(false);
-            }
-            Verdict::Limited => {
-                bump(&self.ctx.stats.udp_limited, 1);
-                return Ok(false);
-            }
-        }
         let payload = out.payload_data();
+        let verdict = self.policy.judge(src, arrived.as_ref(), payload, self.now);
+        if let Some(c) = verdict.counter(&self.ctx.stats) {
+            bump(c, 1);
+            return Ok(false);
+        }
         let r = &mut self.replies[usize::from(bid)];
         r.len = payload.len() as u32;
         r.iov.iov_base = payload.as_ptr() as *mut libc::c_void;
@@ -258,8 +248,8 @@ impl UdpWorker {
         r.hdr.msg_iov = &mut r.iov;
         r.hdr.msg_iovlen = 1;
         match arrived {
-            Some(l) => {
-                r.hdr.msg_controllen = pktinfo::build(l, &mut r.control);
+            Some(a) => {
+                r.hdr.msg_controllen = pktinfo::build(a.reply, &mut r.control);
                 r.hdr.msg_control = r.control.as_mut_ptr().cast();
             }
             None => {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -30,7 +32,23 @@ pub struct Server {
 impl Server {
     /// `ringecho serve --port 0 ARGS...`; waits up to 10 s for the start-up line.
     pub fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(bin())
+        Server::start_with(args, |_| {})
+    }
+
+    /// As [`Server::start`], with `setup` applied to the command first (limits, say).
+    pub fn start_with(args: &[&str], setup: impl FnOnce(&mut Command)) -> Server {
+        let mut cmd = Command::new(bin());
+        setup(&mut cmd);
+        Server::start_cmd(cmd, args)
+    }
+
+    /// The same inside network namespace `ns`.
+    pub fn start_in(ns: &netns::Netns, args: &[&str]) -> Server {
+        Server::start_cmd(ns.command(bin()), args)
+    }
+
+    fn start_cmd(mut cmd: Command, args: &[&str]) -> Server {
+        let mut child = cmd
             .arg("serve")
             .args(["--port", "0"])
             .args(args)
@@ -183,6 +201,17 @@ pub fn check_udp(addr: SocketAddr, args: &[&str]) -> Output {
     )
 }
 
+/// `ringecho check --udp ADDR ARGS...` inside network namespace `ns`.
+pub fn check_udp_in(ns: &netns::Netns, addr: SocketAddr, args: &[&str]) -> Output {
+    run_bounded(
+        ns.command(bin())
+            .args(["check", "--udp"])
+            .arg(addr.to_string())
+            .args(args),
+        Duration::from_secs(120),
+    )
+}
+
 /// Run a command to completion, killing it past `limit`.
 pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
     let child = cmd
@@ -233,7 +262,7 @@ pub fn payload(len: usize, seed: u64) -> Vec<u8> {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            if x % 5 == 0 {
+            if x.is_multiple_of(5) {
                 0
             } else {
                 x as u8
