@@ -124,8 +124,7 @@ fn serve_limited(limit: &str, args: &[&str]) -> (std::process::Output, Duration)
 }
 
 /// A start-up failure is one line naming the cause, at once: the worker whose failure
-/// ends start-up must not be waited for as a straggler (that printed "did not stop in
-/// time" first and exited after the 0.9 s grace).
+/// ends start-up is not a straggler to wait out the stop grace for, nor to report.
 fn assert_fails_at_once(out: &std::process::Output, took: Duration, cause: &str) {
     assert_one_line_error(out, cause);
     let err = String::from_utf8_lossy(&out.stderr);
