@@ -29,12 +29,14 @@
 //! - with `--udp-rate`, a source address over its rate, all workers together
 //!   ([`Verdict::Limited`], [`super::limiter`]).
 
+use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::hash::Key;
+use foldhash::quality::RandomState;
+
 use super::ifaddrs::Interfaces;
 use super::limiter::Limiter;
 use super::loops::Loops;
@@ -118,7 +120,7 @@ pub struct Policy {
     own: SocketAddr,
     wildcard: bool,
     host: Host,
-    key: Key,
+    key: RandomState,
     loops: Loops,
     limiter: Option<Arc<Limiter>>,
     epoch: Instant,
@@ -135,7 +137,7 @@ impl Policy {
                 ifaces,
                 read_at: None,
             },
-            key: Key::random(),
+            key: RandomState::default(),
             loops: Loops::default(),
             limiter,
             epoch: Instant::now(),
@@ -184,7 +186,7 @@ impl Policy {
         }
         let now_us = now.saturating_duration_since(self.epoch).as_micros() as u64;
         let peer = self.peer_tag(ip, port);
-        let hash = self.key.bytes(payload);
+        let hash = self.key.hash_one(payload);
         let len = payload.len() as u32;
         let look = self.loops.look(peer, hash, len, now_us);
         if look.is_loop() {
@@ -205,9 +207,7 @@ impl Policy {
             IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
             IpAddr::V6(v6) => u128::from(v6),
         };
-        self.key
-            .words(bits as u64, ((bits >> 64) as u64) ^ (u64::from(port) << 48))
-            .max(1)
+        self.key.hash_one((bits, port)).max(1)
     }
 }
 

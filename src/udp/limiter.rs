@@ -16,7 +16,9 @@ use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
-use super::hash::Key;
+use std::hash::BuildHasher;
+
+use foldhash::quality::RandomState;
 
 /// Sets of buckets (a power of two).
 pub const SETS: usize = 8192;
@@ -38,7 +40,7 @@ struct Bucket {
 pub struct Limiter {
     rate: f64,
     epoch: Instant,
-    key: Key,
+    key: RandomState,
     sets: Box<[Mutex<[Bucket; WAYS]>]>,
 }
 
@@ -48,7 +50,7 @@ impl Limiter {
         Limiter {
             rate: f64::from(rate.max(1)),
             epoch: Instant::now(),
-            key: Key::random(),
+            key: RandomState::default(),
             sets: (0..SETS)
                 .map(|_| Mutex::new([Bucket::default(); WAYS]))
                 .collect(),
@@ -62,7 +64,7 @@ impl Limiter {
             IpAddr::V6(v6) => u128::from(v6),
         };
         let t = now.saturating_duration_since(self.epoch).as_nanos() as u64 + 1;
-        let set = self.key.words(ip as u64, (ip >> 64) as u64) as usize & (SETS - 1);
+        let set = self.key.hash_one(ip) as usize & (SETS - 1);
         // Poisoning cannot leave a bucket half-written (plain numbers), so go on.
         let mut set = self.sets[set]
             .lock()

@@ -11,7 +11,6 @@
 //! make us send.
 
 pub mod guard;
-pub mod hash;
 pub mod ifaddrs;
 pub mod limiter;
 pub mod loops;
