@@ -232,6 +232,9 @@ pub struct Conn {
     pub life: Life,
     /// Unsent echo.
     pub queue: SendQueue,
+    /// Has it ever received a byte? A starved connection that has not is served before
+    /// the others (see `Worker::rearm_starved`).
+    pub fed: bool,
 }
 
 impl Conn {
@@ -243,6 +246,7 @@ impl Conn {
             recv: RecvState::Armed,
             life: Life::Open,
             queue: SendQueue::new(),
+            fed: false,
         }
     }
 

@@ -59,8 +59,10 @@ pub struct Worker {
     send_msgs: Box<[SendMsgSlot]>,
     conns: Slab,
     /// Connections whose receive ended with ENOBUFS, oldest first, to re-arm as buffers
-    /// return.
+    /// return: those that have received data before, and those that never have (new
+    /// connections, served first).
     starved: VecDeque<u32>,
+    starved_new: VecDeque<u32>,
     batch: Vec<cqueue::Entry>,
     ctx: WorkerCtx,
     /// Buffers one connection may hold before its receive is paused.
@@ -121,6 +123,7 @@ impl Worker {
             bufs: ManuallyDrop::new(bufs),
             conns: Slab::default(),
             starved: VecDeque::new(),
+            starved_new: VecDeque::new(),
             batch: Vec::with_capacity(REAP_BATCH),
             conn_cap,
             holds,
@@ -177,7 +180,7 @@ impl Worker {
             }
         }
         self.bufs.publish();
-        if !self.starved.is_empty() && self.stopping.is_none() {
+        if !(self.starved.is_empty() && self.starved_new.is_empty()) && self.stopping.is_none() {
             self.rearm_starved()?;
         }
         Ok(())
@@ -302,7 +305,11 @@ impl Worker {
             if c.recv == RecvState::Starved {
                 bump(&self.ctx.stats.starved, 1);
                 self.bufs.note_starved();
-                self.starved.push_back(idx);
+                if c.fed {
+                    self.starved.push_back(idx);
+                } else {
+                    self.starved_new.push_back(idx);
+                }
             }
         }
         self.settle(idx)
@@ -314,6 +321,7 @@ impl Worker {
         self.bufs.take(bid)?;
         let len = u32::try_from(res).unwrap_or(0).min(self.bufs.buf_size());
         let c = self.conns.get_mut(idx);
+        c.fed |= len > 0;
         if len > 0 && matches!(c.life, Life::Open | Life::Draining) {
             c.queue.push(&mut self.segs, bid, len);
         } else {
@@ -511,18 +519,21 @@ impl Worker {
     /// the ring's window leaves out: re-arms beyond the window that starve again are what
     /// grows it (see `BufRing::note_starved`).
     ///
-    /// Under memory pressure the newest go first instead: the oldest starved are then
-    /// mostly clients that do not read, waiting to take a buffer they will hold, and a
-    /// fresh client must not wait behind all of them.
+    /// Connections that have never received a byte go first: a new client's first
+    /// message must not wait behind clients that keep the pool busy. Under memory
+    /// pressure the rest go newest first: the oldest starved are then mostly clients
+    /// that do not read, each starving again as soon as it is re-armed.
     fn rearm_starved(&mut self) -> Result<()> {
         let mut free = self.bufs.free();
         let newest_first = self.holds.pressure();
         while free > 0 {
-            let next = if newest_first {
-                self.starved.pop_back()
-            } else {
-                self.starved.pop_front()
-            };
+            let next = self.starved_new.pop_front().or_else(|| {
+                if newest_first {
+                    self.starved.pop_back()
+                } else {
+                    self.starved.pop_front()
+                }
+            });
             let Some(idx) = next else {
                 break;
             };
