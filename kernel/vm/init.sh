@@ -1,4 +1,5 @@
 #!/bin/busybox sh
+# shellcheck shell=dash
 # /init of the vm-test initramfs (busybox sh, PID 1). Runs the fastecho.ko
 # checks and reports on the second serial port (/dev/ttyS1), one line each:
 #   @@RESULT step=NAME status=PASS|FAIL detail=TEXT
