@@ -259,6 +259,8 @@ fi
 # 6a. hostile clients: a connection cap, idle connections, a connect-send-
 # close burst, clients that never read
 meminfo() { awk -v k="$1:" '$1 == k { print $2 }' /proc/meminfo; }	# KiB
+# a counter as a number for $((...)), where "?" (absent) would end this shell
+num() { case $1 in '' | *[!0-9]*) echo 0 ;; *) echo "$1" ;; esac; }
 # server-side sockets on $PORT other than the listener, from /proc/net/tcp{,6}
 server_socks() {
 	awk -v p="$(printf '%04X' "$1")" 'FNR > 1 { split($2, l, ":"); if (l[2] == p && $4 != "0A") n++ } END { print n + 0 }' \
@@ -320,7 +322,7 @@ wait $cl 2>/dev/null
 wait_active 0 20
 unload
 per=$(((slab1 - slab0) * 1024 / IDLE_N))
-detail="$IDLE_N idle: slab +$(((slab1 - slab0) / 1024)) MiB = $per B per connection (both ends' sockets), MemAvailable -$(((avail0 - avail1) / 1024)) MiB; module: $bufs buffers, mem_bytes $modmem ($((modmem / IDLE_N)) B per connection)"
+detail="$IDLE_N idle: slab +$(((slab1 - slab0) / 1024)) MiB = $per B per connection (both ends' sockets), MemAvailable -$(((avail0 - avail1) / 1024)) MiB; module: $bufs buffers, mem_bytes $modmem ($(($(num "$modmem") / IDLE_N)) B per connection)"
 if [ "$act" = $IDLE_N ] && [ "$bufs" = 0 ] && [ $per -lt 12288 ]; then
 	result idle_mem PASS "$detail"
 else
