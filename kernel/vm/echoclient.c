@@ -34,6 +34,10 @@
  *       connection could send for 2 s, print the bytes sent, create
  *       READYFILE, wait 2 s more, print whether anything moved, and hold
  *       the connections until TIMEOUT seconds or a signal
+ *   echoclient stuck HOST PORT SIZE TIMEOUT
+ *       one connection with a tiny receive buffer: send SIZE bytes, shut
+ *       down writing and never read, so the server's echo and FIN cannot
+ *       be delivered; print how long until the server resets it
  *   echoclient listen HOST PORT READYFILE
  *       listen on HOST:PORT (to occupy the port), create READYFILE, sleep
  *   echoclient load MODULE [PARAMS...]
@@ -714,6 +718,50 @@ static int cmd_noread(char **av, unsigned int n, const char *ready, int timeout)
 	return 0;
 }
 
+static int cmd_stuck(char **av, size_t size, int timeout)
+{
+	static uint8_t buf[65536];
+	int rcvbuf = 2048, fd, err = 0;
+	socklen_t l = sizeof(err);
+	struct pollfd pfd;
+	size_t sent = 0;
+	double t0;
+
+	resolve(av[0], av[1]);
+	fd = socket(target.ss_family, SOCK_STREAM, 0);
+	if (fd < 0)
+		die("socket: %s", strerror(errno));
+	/* before connect, so the window it advertises stays tiny */
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+	if (connect(fd, (struct sockaddr *)&target, target_len))
+		die("connect: %s", strerror(errno));
+	while (sent < size) {
+		size_t len = size - sent < sizeof(buf) ? size - sent : sizeof(buf);
+		ssize_t k = send(fd, buf, len, MSG_NOSIGNAL);
+
+		if (k <= 0)
+			die("stuck: send: %s after %zu B", strerror(errno), sent);
+		sent += k;
+	}
+	if (shutdown(fd, SHUT_WR))
+		die("shutdown: %s", strerror(errno));
+	t0 = now();
+	pfd.fd = fd;
+	pfd.events = 0;		/* POLLERR and POLLHUP only: we never read */
+	while (now() - t0 < timeout) {
+		if (poll(&pfd, 1, 500) < 0)
+			die("poll: %s", strerror(errno));
+		if (pfd.revents & (POLLERR | POLLHUP))
+			break;
+	}
+	getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l);
+	printf("stuck: sent %zu B, shut down writing, never read: %s after %.1f s\n",
+	       sent, pfd.revents ? (err ? strerror(err) : "closed") : "still open",
+	       now() - t0);
+	close(fd);
+	return err == ECONNRESET ? 0 : 1;
+}
+
 static void __attribute__((noreturn)) cmd_listen(char **av, const char *ready)
 {
 	int one = 1, fd;
@@ -784,6 +832,8 @@ int main(int argc, char **argv)
 	if (argc >= 7 && !strcmp(argv[1], "noread"))
 		return cmd_noread(argv + 2, strtoul(argv[4], NULL, 0), argv[5],
 				  atoi(argv[6]));
+	if (argc >= 6 && !strcmp(argv[1], "stuck"))
+		return cmd_stuck(argv + 2, strtoul(argv[4], NULL, 0), atoi(argv[5]));
 	if (argc >= 5 && !strcmp(argv[1], "listen"))
 		cmd_listen(argv + 2, argv[4]);
 	if (argc >= 3 && !strcmp(argv[1], "load"))

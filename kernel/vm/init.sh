@@ -384,6 +384,22 @@ else
 	result noread FAIL "$detail (want stalled: under 64 MiB per connection, no progress, at most $NR_N buffers)"
 fi
 
+# a client that half-closes and never reads: the echo and the FIN stay
+# queued with no progress, so the module resets it after FE_LINGER (10 s)
+insmod $KO
+t0=$(uptime_s)
+echoclient stuck 127.0.0.1 $PORT 65536 40 >/tmp/stuck.log 2>&1
+src=$?
+t1=$(uptime_s)
+wait_active 0 5
+got="lingered $(counter lingered), active $(counter active), left on :$PORT $(server_socks $PORT)"
+unload
+if [ $src = 0 ] && [ "$got" = "lingered 1, active 0, left on :$PORT 0" ]; then
+	result linger PASS "$(cat /tmp/stuck.log) ($t0 -> $t1 s); $got"
+else
+	result linger FAIL "$(cat /tmp/stuck.log) ($t0 -> $t1 s); $got (want a reset, lingered 1, active 0, none left)"
+fi
+
 # 6b. the host scripts, as a person runs them (busybox sh stands in for bash)
 o1=$(sh /kmod/load-kmod.sh 2>&1)
 r1=$?

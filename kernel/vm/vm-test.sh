@@ -25,7 +25,7 @@ case $RINGECHO_BIN in
 *) RINGECHO_BIN=$REPO_ROOT/$RINGECHO_BIN ;;
 esac
 PARAMS="port backlog addr max_conns"
-STEPS="load check echo conc1000 rmmod_held rmmod_busy bad_params port_in_use params cycles counters max_conns idle_mem burst noread scripts dmesg"
+STEPS="load check echo conc1000 rmmod_held rmmod_busy bad_params port_in_use params cycles counters max_conns idle_mem burst noread linger scripts dmesg"
 
 start=$(date +%s)
 [ -x "$RINGECHO_BIN" ] ||
