@@ -450,7 +450,8 @@ impl Ctx<'_> {
     /// with 10,000 connections (or the profile's largest count, if more) open and idle;
     /// returns `memory.csv`'s text. Fresh, because a server that already held that many
     /// connections keeps the memory it grew for them, so RSS would not move. Fewer
-    /// connections would hide in RSS's page granularity. (Not the module: no process.)
+    /// connections would hide in RSS's page granularity. The module, which has no
+    /// process, gets two rows in kernel memory instead (see `idle::run_kernel`).
     fn memory(&self, targets: &[Target]) -> Result<String> {
         let conns = self
             .profile
@@ -488,6 +489,37 @@ impl Ctx<'_> {
                 r.rss_after_kib,
                 r.bytes_per_conn()
             );
+        }
+        for t in targets.iter().filter(|t| t.pid().is_none()) {
+            let (own, slab) = match super::idle::run_kernel(t.addr, conns, Duration::from_secs(1)) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("memory {}: not measured: {e}", t.name);
+                    continue;
+                }
+            };
+            for (label, r) in [
+                ("module allocations", own),
+                ("slab growth incl. both ends' sockets", slab),
+            ] {
+                println!(
+                    "memory {:<6} {} idle connections: kernel memory ({label}) {} -> {} KiB, \
+                     {:.0} bytes per connection",
+                    t.name,
+                    r.conns,
+                    r.rss_before_kib,
+                    r.rss_after_kib,
+                    r.bytes_per_conn()
+                );
+                csv += &format!(
+                    "{} (kernel memory: {label}),{},{},{},{:.1}\n",
+                    t.name,
+                    r.conns,
+                    r.rss_before_kib,
+                    r.rss_after_kib,
+                    r.bytes_per_conn()
+                );
+            }
         }
         Ok(csv)
     }

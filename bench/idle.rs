@@ -3,6 +3,11 @@
 //! server whose receives pick buffers only when data arrives should hold almost nothing
 //! per idle connection; one that parks a buffer per connection holds the buffer size.
 //! Kernel socket memory is not in RSS and not counted (it is the same for every server).
+//!
+//! The kernel module has no process: [`run_kernel`] measures it with the same connections,
+//! in kernel memory: what the module itself allocated (`/sys/kernel/fastecho/mem_bytes`,
+//! its per-connection state and echo buffers) and, for scale, the growth of the kernel's
+//! whole slab (`Slab:` in `/proc/meminfo`), which also holds both ends' sockets.
 
 use std::time::{Duration, Instant};
 
@@ -15,7 +20,8 @@ use crate::error::{Context, Error, Result};
 pub struct IdleResult {
     /// Connections that connected and stayed open.
     pub conns: usize,
-    /// Server RSS before and with the connections open, KiB.
+    /// Server RSS before and with the connections open, KiB (for [`run_kernel`], the
+    /// kernel memory its meter reads instead).
     pub rss_before_kib: u64,
     pub rss_after_kib: u64,
     /// Connections that failed to connect.
@@ -47,6 +53,70 @@ pub fn parse_rss(status: &str) -> Option<u64> {
         .ok()
 }
 
+/// Where fastecho.ko publishes the bytes it has allocated now.
+pub const KMOD_MEM_BYTES: &str = "/sys/kernel/fastecho/mem_bytes";
+
+/// The value (KiB) of `key` (e.g. `Slab`) in a `/proc/meminfo` text.
+pub fn parse_meminfo(meminfo: &str, key: &str) -> Option<u64> {
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The kernel's slab (`Slab:` in `/proc/meminfo`), KiB.
+pub fn slab_kib() -> Option<u64> {
+    parse_meminfo(&std::fs::read_to_string("/proc/meminfo").ok()?, "Slab")
+}
+
+/// What fastecho.ko has allocated now (its counter), KiB, rounded down.
+pub fn kmod_kib() -> Option<u64> {
+    let text = std::fs::read_to_string(KMOD_MEM_BYTES).ok()?;
+    Some(text.trim().parse::<u64>().ok()? / 1024)
+}
+
+/// Idle-connection memory of the kernel module on `addr`, in kernel memory: the module's
+/// own allocations and the whole slab's growth, in that order (same connections).
+pub fn run_kernel(
+    addr: std::net::SocketAddr,
+    conns: usize,
+    settle: Duration,
+) -> Result<(IdleResult, IdleResult)> {
+    let read = || -> Result<(u64, u64)> {
+        let module = kmod_kib().ok_or_else(|| {
+            Error::msg(format!(
+                "cannot read {KMOD_MEM_BYTES}: is fastecho.ko loaded (and new enough)?"
+            ))
+        })?;
+        let slab = slab_kib().ok_or_else(|| Error::msg("cannot read Slab from /proc/meminfo"))?;
+        Ok((module, slab))
+    };
+    let mut before = (0, 0);
+    let mut after = (0, 0);
+    let r = hold(
+        addr,
+        conns,
+        settle,
+        || {
+            before = read()?;
+            Ok(before.0)
+        },
+        || {
+            after = read()?;
+            Ok(after.0)
+        },
+    )?;
+    let slab = IdleResult {
+        rss_before_kib: before.1,
+        rss_after_kib: after.1,
+        ..r
+    };
+    Ok((r, slab))
+}
+
 /// Open `conns` idle connections to `addr`, let the server settle for `settle`, and
 /// measure `pid`'s RSS growth. Connections close when this returns.
 pub fn run(
@@ -55,12 +125,35 @@ pub fn run(
     conns: usize,
     settle: Duration,
 ) -> Result<IdleResult> {
+    hold(
+        addr,
+        conns,
+        settle,
+        || {
+            rss_kib(pid).ok_or_else(|| {
+                Error::msg(format!(
+                    "cannot read /proc/{pid}/status: is {pid} the server's pid?"
+                ))
+            })
+        },
+        || {
+            rss_kib(pid).ok_or_else(|| {
+                Error::msg(format!("the server (pid {pid}) went away during the run"))
+            })
+        },
+    )
+}
+
+/// Read `before`, open the connections, wait, read `after` (both KiB).
+fn hold(
+    addr: std::net::SocketAddr,
+    conns: usize,
+    settle: Duration,
+    before: impl FnOnce() -> Result<u64>,
+    after: impl FnOnce() -> Result<u64>,
+) -> Result<IdleResult> {
     crate::net::raise_nofile_limit();
-    let before = rss_kib(pid).ok_or_else(|| {
-        Error::msg(format!(
-            "cannot read /proc/{pid}/status: is {pid} the server's pid?"
-        ))
-    })?;
+    let before = before()?;
     let ep = Epoll::new().context("creating an epoll instance")?;
     let mut socks = Vec::with_capacity(conns);
     let mut failed = 0;
@@ -87,8 +180,7 @@ pub fn run(
         .count();
     failed += socks.len() - open;
     std::thread::sleep(settle);
-    let after = rss_kib(pid)
-        .ok_or_else(|| Error::msg(format!("the server (pid {pid}) went away during the run")))?;
+    let after = after()?;
     Ok(IdleResult {
         conns: open,
         rss_before_kib: before,
@@ -108,6 +200,16 @@ mod tests {
         assert_eq!(parse_rss("Name: x\n"), None);
         let me = rss_kib(std::process::id()).expect("own rss");
         assert!(me > 0);
+    }
+
+    #[test]
+    fn reads_meminfo() {
+        let text = "MemTotal:        2014552 kB\nSlab:              51234 kB\nSReclaimable:      20000 kB\n";
+        assert_eq!(parse_meminfo(text, "Slab"), Some(51234));
+        assert_eq!(parse_meminfo(text, "MemTotal"), Some(2014552));
+        assert_eq!(parse_meminfo(text, "Sla"), None);
+        assert_eq!(parse_meminfo(text, "MemFree"), None);
+        assert!(slab_kib().expect("this kernel's slab") > 0);
     }
 
     #[test]

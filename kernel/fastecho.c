@@ -6,8 +6,17 @@
  * accepted connection gets ->sk_data_ready, ->sk_write_space and
  * ->sk_state_change callbacks that queue that connection's work item. The
  * work item does non-blocking receives and sends until they would block, so
- * no kernel thread or worker ever sleeps on a connection and the number of
- * connections is limited only by memory.
+ * no kernel thread or worker ever sleeps on a connection. The number of
+ * connections is capped by max_conns; an idle connection costs one small
+ * struct fe_conn besides its socket: the echo buffer exists only while
+ * there is data to echo.
+ *
+ * Closing: at EOF (everything echoed) the module sends its FIN with
+ * kernel_sock_shutdown() and keeps the socket, with its callbacks, until TCP
+ * reaches TCP_CLOSE (the peer acknowledged the FIN) and only then releases
+ * it. A socket that makes no progress for FE_LINGER is released with a reset
+ * instead. Released early, the socket would be an orphan in LAST_ACK that
+ * nobody owns; see "Closing" in kernel/README.md for why that matters on 6.1.
  *
  * Ownership: a connection is reference counted. The connection list holds
  * one reference until the connection is closed; every queued instance of
@@ -35,14 +44,20 @@
 #include <linux/socket.h>
 #include <linux/sysfs.h>
 #include <linux/tcp.h>
+#include <linux/timer.h>
 #include <linux/wait.h>
 #include <linux/workqueue.h>
 #include <net/net_namespace.h>
 #include <net/sock.h>
 #include <net/tcp_states.h>
 
-/* One buffer per connection: bounds what a client that never reads costs. */
+/*
+ * One buffer per connection with data in flight: bounds what a client that
+ * never reads costs. Allocated when data arrives, freed once it is echoed.
+ */
 #define FE_BUF_SIZE	(16 * 1024)
+/* A closing connection whose peer acknowledges nothing for this long is reset. */
+#define FE_LINGER	(10 * HZ)
 /* Bytes one run of a connection's work moves before it yields the CPU. */
 #define FE_WORK_BUDGET	(64 * 1024)
 /* Connections one run of the accept work takes before it yields. */
@@ -60,18 +75,27 @@ static char addr[INET6_ADDRSTRLEN] = "127.0.0.1";
 module_param_string(addr, addr, sizeof(addr), 0444);
 MODULE_PARM_DESC(addr, "address to listen on (default 127.0.0.1; 0.0.0.0 for all IPv4 addresses, :: for all IPv6 and IPv4, ::1)");
 
+static int max_conns = 65536;
+module_param(max_conns, int, 0444);
+MODULE_PARM_DESC(max_conns, "connections served at once, at least 1 (default 65536); beyond it new ones are reset at once and counted as refused");
+
 struct fe_conn {
 	struct socket *sock;
 	struct work_struct work;
+	struct timer_list linger;	/* closing: FE_LINGER without progress */
 	struct kref ref;
 	struct list_head node;		/* on fe_conns, under fe_conns_lock */
 	void (*saved_data_ready)(struct sock *sk);
 	void (*saved_write_space)(struct sock *sk);
 	void (*saved_state_change)(struct sock *sk);
-	char *buf;			/* FE_BUF_SIZE bytes, allocated on first use */
+	char *buf;			/* FE_BUF_SIZE bytes while data is in flight */
 	size_t len;			/* bytes received into buf */
 	size_t sent;			/* bytes of buf already echoed */
-	bool closed;			/* only touched by the work item */
+	/* The rest is only touched by the work item. */
+	unsigned long deadline;		/* closing: jiffies of the reset */
+	u32 snd_una;			/* closing: progress seen so far */
+	bool fin_sent;			/* EOF echoed, FIN sent, socket kept */
+	bool closed;
 };
 
 static struct {
@@ -101,18 +125,34 @@ static bool fe_stopping;		/* written under fe_conns_lock */
 static DECLARE_WAIT_QUEUE_HEAD(fe_stop_wait);
 
 static atomic64_t fe_accepted = ATOMIC64_INIT(0);
+static atomic64_t fe_refused = ATOMIC64_INIT(0);
 static atomic64_t fe_bytes = ATOMIC64_INIT(0);
 static atomic_t fe_active = ATOMIC_INIT(0);
 static atomic_t fe_dropped = ATOMIC_INIT(0);
+static atomic_t fe_lingered = ATOMIC_INIT(0);	/* closes that ended in a reset */
 static atomic_t fe_allocated = ATOMIC_INIT(0);	/* live struct fe_conn */
+static atomic_t fe_buffers = ATOMIC_INIT(0);	/* live echo buffers */
+/* Size of one struct fe_conn as the allocator rounds it (for mem_bytes). */
+static size_t fe_conn_size;
 
 static struct kobject *fe_kobj;
+
+static void fe_buf_free(struct fe_conn *c)
+{
+	if (c->buf) {
+		kvfree(c->buf);
+		c->buf = NULL;
+		atomic_dec(&fe_buffers);
+	}
+	c->len = 0;
+	c->sent = 0;
+}
 
 static void fe_conn_release(struct kref *ref)
 {
 	struct fe_conn *c = container_of(ref, struct fe_conn, ref);
 
-	kvfree(c->buf);
+	fe_buf_free(c);
 	kfree(c);
 	atomic_dec(&fe_allocated);
 }
@@ -128,6 +168,40 @@ static void fe_conn_queue(struct fe_conn *c)
 	kref_get(&c->ref);
 	if (!queue_work(fe_wq, &c->work))
 		fe_conn_put(c);		/* already pending: it has its reference */
+}
+
+/*
+ * Release a socket the module is done with. One that TCP is not done with
+ * (any state but TCP_CLOSE) gets SO_LINGER 0 first, so it is reset and freed
+ * now instead of becoming an orphan. Orphans are what the module must not
+ * leave: on 6.1, tcp_close() of a kernel socket (sk_net_refcnt == 0) stops
+ * all of its timers (inet_csk_clear_xmit_timers_sync(), from "tcp: properly
+ * terminate timers for kernel sockets"), so an orphan whose FIN or final ACK
+ * is lost is never retransmitted and stays in LAST_ACK or FIN_WAIT1 forever.
+ */
+static void fe_sock_release(struct socket *sock)
+{
+	if (READ_ONCE(sock->sk->sk_state) != TCP_CLOSE)
+		sock_no_linger(sock->sk);
+	sock_release(sock);
+}
+
+/* FE_LINGER passed for a closing connection: the work decides. */
+static void fe_conn_linger(struct timer_list *t)
+{
+	struct fe_conn *c = from_timer(c, t, linger);
+
+	fe_conn_queue(c);
+	fe_conn_put(c);			/* the timer's reference */
+}
+
+/* Work item only: (re)arm the closing deadline; the timer holds a reference. */
+static void fe_conn_arm(struct fe_conn *c)
+{
+	c->deadline = jiffies + FE_LINGER;
+	kref_get(&c->ref);
+	if (mod_timer(&c->linger, c->deadline))
+		fe_conn_put(c);		/* it was pending: it has its reference */
 }
 
 static void fe_conn_data_ready(struct sock *sk)
@@ -166,7 +240,11 @@ static void fe_conn_state_change(struct sock *sk)
 	read_unlock_bh(&sk->sk_callback_lock);
 }
 
-/* Called from the work item only, so at most once per connection. */
+/*
+ * Called from the work item only, so at most once per connection. A socket
+ * that TCP is not done with yet (unload, errors, FE_LINGER) is reset, never
+ * left behind as an orphan (see fe_sock_release()).
+ */
 static void fe_conn_close(struct fe_conn *c)
 {
 	struct sock *sk = c->sock->sk;
@@ -178,12 +256,16 @@ static void fe_conn_close(struct fe_conn *c)
 	sk->sk_state_change = c->saved_state_change;
 	write_unlock_bh(&sk->sk_callback_lock);
 
+	if (timer_delete_sync(&c->linger))
+		fe_conn_put(c);		/* the timer's reference */
+	fe_buf_free(c);
+
 	mutex_lock(&fe_conns_lock);
 	list_del(&c->node);
 	mutex_unlock(&fe_conns_lock);
 
-	/* Anything still queued for sending goes out after the FIN's data. */
-	sock_release(c->sock);
+	/* After fe_conn_finish() it is normally in TCP_CLOSE: freed at once. */
+	fe_sock_release(c->sock);
 	c->sock = NULL;
 	c->closed = true;
 	if (atomic_dec_and_test(&fe_active) && READ_ONCE(fe_stopping))
@@ -199,14 +281,27 @@ static void fe_conn_close(struct fe_conn *c)
 static int fe_conn_echo(struct fe_conn *c)
 {
 	struct msghdr msg = { .msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL };
+	struct sock *sk = c->sock->sk;
 	size_t moved = 0;
 	struct kvec vec;
 	int n;
 
 	if (!c->buf) {
+		/*
+		 * Nothing pending: a buffer only if there is something to
+		 * read (data, EOF or an error). Whatever arrives after this
+		 * check calls ->sk_data_ready or ->sk_state_change, which
+		 * queues this work again.
+		 */
+		if (skb_queue_empty_lockless(&sk->sk_receive_queue) &&
+		    !READ_ONCE(sk->sk_err) &&
+		    !(READ_ONCE(sk->sk_shutdown) & RCV_SHUTDOWN) &&
+		    READ_ONCE(sk->sk_state) != TCP_CLOSE)
+			return 0;
 		c->buf = kvmalloc(FE_BUF_SIZE, GFP_KERNEL);
 		if (!c->buf)
 			return -ENOMEM;
+		atomic_inc(&fe_buffers);
 	}
 
 	for (;;) {
@@ -234,14 +329,53 @@ static int fe_conn_echo(struct fe_conn *c)
 		msg.msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL;
 		n = kernel_recvmsg(c->sock, &msg, &vec, 1, FE_BUF_SIZE,
 				   MSG_DONTWAIT);
-		if (n == -EAGAIN)
-			return 0;		/* ->sk_data_ready requeues us */
+		if (n == -EAGAIN) {
+			/* Drained: an idle connection holds no buffer. */
+			fe_buf_free(c);
+			return 0;	/* ->sk_data_ready requeues us */
+		}
 		if (n < 0)
 			return n;
 		if (n == 0)
 			return -ESHUTDOWN;	/* EOF and everything echoed */
 		c->len = n;
 		moved += n;
+	}
+}
+
+/*
+ * EOF after everything was echoed: send the FIN but keep the socket (and
+ * our callbacks) until TCP is done with it, so it never becomes an orphan
+ * that nobody watches (see the comment at the top).
+ */
+static void fe_conn_finish(struct fe_conn *c)
+{
+	struct sock *sk = c->sock->sk;
+
+	fe_buf_free(c);
+	c->fin_sent = true;
+	c->snd_una = READ_ONCE(tcp_sk(sk)->snd_una);
+	fe_conn_arm(c);
+	kernel_sock_shutdown(c->sock, SHUT_WR);
+}
+
+/* A closing connection's run: release it once TCP is done, or reset it. */
+static void fe_conn_closing(struct fe_conn *c)
+{
+	struct sock *sk = c->sock->sk;
+	u32 una;
+
+	if (READ_ONCE(sk->sk_state) == TCP_CLOSE) {
+		fe_conn_close(c);
+		return;
+	}
+	una = READ_ONCE(tcp_sk(sk)->snd_una);
+	if (una != c->snd_una) {	/* the peer is acknowledging: wait on */
+		c->snd_una = una;
+		fe_conn_arm(c);
+	} else if (time_after_eq(jiffies, c->deadline)) {
+		atomic_inc(&fe_lingered);
+		fe_conn_close(c);
 	}
 }
 
@@ -256,12 +390,20 @@ static void fe_conn_work(struct work_struct *work)
 		fe_conn_close(c);
 		goto out;
 	}
+	if (c->fin_sent) {
+		fe_conn_closing(c);
+		goto out;
+	}
 
 	err = fe_conn_echo(c);
-	if (err == -EAGAIN)
+	if (err == -EAGAIN) {
 		fe_conn_queue(c);	/* let other connections run */
-	else if (err)
+	} else if (err == -ESHUTDOWN) {
+		fe_conn_finish(c);
+		fe_conn_closing(c);	/* a reset may have closed it already */
+	} else if (err) {
 		fe_conn_close(c);
+	}
 out:
 	fe_conn_put(c);			/* this run's reference */
 }
@@ -308,7 +450,7 @@ static void fe_sock_drop(struct socket *sock)
 	if (sk->sk_data_ready == fe_listen_data_ready)
 		sk->sk_data_ready = fe_listener.saved_data_ready;
 	write_unlock_bh(&sk->sk_callback_lock);
-	sock_release(sock);
+	fe_sock_release(sock);		/* a reset */
 }
 
 static void fe_accept_work(struct work_struct *work)
@@ -330,6 +472,13 @@ static void fe_accept_work(struct work_struct *work)
 			return;
 		}
 
+		/* Over the cap: reset it at once, no orphan left behind. */
+		if (atomic_read(&fe_active) >= max_conns) {
+			atomic64_inc(&fe_refused);
+			fe_sock_drop(sock);
+			continue;
+		}
+
 		/*
 		 * Echoes go out at once, as the userspace servers' do: with Nagle,
 		 * a short echo waits for the client's delayed ACK (tens of ms).
@@ -346,6 +495,7 @@ static void fe_accept_work(struct work_struct *work)
 		c->sock = sock;
 		kref_init(&c->ref);		/* the list's reference */
 		INIT_WORK(&c->work, fe_conn_work);
+		timer_setup(&c->linger, fe_conn_linger, 0);
 
 		mutex_lock(&fe_conns_lock);
 		list_add_tail(&c->node, &fe_conns);
@@ -503,16 +653,52 @@ static ssize_t dropped_show(struct kobject *kobj, struct kobj_attribute *attr,
 	return sysfs_emit(buf, "%d\n", atomic_read(&fe_dropped));
 }
 
+static ssize_t refused_show(struct kobject *kobj, struct kobj_attribute *attr,
+			    char *buf)
+{
+	return sysfs_emit(buf, "%lld\n", atomic64_read(&fe_refused));
+}
+
+static ssize_t lingered_show(struct kobject *kobj, struct kobj_attribute *attr,
+			     char *buf)
+{
+	return sysfs_emit(buf, "%d\n", atomic_read(&fe_lingered));
+}
+
+static ssize_t buffers_show(struct kobject *kobj, struct kobj_attribute *attr,
+			    char *buf)
+{
+	return sysfs_emit(buf, "%d\n", atomic_read(&fe_buffers));
+}
+
+/* What the module itself holds now; the sockets' own memory is the stack's. */
+static ssize_t mem_bytes_show(struct kobject *kobj, struct kobj_attribute *attr,
+			      char *buf)
+{
+	u64 bytes = (u64)atomic_read(&fe_allocated) * fe_conn_size +
+		    (u64)atomic_read(&fe_buffers) * FE_BUF_SIZE;
+
+	return sysfs_emit(buf, "%llu\n", bytes);
+}
+
 static struct kobj_attribute fe_attr_accepted = __ATTR_RO(accepted);
 static struct kobj_attribute fe_attr_active = __ATTR_RO(active);
 static struct kobj_attribute fe_attr_bytes = __ATTR_RO(bytes_echoed);
 static struct kobj_attribute fe_attr_dropped = __ATTR_RO(dropped);
+static struct kobj_attribute fe_attr_refused = __ATTR_RO(refused);
+static struct kobj_attribute fe_attr_lingered = __ATTR_RO(lingered);
+static struct kobj_attribute fe_attr_buffers = __ATTR_RO(buffers);
+static struct kobj_attribute fe_attr_mem_bytes = __ATTR_RO(mem_bytes);
 
 static struct attribute *fe_attrs[] = {
 	&fe_attr_accepted.attr,
 	&fe_attr_active.attr,
 	&fe_attr_bytes.attr,
 	&fe_attr_dropped.attr,
+	&fe_attr_refused.attr,
+	&fe_attr_lingered.attr,
+	&fe_attr_buffers.attr,
+	&fe_attr_mem_bytes.attr,
 	NULL,
 };
 
@@ -532,6 +718,11 @@ static int __init fastecho_init(void)
 		pr_err("invalid backlog %d: must be at least 1\n", backlog);
 		return -EINVAL;
 	}
+	if (max_conns < 1) {
+		pr_err("invalid max_conns %d: must be at least 1\n", max_conns);
+		return -EINVAL;
+	}
+	fe_conn_size = kmalloc_size_roundup(sizeof(struct fe_conn));
 
 	fe_wq = alloc_workqueue("fastecho", 0, 0);
 	if (!fe_wq)
@@ -570,8 +761,10 @@ static void __exit fastecho_exit(void)
 	destroy_workqueue(fe_wq);
 	kobject_put(fe_kobj);
 	WARN_ON(atomic_read(&fe_allocated));
-	pr_info("unloaded: %lld accepted, %lld bytes echoed\n",
-		atomic64_read(&fe_accepted), atomic64_read(&fe_bytes));
+	WARN_ON(atomic_read(&fe_buffers));
+	pr_info("unloaded: %lld accepted, %lld refused, %lld bytes echoed\n",
+		atomic64_read(&fe_accepted), atomic64_read(&fe_refused),
+		atomic64_read(&fe_bytes));
 }
 
 module_init(fastecho_init);

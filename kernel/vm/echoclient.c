@@ -18,6 +18,26 @@
  *       and checks the echo, the rest never read), create READYFILE once
  *       data flows on all of them, then keep going until the server has
  *       closed every one of them (for rmmod under load)
+ *   echoclient burst HOST PORT N ROUNDS TIMEOUT
+ *       kecho's bench, as a burst: each round opens N connections at once,
+ *       each sends "dummy message", reads its 13 bytes back and closes;
+ *       ROUNDS rounds, TIMEOUT seconds per round
+ *   echoclient tburst HOST PORT N ROUNDS
+ *       the same with one thread per connection, exactly as kecho's bench
+ *       does it (blocking connect, send, one recv, shutdown, close)
+ *   echoclient idle HOST PORT N READYFILE TIMEOUT
+ *       open N connections that never send; after they connected and a
+ *       second passed, print how many the server closed ("refused"), create
+ *       READYFILE and wait for TIMEOUT seconds or a signal
+ *   echoclient noread HOST PORT N READYFILE TIMEOUT
+ *       N connections that send as fast as they can and never read; once no
+ *       connection could send for 2 s, print the bytes sent, create
+ *       READYFILE, wait 2 s more, print whether anything moved, and hold
+ *       the connections until TIMEOUT seconds or a signal
+ *   echoclient stuck HOST PORT SIZE TIMEOUT
+ *       one connection with a tiny receive buffer: send SIZE bytes, shut
+ *       down writing and never read, so the server's echo and FIN cannot
+ *       be delivered; print how long until the server resets it
  *   echoclient listen HOST PORT READYFILE
  *       listen on HOST:PORT (to occupy the port), create READYFILE, sleep
  *   echoclient load MODULE [PARAMS...]
@@ -33,6 +53,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -420,6 +441,327 @@ closed:
 	return left || bad ? 1 : 0;
 }
 
+static const char burst_msg[] = "dummy message";
+
+static int cmd_burst(char **av, unsigned int n, unsigned int rounds, int timeout)
+{
+	struct pollfd *pfd = calloc(n, sizeof(*pfd));
+	size_t *got = calloc(n, sizeof(*got));
+	unsigned int r, i, ok = 0, bad = 0;
+	size_t len = sizeof(burst_msg) - 1;
+	double t0 = now();
+
+	if (!pfd || !got)
+		die("out of memory");
+	raise_nofile(n);
+	resolve(av[0], av[1]);
+	for (r = 0; r < rounds; r++) {
+		double deadline = now() + timeout;
+		unsigned int left = n;
+
+		for (i = 0; i < n; i++) {
+			pfd[i].fd = connect_nb();
+			pfd[i].events = POLLOUT;
+			got[i] = 0;
+		}
+		while (left && now() < deadline) {
+			if (poll(pfd, n, 1000) < 0)
+				die("poll: %s", strerror(errno));
+			for (i = 0; i < n; i++) {
+				char buf[64];
+				ssize_t k;
+
+				if (pfd[i].fd < 0 || !pfd[i].revents)
+					continue;
+				if (pfd[i].events == POLLOUT) {
+					k = send(pfd[i].fd, burst_msg, len, MSG_NOSIGNAL);
+					if (k == (ssize_t)len) {
+						pfd[i].events = POLLIN;
+						continue;
+					}
+					if (k < 0 && (errno == EAGAIN || errno == EINPROGRESS))
+						continue;
+					goto done;
+				}
+				k = recv(pfd[i].fd, buf, sizeof(buf), 0);
+				if (k < 0 && errno == EAGAIN)
+					continue;
+				if (k > 0 && got[i] + k <= len &&
+				    !memcmp(buf, burst_msg + got[i], k)) {
+					got[i] += k;
+					if (got[i] < len)
+						continue;
+					ok++;
+				} else {
+					bad++;
+				}
+done:
+				close(pfd[i].fd);
+				pfd[i].fd = -1;
+				left--;
+			}
+		}
+		for (i = 0; i < n; i++) {
+			if (pfd[i].fd >= 0) {
+				close(pfd[i].fd);
+				bad++;
+			}
+		}
+	}
+	printf("burst: %u rounds x %u connections: %u echoed \"%s\" and closed, %u failed, %.2f s\n",
+	       rounds, n, ok, burst_msg, bad, now() - t0);
+	return bad ? 1 : 0;
+}
+
+/*
+ * kecho's bench itself: one thread per connection, all released at once;
+ * each does a blocking connect, send, one recv, shutdown(SHUT_RDWR), close.
+ */
+static pthread_mutex_t tb_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t tb_go = PTHREAD_COND_INITIALIZER;
+static int tb_ready;
+static unsigned int tb_ok, tb_bad;
+
+static void *tburst_worker(void *arg)
+{
+	size_t len = sizeof(burst_msg) - 1;
+	char buf[32];
+	ssize_t k;
+	int fd;
+
+	(void)arg;
+	pthread_mutex_lock(&tb_lock);
+	while (!tb_ready)
+		pthread_cond_wait(&tb_go, &tb_lock);
+	pthread_mutex_unlock(&tb_lock);
+	fd = socket(target.ss_family, SOCK_STREAM, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&target, target_len)) {
+		k = -1;
+	} else {
+		send(fd, burst_msg, len, MSG_NOSIGNAL);
+		k = recv(fd, buf, sizeof(buf), 0);
+		shutdown(fd, SHUT_RDWR);
+	}
+	if (fd >= 0)
+		close(fd);
+	pthread_mutex_lock(&tb_lock);
+	if (k == (ssize_t)len && !memcmp(buf, burst_msg, len))
+		tb_ok++;
+	else
+		tb_bad++;
+	pthread_mutex_unlock(&tb_lock);
+	return NULL;
+}
+
+static int cmd_tburst(char **av, unsigned int n, unsigned int rounds)
+{
+	pthread_t *pt = calloc(n, sizeof(*pt));
+	double t0 = now();
+	pthread_attr_t attr;
+	unsigned int r, i;
+
+	if (!pt)
+		die("out of memory");
+	raise_nofile(n);
+	resolve(av[0], av[1]);
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 64 * 1024);
+	for (r = 0; r < rounds; r++) {
+		tb_ready = 0;
+		for (i = 0; i < n; i++)
+			if (pthread_create(&pt[i], &attr, tburst_worker, NULL))
+				die("pthread_create: thread %u", i);
+		pthread_mutex_lock(&tb_lock);
+		tb_ready = 1;
+		pthread_cond_broadcast(&tb_go);
+		pthread_mutex_unlock(&tb_lock);
+		for (i = 0; i < n; i++)
+			pthread_join(pt[i], NULL);
+	}
+	printf("tburst: %u rounds x %u threads: %u echoed \"%s\", %u failed, %.2f s\n",
+	       rounds, n, tb_ok, burst_msg, tb_bad, now() - t0);
+	return tb_bad ? 1 : 0;
+}
+
+static void touch(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+	if (fd < 0)
+		die("%s: %s", path, strerror(errno));
+	close(fd);
+}
+
+/* Connect N sockets; returns how many connected within @timeout seconds. */
+static unsigned int connect_all(struct pollfd *pfd, unsigned int n, int timeout)
+{
+	double deadline = now() + timeout;
+	unsigned int i, pending = n, up = 0;
+
+	for (i = 0; i < n; i++) {
+		pfd[i].fd = connect_nb();
+		pfd[i].events = POLLOUT;
+	}
+	while (pending && now() < deadline) {
+		if (poll(pfd, n, 1000) < 0)
+			die("poll: %s", strerror(errno));
+		for (i = 0; i < n; i++) {
+			int err = 0;
+			socklen_t l = sizeof(err);
+
+			if (!pfd[i].events || !pfd[i].revents)
+				continue;
+			pfd[i].events = 0;
+			pending--;
+			getsockopt(pfd[i].fd, SOL_SOCKET, SO_ERROR, &err, &l);
+			if (!err)
+				up++;
+		}
+	}
+	return up;
+}
+
+static int cmd_idle(char **av, unsigned int n, const char *ready, int timeout)
+{
+	struct pollfd *pfd = calloc(n, sizeof(*pfd));
+	unsigned int i, closed = 0;
+	double t0 = now();
+
+	if (!pfd)
+		die("out of memory");
+	raise_nofile(n);
+	resolve(av[0], av[1]);
+	/* A refused one may be reset before its connect is seen to finish. */
+	connect_all(pfd, n, timeout);
+	sleep(1);
+	for (i = 0; i < n; i++)
+		pfd[i].events = POLLIN;
+	if (poll(pfd, n, 0) < 0)
+		die("poll: %s", strerror(errno));
+	for (i = 0; i < n; i++) {
+		char b;
+
+		errno = 0;
+		if (pfd[i].revents &&
+		    recv(pfd[i].fd, &b, 1, MSG_DONTWAIT) <= 0 && errno != EAGAIN)
+			closed++;
+	}
+	printf("idle: %u connections, %u closed by the server (refused), %u open\n",
+	       n, closed, n - closed);
+	touch(ready);
+	while (now() - t0 < timeout)
+		sleep(1);
+	return 0;
+}
+
+static int cmd_noread(char **av, unsigned int n, const char *ready, int timeout)
+{
+	struct pollfd *pfd = calloc(n, sizeof(*pfd));
+	unsigned long long total = 0, max = 0, before;
+	size_t *sent = calloc(n, sizeof(*sent));
+	static uint8_t buf[65536];
+	double t0 = now(), last = now();
+	unsigned int i, up;
+
+	if (!pfd || !sent)
+		die("out of memory");
+	raise_nofile(n);
+	resolve(av[0], av[1]);
+	memset(buf, 0xa5, sizeof(buf));
+	up = connect_all(pfd, n, timeout);
+	if (up != n)
+		die("noread: only %u of %u connected", up, n);
+	/* Send until no connection has been able to send for 2 s. */
+	for (;;) {
+		double stall = 2;
+
+		if (now() - t0 > timeout)
+			die("noread: still sending after %d s: %llu B sent", timeout, total);
+		if (now() - last >= stall)
+			break;
+		for (i = 0; i < n; i++)
+			pfd[i].events = POLLOUT;
+		if (poll(pfd, n, 200) < 0)
+			die("poll: %s", strerror(errno));
+		for (i = 0; i < n; i++) {
+			ssize_t k;
+
+			if (!(pfd[i].revents & POLLOUT))
+				continue;
+			k = send(pfd[i].fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_NOSIGNAL);
+			if (k > 0) {
+				sent[i] += k;
+				total += k;
+				last = now();
+			} else if (k < 0 && errno != EAGAIN) {
+				die("noread: conn %u: %s after %zu B", i, strerror(errno), sent[i]);
+			}
+		}
+	}
+	for (i = 0; i < n; i++)
+		if (sent[i] > max)
+			max = sent[i];
+	printf("noread: %u connections stalled after %llu B sent (%llu B per connection, at most %llu)\n",
+	       n, total, total / n, max);
+	touch(ready);
+	before = total;
+	sleep(2);
+	for (i = 0; i < n; i++) {
+		ssize_t k = send(pfd[i].fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_NOSIGNAL);
+
+		if (k > 0)
+			total += k;
+	}
+	printf("noread: %llu B more could be sent 2 s later\n", total - before);
+	while (now() - t0 < timeout)
+		sleep(1);
+	return 0;
+}
+
+static int cmd_stuck(char **av, size_t size, int timeout)
+{
+	static uint8_t buf[65536];
+	int rcvbuf = 2048, fd, err = 0;
+	socklen_t l = sizeof(err);
+	struct pollfd pfd;
+	size_t sent = 0;
+	double t0;
+
+	resolve(av[0], av[1]);
+	fd = socket(target.ss_family, SOCK_STREAM, 0);
+	if (fd < 0)
+		die("socket: %s", strerror(errno));
+	/* before connect, so the window it advertises stays tiny */
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+	if (connect(fd, (struct sockaddr *)&target, target_len))
+		die("connect: %s", strerror(errno));
+	while (sent < size) {
+		size_t len = size - sent < sizeof(buf) ? size - sent : sizeof(buf);
+		ssize_t k = send(fd, buf, len, MSG_NOSIGNAL);
+
+		if (k <= 0)
+			die("stuck: send: %s after %zu B", strerror(errno), sent);
+		sent += k;
+	}
+	if (shutdown(fd, SHUT_WR))
+		die("shutdown: %s", strerror(errno));
+	t0 = now();
+	pfd.fd = fd;
+	pfd.events = 0;		/* POLLERR and POLLHUP only: we never read */
+	while (now() - t0 < timeout) {
+		if (poll(&pfd, 1, 500) < 0)
+			die("poll: %s", strerror(errno));
+		if (pfd.revents & (POLLERR | POLLHUP))
+			break;
+	}
+	getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l);
+	printf("stuck: sent %zu B, shut down writing, never read: %s after %.1f s\n",
+	       sent, pfd.revents ? (err ? strerror(err) : "closed") : "still open",
+	       now() - t0);
+	close(fd);
+	return err == ECONNRESET ? 0 : 1;
+}
+
 static void __attribute__((noreturn)) cmd_listen(char **av, const char *ready)
 {
 	int one = 1, fd;
@@ -478,6 +820,20 @@ int main(int argc, char **argv)
 	if (argc >= 7 && !strcmp(argv[1], "busy"))
 		return cmd_busy(argv + 2, strtoul(argv[4], NULL, 0), argv[5],
 				atoi(argv[6]));
+	if (argc >= 7 && !strcmp(argv[1], "burst"))
+		return cmd_burst(argv + 2, strtoul(argv[4], NULL, 0),
+				 strtoul(argv[5], NULL, 0), atoi(argv[6]));
+	if (argc >= 6 && !strcmp(argv[1], "tburst"))
+		return cmd_tburst(argv + 2, strtoul(argv[4], NULL, 0),
+				  strtoul(argv[5], NULL, 0));
+	if (argc >= 7 && !strcmp(argv[1], "idle"))
+		return cmd_idle(argv + 2, strtoul(argv[4], NULL, 0), argv[5],
+				atoi(argv[6]));
+	if (argc >= 7 && !strcmp(argv[1], "noread"))
+		return cmd_noread(argv + 2, strtoul(argv[4], NULL, 0), argv[5],
+				  atoi(argv[6]));
+	if (argc >= 6 && !strcmp(argv[1], "stuck"))
+		return cmd_stuck(argv + 2, strtoul(argv[4], NULL, 0), atoi(argv[5]));
 	if (argc >= 5 && !strcmp(argv[1], "listen"))
 		cmd_listen(argv + 2, argv[4]);
 	if (argc >= 3 && !strcmp(argv[1], "load"))

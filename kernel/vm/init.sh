@@ -1,4 +1,5 @@
 #!/bin/busybox sh
+# shellcheck shell=dash
 # /init of the vm-test initramfs (busybox sh, PID 1). Runs the fastecho.ko
 # checks and reports on the second serial port (/dev/ttyS1), one line each:
 #   @@RESULT step=NAME status=PASS|FAIL detail=TEXT
@@ -149,7 +150,7 @@ fi
 
 # 4. bad parameters and a port in use are refused, other addresses work
 bad=""
-for p in port=0 port=70000 port=-1 backlog=0 backlog=-5 addr=garbage addr=1.2.3 addr=::zz; do
+for p in port=0 port=70000 port=-1 backlog=0 backlog=-5 max_conns=0 max_conns=-1 addr=garbage addr=1.2.3 addr=::zz; do
 	r=$(echoclient load $KO $p)
 	msg=$(dmesg | grep 'fastecho: ' | tail -n1)
 	case "$r" in
@@ -163,7 +164,7 @@ for p in port=0 port=70000 port=-1 backlog=0 backlog=-5 addr=garbage addr=1.2.3 
 	loaded && { bad="$bad $p:loaded"; unload; }
 done
 if [ -z "$bad" ]; then
-	result bad_params PASS "port=0 port=70000 port=-1 backlog=0 backlog=-5 addr=garbage addr=1.2.3 addr=::zz all EINVAL with a pr_err line"
+	result bad_params PASS "port=0 port=70000 port=-1 backlog=0 backlog=-5 max_conns=0 max_conns=-1 addr=garbage addr=1.2.3 addr=::zz all EINVAL with a pr_err line"
 else
 	result bad_params FAIL "$bad"
 fi
@@ -253,6 +254,150 @@ if [ "$c0" = "0/0/0" ] && [ $crc = 0 ] && [ "$c1" = "$want1" ] &&
 	result counters PASS "accepted/active/bytes_echoed: fresh $c0, after 10x12345 B $c1, 5 held $c2"
 else
 	result counters FAIL "fresh $c0 (want 0/0/0), after 10x12345 B $c1 (want $want1), 5 held $c2 (want $want2), client rc $crc/$hrc"
+fi
+
+# 6a. hostile clients: a connection cap, idle connections, a connect-send-
+# close burst, clients that never read
+meminfo() { awk -v k="$1:" '$1 == k { print $2 }' /proc/meminfo; }	# KiB
+# a counter as a number for $((...)), where "?" (absent) would end this shell
+num() { case $1 in '' | *[!0-9]*) echo 0 ;; *) echo "$1" ;; esac; }
+# server-side sockets on $PORT other than the listener, from /proc/net/tcp{,6}
+server_socks() {
+	awk -v p="$(printf '%04X' "$1")" 'FNR > 1 { split($2, l, ":"); if (l[2] == p && $4 != "0A") n++ } END { print n + 0 }' \
+		/proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+server_states() {	# e.g. "09:12 01:3" (hex TCP state: count)
+	awk -v p="$(printf '%04X' "$1")" 'FNR > 1 { split($2, l, ":"); if (l[2] == p && $4 != "0A") c[$4]++ } END { for (k in c) printf "%s:%d ", k, c[k] }' \
+		/proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+wait_socks() {	# port seconds: until no server-side socket is left
+	i=0
+	while [ "$(server_socks "$1")" != 0 ] && [ $i -lt $(($2 * 10)) ]; do
+		usleep 100000
+		i=$((i + 1))
+	done
+	[ "$(server_socks "$1")" = 0 ]
+}
+
+insmod $KO max_conns=50
+rm -f /tmp/idle
+echoclient idle 127.0.0.1 $PORT 80 /tmp/idle 60 >/tmp/idle.log 2>&1 &
+cl=$!
+wait_file /tmp/idle 60
+wait_active 50 10
+got="accepted $(counter accepted), refused $(counter refused), active $(counter active)"
+kill $cl
+wait $cl 2>/dev/null
+wait_active 0 10
+unload
+if [ "$got" = "accepted 50, refused 30, active 50" ] &&
+   grep -q ' 30 closed by the server' /tmp/idle.log; then
+	result max_conns PASS "max_conns=50, 80 clients: $got; $(cat /tmp/idle.log)"
+else
+	result max_conns FAIL "max_conns=50, 80 clients: $got (want accepted 50, refused 30, active 50); $(cat /tmp/idle.log)"
+fi
+
+# N connections that never send: the module holds no echo buffer for them,
+# so the slab grows by about what the sockets themselves cost (both ends'
+# here, client and server run in the same guest)
+IDLE_N=2000
+insmod $KO backlog=4096
+sync
+echo 3 >/proc/sys/vm/drop_caches
+slab0=$(meminfo Slab)
+avail0=$(meminfo MemAvailable)
+rm -f /tmp/idle
+echoclient idle 127.0.0.1 $PORT $IDLE_N /tmp/idle 120 >/tmp/idle.log 2>&1 &
+cl=$!
+wait_file /tmp/idle 120
+wait_active $IDLE_N 10
+sleep 1
+slab1=$(meminfo Slab)
+avail1=$(meminfo MemAvailable)
+act=$(counter active)
+bufs=$(counter buffers)
+modmem=$(counter mem_bytes)
+kill $cl
+wait $cl 2>/dev/null
+wait_active 0 20
+unload
+per=$(((slab1 - slab0) * 1024 / IDLE_N))
+detail="$IDLE_N idle: slab +$(((slab1 - slab0) / 1024)) MiB = $per B per connection (both ends' sockets), MemAvailable -$(((avail0 - avail1) / 1024)) MiB; module: $bufs buffers, mem_bytes $modmem ($(($(num "$modmem") / IDLE_N)) B per connection)"
+if [ "$act" = $IDLE_N ] && [ "$bufs" = 0 ] && [ $per -lt 12288 ]; then
+	result idle_mem PASS "$detail"
+else
+	result idle_mem FAIL "$detail; active $act (want $IDLE_N), buffers want 0, want < 12288 B per connection"
+fi
+
+# kecho's bench (1,000 threads at once: connect, send, read, close) against
+# a backlog that takes them; afterwards no server-side socket may linger
+BURST_N=1000
+BURST_ROUNDS=3
+sysctl -qw net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=4096
+insmod $KO backlog=4096
+t0=$(uptime_s)
+echoclient tburst 127.0.0.1 $PORT $BURST_N $BURST_ROUNDS >/tmp/burst.log 2>&1
+brc=$?
+t1=$(uptime_s)
+left_at_end="$(server_socks $PORT) [$(server_states $PORT)]"
+if wait_socks $PORT 5; then
+	gone="none left 5 s later"
+else
+	gone="still there 5 s later: $(server_socks $PORT) [$(server_states $PORT)]"
+fi
+act=$(counter active)
+ling=$(counter lingered)
+unload
+sysctl -qw net.ipv4.tcp_max_syn_backlog=128
+detail="$(cat /tmp/burst.log) ($t0 -> $t1 s); server-side sockets on :$PORT at the end $left_at_end, $gone; active $act, reset at FE_LINGER $ling"
+if [ $brc = 0 ] && [ "$gone" = "none left 5 s later" ] && [ "$act" = 0 ]; then
+	result burst PASS "$detail"
+else
+	result burst FAIL "$detail"
+fi
+
+# clients that write and never read must stall: the module stops reading
+# while its echo is pending, so what it holds is bounded
+NR_N=50
+insmod $KO
+avail0=$(meminfo MemAvailable)
+rm -f /tmp/noread
+echoclient noread 127.0.0.1 $PORT $NR_N /tmp/noread 120 >/tmp/noread.log 2>&1 &
+cl=$!
+wait_file /tmp/noread 120
+b1=$(counter bytes_echoed)
+bufs=$(counter buffers)
+avail1=$(meminfo MemAvailable)
+sleep 2
+b2=$(counter bytes_echoed)
+kill $cl
+wait $cl 2>/dev/null
+wait_active 0 20
+bufs_after=$(counter buffers)
+unload
+sent=$(sed -n 's/.*(\([0-9]*\) B per connection.*/\1/p' /tmp/noread.log | head -n1)
+detail="$(head -n1 /tmp/noread.log); echoed $b1 B, 2 s later $b2 B; $bufs buffers held, MemAvailable -$(((avail0 - avail1) / 1024)) MiB with them; buffers after close $bufs_after"
+if [ -n "$sent" ] && [ "$sent" -lt $((64 << 20)) ] && [ "$b1" = "$b2" ] &&
+   [ "$bufs" -le $NR_N ] && [ "$bufs_after" = 0 ]; then
+	result noread PASS "$detail"
+else
+	result noread FAIL "$detail (want stalled: under 64 MiB per connection, no progress, at most $NR_N buffers)"
+fi
+
+# a client that half-closes and never reads: the echo and the FIN stay
+# queued with no progress, so the module resets it after FE_LINGER (10 s)
+insmod $KO
+t0=$(uptime_s)
+echoclient stuck 127.0.0.1 $PORT 65536 40 >/tmp/stuck.log 2>&1
+src=$?
+t1=$(uptime_s)
+wait_active 0 5
+got="lingered $(counter lingered), active $(counter active), left on :$PORT $(server_socks $PORT)"
+unload
+if [ $src = 0 ] && [ "$got" = "lingered 1, active 0, left on :$PORT 0" ]; then
+	result linger PASS "$(cat /tmp/stuck.log) ($t0 -> $t1 s); $got"
+else
+	result linger FAIL "$(cat /tmp/stuck.log) ($t0 -> $t1 s); $got (want a reset, lingered 1, active 0, none left)"
 fi
 
 # 6b. the host scripts, as a person runs them (busybox sh stands in for bash)

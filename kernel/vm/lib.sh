@@ -11,13 +11,21 @@ REPO_ROOT=$(cd "$VM_DIR/../.." && pwd)
 VM_CACHE=${VM_CACHE:-$REPO_ROOT/.vm}
 
 say() { printf '%s\n' "$*" >&2; }
-die() { say "vm: $*"; exit 1; }
+# die MESSAGE: says it and exits (only the subshell, when run in one). With
+# VM_ERR_FILE set, the message also goes there, for a caller that reports a
+# failed step instead of aborting (vm-test's per-kernel "build" row).
+die() {
+	say "vm: $*"
+	if [ -n "${VM_ERR_FILE:-}" ]; then
+		printf '%s\n' "$*" >"$VM_ERR_FILE"
+	fi
+	exit 1
+}
 
 # --- host packages ---------------------------------------------------------
 
 # command-or-file -> Debian package that provides it
 VM_HOST_NEEDS=(
-	"qemu-system-x86_64:qemu-system-x86"
 	"/bin/busybox:busybox-static"
 	"cpio:cpio"
 	"gzip:gzip"
@@ -27,10 +35,14 @@ VM_HOST_NEEDS=(
 	"strip:binutils"
 	"modinfo:kmod"
 	"timeout:coreutils"
+	"pahole:pahole"
 	"/usr/lib/x86_64-linux-gnu/libc.a:libc6-dev"
 	"/usr/lib/x86_64-linux-gnu/libelf.so.1:libelf1"
 	"/usr/lib/x86_64-linux-gnu/libcrypto.so.3:libssl3"
 )
+# QEMU is installed apart: from the suite the host's other QEMU packages
+# come from (see vm_qemu_suite).
+VM_QEMU_NEED="qemu-system-x86_64:qemu-system-x86"
 
 vm_have() {
 	case $1 in
@@ -51,8 +63,44 @@ vm_need_root() {
 	[ "$(id -u)" = 0 ] || die "$1 needs root (run as root, or install it by hand first)"
 }
 
+# vm_qemu_suite: the backports suite (e.g. bookworm-backports) when a QEMU
+# package installed on the host is a backports build (version with ~bpo, such
+# as qemu-utils 1:10.0.2+ds-2+deb13u1~bpo12+1), else nothing (the default
+# release). qemu-system-x86 depends on the exact version of qemu-system-common
+# and friends, and the default release's 7.2 cannot be installed beside a
+# 10.x qemu-utils ("pkgProblemResolver::Resolve generated breaks").
+vm_qemu_suite() {
+	local codename
+	if dpkg-query -W -f '${db:Status-Abbrev} ${Version}\n' 'qemu*' 2>/dev/null |
+		grep -q '^ii .*~bpo'; then
+		codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+		echo "$codename-backports"
+	fi
+}
+
+# vm_apt_install [-t SUITE] PKG...: installs, quietly when it works; when it
+# fails, apt's own error lines (unmet dependencies, E: lines) are shown.
+vm_apt_install() {
+	local opt=() log=$VM_CACHE/apt-install.log
+	if [ "$1" = -t ]; then
+		opt=(-t "$2")
+		shift 2
+	fi
+	vm_need_root "installing $*"
+	vm_apt_update
+	say "vm: installing $*${opt[1]:+ (from ${opt[1]})}"
+	mkdir -p "$VM_CACHE"
+	if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+		"${opt[@]}" "$@" >"$log" 2>&1; then
+		say "vm: apt-get install ${opt[*]}${opt[*]:+ }$* failed; apt said:"
+		grep -vE '^(Reading|Building|Selecting|Preparing|Unpacking|Setting up|Processing|Get:|Fetched|Need to get|After this|[0-9]+ upgraded)' \
+			"$log" | tail -n 40 >&2
+		die "apt-get install ${opt[*]}${opt[*]:+ }$* failed (full output: $log)"
+	fi
+}
+
 vm_host_setup() {
-	local missing=() item
+	local missing=() item qsuite
 	for item in "${VM_HOST_NEEDS[@]}"; do
 		vm_have "${item%%:*}" || missing+=("${item#*:}")
 	done
@@ -60,7 +108,7 @@ vm_host_setup() {
 	if [ -e /bin/busybox ] && ! dpkg -s busybox-static >/dev/null 2>&1; then
 		missing+=(busybox-static)
 	fi
-	# The 6.12 kernel comes from bookworm-backports.
+	# The 6.12 kernel (and maybe QEMU) comes from bookworm-backports.
 	if ! grep -rqs '^[^#]*bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
 		vm_need_root "adding the bookworm-backports apt source"
 		say "vm: adding the bookworm-backports apt source"
@@ -70,11 +118,15 @@ vm_host_setup() {
 		vm_apt_update
 	fi
 	if [ ${#missing[@]} -gt 0 ]; then
-		vm_need_root "installing ${missing[*]}"
-		vm_apt_update
-		say "vm: installing ${missing[*]}"
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-			"${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
+		vm_apt_install "${missing[@]}"
+	fi
+	if ! vm_have "${VM_QEMU_NEED%%:*}"; then
+		qsuite=$(vm_qemu_suite)
+		if [ -n "$qsuite" ]; then
+			vm_apt_install -t "$qsuite" "${VM_QEMU_NEED#*:}"
+		else
+			vm_apt_install "${VM_QEMU_NEED#*:}"
+		fi
 	fi
 }
 
@@ -157,13 +209,32 @@ vm_build_module() {
 	cp "$KMOD_SRC/fastecho.c" "$KMOD_SRC/Kbuild" "$out/"
 	if ! make -C "$VM_KBUILD" M="$out" W=1 KCFLAGS=-Werror modules >"$out/build.log" 2>&1; then
 		cat "$out/build.log" >&2
-		die "fastecho.ko does not build against $krel"
+		die "fastecho.ko does not build against $krel: $(vm_first_error "$out/build.log")"
 	fi
 	if grep -qi 'warning' "$out/build.log"; then
 		cat "$out/build.log" >&2
-		die "fastecho.ko builds with warnings against $krel"
+		die "fastecho.ko builds with warnings against $krel: $(grep -i -m1 warning "$out/build.log")"
 	fi
 	VM_KO=$out/fastecho.ko
+}
+
+# vm_first_error LOG: the line of a build log that says what went wrong
+vm_first_error() {
+	local line
+	line=$(grep -m1 -E 'error|Error|not found|No such file|not available' "$1" || true)
+	[ -n "$line" ] || line=$(grep -v '^make' "$1" | tail -n1)
+	printf '%s' "${line:-see $1}"
+}
+
+# vm_paths KREL: sets VM_VMLINUZ, VM_KBUILD, VM_KO and VM_INITRD to where
+# vm_kernel_fetch, vm_build_module and vm_pack_initramfs put them (for a
+# caller that ran those in a subshell).
+vm_paths() {
+	local dir=$VM_CACHE/$1
+	VM_VMLINUZ=$dir/root/boot/vmlinuz-$1
+	VM_KBUILD=$dir/root/usr/src/linux-headers-$1
+	VM_KO=$dir/build/fastecho.ko
+	VM_INITRD=$dir/initrd.gz
 }
 
 # vm_build_client: the static test client, shared by all kernels.

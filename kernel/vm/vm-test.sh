@@ -24,7 +24,8 @@ case $RINGECHO_BIN in
 /*) ;;
 *) RINGECHO_BIN=$REPO_ROOT/$RINGECHO_BIN ;;
 esac
-STEPS="load check echo conc1000 rmmod_held rmmod_busy bad_params port_in_use params cycles counters scripts dmesg"
+PARAMS="port backlog addr max_conns"
+STEPS="load check echo conc1000 rmmod_held rmmod_busy bad_params port_in_use params cycles counters max_conns idle_mem burst noread linger scripts dmesg"
 
 start=$(date +%s)
 [ -x "$RINGECHO_BIN" ] ||
@@ -33,38 +34,74 @@ mkdir -p "$VM_CACHE"
 vm_host_setup
 vm_build_client
 
-summary=()
-failed=0
-accel_picked=
-for suite in $VM_SUITES; do
-	krel=$(vm_kernel_release "$suite")
-	label=$(echo "$krel" | grep -o '^[0-9]*\.[0-9]*')
-	dir=$VM_CACHE/$krel
-	say "== $label ($krel, $suite)"
+# vm_prepare KREL: fetch the kernel, build the module, check modinfo, pack
+# the initramfs. Run in a subshell: a failure there (die) ends only the
+# subshell, and the message lands in $VM_ERR_FILE for the table.
+vm_prepare() {
+	local krel=$1 p
 	vm_kernel_fetch "$krel"
 	vm_build_module "$krel"
-	# modinfo must describe every parameter
-	for p in port backlog addr; do
+	# modinfo must describe every parameter (and these must exist)
+	for p in $PARAMS $(modinfo -F parmtype "$VM_KO" | cut -d: -f1); do
 		modinfo -F parm "$VM_KO" | grep -q "^$p:[^(]" ||
 			die "modinfo: parameter $p has no description"
 	done
 	vm_pack_initramfs "$krel" "$VM_DIR/init.sh" "ringecho=$RINGECHO_BIN"
-	if [ -z "$accel_picked" ]; then
-		vm_pick_accel
-		accel_picked=1
+}
+
+summary=()
+failed=0
+accel_picked=
+for suite in $VM_SUITES; do
+	VM_ERR_FILE=$VM_CACHE/prepare-$suite.err
+	rm -f "$VM_ERR_FILE"
+	set +e
+	krel=$(vm_kernel_release "$suite")
+	set -e
+	label=$(echo "$krel" | grep -o '^[0-9]*\.[0-9]*' || true)
+	[ -n "$label" ] || label=$suite
+	dir=$VM_CACHE/${krel:-$suite}
+	mkdir -p "$dir"
+	say "== $label (${krel:-no kernel release}, $suite)"
+	prep=FAIL
+	if [ -n "$krel" ]; then
+		set +e
+		(
+			set -e
+			vm_prepare "$krel"
+		)
+		rc=$?
+		set -e
+		[ $rc = 0 ] && prep=PASS
+	fi
+	if [ $prep = PASS ]; then
+		vm_paths "$krel"
+		prep_detail="fastecho.ko built with W=1 -Werror, every parameter described: $(modinfo -F parmtype "$VM_KO" | cut -d: -f1 | tr '\n' ' ')"
+		if [ -z "$accel_picked" ]; then
+			vm_pick_accel
+			accel_picked=1
+		fi
+		t0=$(date +%s)
+		rc=0
+		vm_boot "$krel" "$VM_TIMEOUT" "" || rc=$?
+		t1=$(date +%s)
+		res=$(tr -d '\r' <"$dir/results.log" 2>/dev/null || true)
+		inqemu="$((t1 - t0)) s in QEMU"
+	else
+		prep_detail=$(cat "$VM_ERR_FILE" 2>/dev/null || echo "failed (see the messages above)")
+		res=
+		inqemu="not booted"
 	fi
 
-	t0=$(date +%s)
-	rc=0
-	vm_boot "$krel" "$VM_TIMEOUT" "" || rc=$?
-	t1=$(date +%s)
-	res=$(tr -d '\r' <"$dir/results.log" 2>/dev/null || true)
-
 	kfail=0
-	printf '\n%-12s %-6s %s\n' "step" "result" "detail ($label, $krel, $((t1 - t0)) s in QEMU)"
+	printf '\n%-12s %-6s %s\n' "step" "result" "detail ($label, ${krel:-?}, $inqemu)"
+	printf '%-12s %-6s %s\n' "build" "$prep" "$prep_detail"
+	[ $prep = PASS ] || kfail=1
 	for step in $STEPS; do
 		line=$(grep -m1 "^@@RESULT step=$step " <<<"$res" || true)
-		if [ -z "$line" ]; then
+		if [ $prep != PASS ]; then
+			status=SKIP detail="not run: the build step failed"
+		elif [ -z "$line" ]; then
 			status=MISSING detail="no result (VM timed out or crashed: see $dir/console.log)"
 		else
 			status=$(sed -n 's/.* status=\([A-Z]*\) .*/\1/p' <<<"$line")
@@ -73,7 +110,7 @@ for suite in $VM_SUITES; do
 		[ "$status" = PASS ] || kfail=1
 		printf '%-12s %-6s %s\n' "$step" "$status" "$detail"
 	done
-	if ! grep -q '^@@DONE' <<<"$res"; then
+	if [ $prep = PASS ] && ! grep -q '^@@DONE' <<<"$res"; then
 		kfail=1
 		if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
 			printf '%-12s %-6s %s\n' "vm" "FAIL" "timed out after ${VM_TIMEOUT} s"
@@ -99,6 +136,7 @@ for suite in $VM_SUITES; do
 		fi
 	fi
 done
+unset VM_ERR_FILE
 
 echo
 line=
