@@ -61,7 +61,7 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets --locked -- -D warnings
 
-# Build fastecho.ko for this kernel and load it (root, headers), e.g. `just load-kmod port=12345 backlog=4096`
+# Build fastecho.ko for this kernel and load it (root, headers), e.g. `just load-kmod port=12345 backlog=4096 max_conns=10000`
 load-kmod *PARAMS:
     bash kernel/load-kmod.sh {{PARAMS}}
 
