@@ -8,8 +8,8 @@ use std::path::Path;
 use hdrhistogram::Histogram;
 
 use super::chart::{self, Series};
-use super::results::UdpRow;
-use super::{all_repeat, csv, hist, hlog, results};
+use super::results::{LatencyRow, Row, UdpRow};
+use super::{all, all_repeat, all_udp, csv, hist, hlog, results};
 use crate::error::{Context, Error, Result};
 
 /// Where the per-server histogram logs go inside a results directory.
@@ -99,8 +99,331 @@ pub fn read_udp(dir: &Path) -> Result<Vec<UdpRow>> {
     }
 }
 
+/// One round of `repeated.csv`, as the charts need it. The `valid` and `reasons` columns
+/// are read where the header names them (runs before the validity rule have neither).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Round {
+    pub open: bool,
+    pub conns: u64,
+    pub size: u64,
+    pub rate: f64,
+    pub server: String,
+    pub echoes_per_sec: f64,
+    pub machine_us_per_echo: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub errors: u64,
+    /// False where the run's validity rule rejected the round.
+    pub valid: bool,
+    /// Why it was rejected (empty if valid or not said).
+    pub reasons: String,
+}
+
+/// Parse `repeated.csv` by its header's column names, so added columns (`valid`,
+/// `reasons`) are optional and their place free. A round with errors is invalid too.
+pub fn rounds_from_csv(text: &str) -> Result<Vec<Round>> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let Some((_, header)) = lines.next() else {
+        return Ok(Vec::new());
+    };
+    let cols: Vec<&str> = header.split(',').map(str::trim).collect();
+    let col = |name: &str| cols.iter().position(|c| *c == name);
+    let need = |name: &str| {
+        col(name).ok_or_else(|| Error::msg(format!("repeated.csv: no `{name}` column")))
+    };
+    let (kind, conns, size, rate, server) = (
+        need("kind")?,
+        need("conns")?,
+        need("size")?,
+        need("rate")?,
+        need("server")?,
+    );
+    let (eps, cpu, p50, p99) = (
+        need("echoes_per_sec")?,
+        need("machine_us_per_echo")?,
+        need("p50_us")?,
+        need("p99_us")?,
+    );
+    let (errors, valid, reasons) = (col("errors"), col("valid"), col("reasons"));
+    let mut out = Vec::new();
+    for (i, line) in lines {
+        // `reasons` may hold commas if it is last; everything past the header's width
+        // belongs to the last column.
+        let mut f: Vec<&str> = line.splitn(cols.len(), ',').collect();
+        f.resize(cols.len(), "");
+        let bad = |c: usize| Error::msg(format!("repeated.csv line {}: bad `{}`", i + 1, cols[c]));
+        let num = |c: usize| f[c].trim().parse::<f64>().map_err(|_| bad(c));
+        let int = |c: usize| f[c].trim().parse::<u64>().map_err(|_| bad(c));
+        let errs = match errors {
+            Some(c) => int(c)?,
+            None => 0,
+        };
+        let ok = valid.is_none_or(|c| {
+            !matches!(
+                f[c].trim().to_ascii_lowercase().as_str(),
+                "false" | "no" | "0" | "invalid"
+            )
+        });
+        out.push(Round {
+            open: f[kind].trim() == "open",
+            conns: int(conns)?,
+            size: int(size)?,
+            rate: num(rate)?,
+            server: f[server].trim().to_string(),
+            echoes_per_sec: num(eps)?,
+            machine_us_per_echo: num(cpu)?,
+            p50_us: num(p50)?,
+            p99_us: num(p99)?,
+            errors: errs,
+            valid: ok && errs == 0,
+            reasons: reasons
+                .map(|c| f[c].trim().trim_matches('"').to_string())
+                .unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
+/// `DIR/repeated.csv`'s rounds; none if the run had no repeated phase.
+pub fn read_rounds(dir: &Path) -> Result<Vec<Round>> {
+    let path = dir.join(all_repeat::REPEATED_CSV);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => rounds_from_csv(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::from(e).context(format!("reading {}", path.display()))),
+    }
+}
+
+/// A whisker from valid rounds' `get` (none with fewer than two), and the invalid
+/// rounds' values as loose hollow points; with the count of valid rounds.
+fn spread_of(
+    rounds: &[&Round],
+    x: f64,
+    get: &dyn Fn(&Round) -> f64,
+) -> (Option<chart::Spread>, Vec<(f64, f64)>, usize) {
+    let vals: Vec<f64> = rounds
+        .iter()
+        .filter(|r| r.valid)
+        .map(|r| get(r))
+        .filter(|v| v.is_finite())
+        .collect();
+    let loose = rounds
+        .iter()
+        .filter(|r| !r.valid)
+        .map(|r| (x, get(r)))
+        .filter(|p| p.1.is_finite())
+        .collect();
+    let spread = (vals.len() >= 2).then(|| chart::Spread {
+        x,
+        lo: vals.iter().copied().fold(f64::MAX, f64::min),
+        hi: vals.iter().copied().fold(f64::MIN, f64::max),
+    });
+    (spread, loose, vals.len())
+}
+
+/// Notes naming the invalid rounds of `rounds` (with their reasons, where given).
+fn invalid_notes(rounds: &[&Round]) -> Vec<String> {
+    rounds
+        .iter()
+        .filter(|r| !r.valid)
+        .map(|r| {
+            let why = if !r.reasons.is_empty() {
+                r.reasons.clone()
+            } else if r.errors > 0 {
+                format!("{} errors", r.errors)
+            } else {
+                "flagged invalid".into()
+            };
+            format!(
+                "{} at {}: a repeated round is hollow, out of the whisker ({why}).",
+                r.server,
+                chart::tick(r.conns as f64)
+            )
+        })
+        .collect()
+}
+
+/// Why a closed-loop row is unreliable, "" if it is not: the same problems bench-all
+/// reports (errors, starved connections, no echo at all).
+fn row_problem(r: &Row) -> String {
+    let mut v = Vec::new();
+    if r.errors > 0 {
+        v.push(format!("{} errors", r.errors));
+    }
+    if r.stalled > 0 {
+        v.push(format!("{} connections starved", r.stalled));
+    }
+    if r.echoes_per_sec == 0.0 {
+        v.push("no echo completed".into());
+    }
+    v.join(", ")
+}
+
+/// A value read off a result row, and off a repeated round (None: not repeated).
+type Metric<'a> = (&'a dyn Fn(&Row) -> f64, Option<&'a dyn Fn(&Round) -> f64>);
+
+/// Per message size, `throughput_*B.png` (MB/s from 64 KiB up, where bandwidth is the
+/// measure), `cpu_per_echo_*B.png` and `latency_p99_*B.png` against connections, one
+/// line per server; repeated points get their rounds' spread, flagged rows are hollow.
+pub fn draw_all(dir: &Path, rows: &[Row], rounds: &[Round], note: &str) -> Result<Vec<String>> {
+    let mut servers: Vec<&str> = rows.iter().map(|r| r.server.as_str()).collect();
+    servers.sort();
+    servers.dedup();
+    let mut sizes: Vec<u64> = rows.iter().map(|r| r.size).collect();
+    sizes.sort();
+    sizes.dedup();
+    let mut written = Vec::new();
+    for &size in &sizes {
+        let mbps = size >= 64 * 1024;
+        let mb = move |eps: f64| eps * size as f64 / 1e6;
+        // A round keeps echoes/s only; its MB/s is the same product the main run's is.
+        let tp_row = move |r: &Row| if mbps { r.mb_per_sec } else { r.echoes_per_sec };
+        let tp_round = move |r: &Round| {
+            if mbps {
+                mb(r.echoes_per_sec)
+            } else {
+                r.echoes_per_sec
+            }
+        };
+        let (tp_title, tp_desc) = if mbps {
+            (
+                format!("Throughput, {size}-byte messages (closed loop): MB/s echoed"),
+                "MB/s echoed (10^6 bytes per second, one direction)",
+            )
+        } else {
+            (
+                format!("Echoes per second, {size}-byte messages (closed loop)"),
+                "echoes per second",
+            )
+        };
+        let charts: [(&str, String, &str, chart::Axis, chart::Unit, Metric); 3] = [
+            (
+                "throughput",
+                tp_title,
+                tp_desc,
+                chart::Axis::Linear,
+                chart::Unit::Plain,
+                (&tp_row, Some(&tp_round)),
+            ),
+            (
+                "cpu_per_echo",
+                format!("Whole-machine CPU per echo, {size}-byte messages (lower is better)"),
+                "busy CPU time per echo",
+                chart::Axis::Linear,
+                chart::Unit::Micros,
+                (
+                    &|r: &Row| r.machine_us_per_echo,
+                    Some(&|r: &Round| r.machine_us_per_echo),
+                ),
+            ),
+            (
+                "latency_p99",
+                format!("p99 round-trip latency, {size}-byte messages (lower is better)"),
+                "p99 latency (log scale)",
+                chart::Axis::Log,
+                chart::Unit::Micros,
+                (&|r: &Row| r.p99_us, Some(&|r: &Round| r.p99_us)),
+            ),
+        ];
+        for (stem, title, y_desc, y, unit, (get, get_round)) in charts {
+            let mut notes = Vec::new();
+            let mut most_rounds = 0;
+            let series: Vec<Series> = servers
+                .iter()
+                .filter_map(|srv| {
+                    let mine: Vec<&Row> = rows
+                        .iter()
+                        .filter(|r| r.server == *srv && r.size == size)
+                        .collect();
+                    if mine.is_empty() {
+                        return None;
+                    }
+                    let mut s = Series::new(
+                        *srv,
+                        mine.iter().map(|r| (r.conns as f64, get(r))).collect(),
+                    );
+                    for r in &mine {
+                        let p = row_problem(r);
+                        if !p.is_empty() {
+                            s.flagged.push(r.conns as f64);
+                            notes.push(format!(
+                                "{srv} at {} connections: {p}.",
+                                chart::tick(r.conns as f64)
+                            ));
+                        }
+                        let Some(gr) = get_round else { continue };
+                        let rs: Vec<&Round> = rounds
+                            .iter()
+                            .filter(|x| {
+                                !x.open && x.server == *srv && x.conns == r.conns && x.size == size
+                            })
+                            .collect();
+                        let (spread, loose, n) = spread_of(&rs, r.conns as f64, gr);
+                        most_rounds = most_rounds.max(n);
+                        s.spreads.extend(spread);
+                        s.loose.extend(loose);
+                        if stem == "throughput" {
+                            notes.extend(invalid_notes(&rs));
+                        }
+                    }
+                    Some(s)
+                })
+                .collect();
+            let name = format!("{stem}_{size}B.png");
+            let mut c =
+                chart::Chart::new(&title, note, "concurrent connections (log scale)", y_desc);
+            c.x = chart::Axis::Log;
+            c.x_at_data = true;
+            c.y = y;
+            c.y_unit = unit;
+            c.spread_label =
+                format!("whisker: min to max of {most_rounds} repeated rounds (dot: the main run)");
+            c.hollow_label = "hollow: unreliable (see notes)".into();
+            c.notes = notes;
+            chart::line_chart(&dir.join(&name), &c, &series)?;
+            written.push(name);
+        }
+    }
+    Ok(written)
+}
+
+/// The seed's chart: connection number (completion order) against its mean response
+/// time over the rounds, one line per server.
+fn draw_burst_response(
+    dir: &Path,
+    per_server: &[(String, Vec<(u32, f64)>)],
+    rounds: u32,
+    note: &str,
+) -> Result<String> {
+    let name = "burst_response.png".to_string();
+    let series: Vec<Series> = per_server
+        .iter()
+        .map(|(srv, v)| {
+            Series::new(
+                srv.clone(),
+                v.iter().map(|&(r, us)| (f64::from(r) + 1.0, us)).collect(),
+            )
+        })
+        .collect();
+    let title = format!(
+        "Burst: all connections released at once, 13-byte message (mean over {rounds} rounds)"
+    );
+    let mut c = chart::Chart::new(
+        &title,
+        note,
+        "connection number, in order of completion",
+        "response time",
+    );
+    c.y_unit = chart::Unit::Micros;
+    chart::line_chart(&dir.join(&name), &c, &series)?;
+    Ok(name)
+}
+
 /// Per datagram size, `udp_pps_*B.png`: closed-loop echoes/s against client sockets,
-/// one line per server.
+/// one line per server; points with errors, loss or a lagging generator hollow.
 fn draw_udp(dir: &Path, rows: &[UdpRow], note: &str) -> Result<Vec<String>> {
     let closed: Vec<&UdpRow> = rows.iter().filter(|r| r.corrected.is_none()).collect();
     let mut sizes: Vec<u64> = closed.iter().map(|r| r.size).collect();
@@ -112,16 +435,27 @@ fn draw_udp(dir: &Path, rows: &[UdpRow], note: &str) -> Result<Vec<String>> {
     let mut written = Vec::new();
     for size in sizes {
         let at_size: Vec<&&UdpRow> = closed.iter().filter(|r| r.size == size).collect();
+        let mut notes = Vec::new();
         let series: Vec<Series> = servers
             .iter()
             .map(|srv| {
-                let mut pts: Vec<(f64, f64)> = at_size
-                    .iter()
-                    .filter(|r| r.server == *srv)
-                    .map(|r| (r.sockets as f64, r.echoes_per_sec))
-                    .collect();
-                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-                Series::new(*srv, pts)
+                let mut mine: Vec<&&&UdpRow> =
+                    at_size.iter().filter(|r| r.server == *srv).collect();
+                mine.sort_by_key(|r| r.sockets);
+                let mut s = Series::new(
+                    *srv,
+                    mine.iter()
+                        .map(|r| (r.sockets as f64, r.echoes_per_sec))
+                        .collect(),
+                );
+                for r in &mine {
+                    let p = all_udp::problems(r);
+                    if !p.is_empty() {
+                        s.flagged.push(r.sockets as f64);
+                        notes.push(format!("{srv} at {} sockets{p}.", r.sockets));
+                    }
+                }
+                s
             })
             .filter(|s| !s.points.is_empty())
             .collect();
@@ -136,15 +470,17 @@ fn draw_udp(dir: &Path, rows: &[UdpRow], note: &str) -> Result<Vec<String>> {
         };
         let name = format!("udp_pps_{size}B.png");
         let title = format!("UDP echoes per second, {size}-byte datagrams (closed loop{window})");
-        let chart = chart::Chart {
-            title: &title,
+        let mut c = chart::Chart::new(
+            &title,
             note,
-            x_desc: "client sockets (source ports, log scale)",
-            y_desc: "echoes per second",
-            x: chart::Axis::Log,
-            y: chart::Axis::Linear,
-        };
-        chart::line_chart(&dir.join(&name), &chart, &series)?;
+            "client sockets (source ports, log scale)",
+            "echoes per second",
+        );
+        c.x = chart::Axis::Log;
+        c.x_at_data = true;
+        c.hollow_label = "hollow: unreliable (see notes)".into();
+        c.notes = notes;
+        chart::line_chart(&dir.join(&name), &c, &series)?;
         written.push(name);
     }
     Ok(written)
@@ -154,7 +490,8 @@ fn draw_udp(dir: &Path, rows: &[UdpRow], note: &str) -> Result<Vec<String>> {
 pub fn draw_everything(dir: &Path) -> Result<Vec<String>> {
     let note = read_note(dir);
     let rows = results::read_csv(dir)?;
-    let mut charts = chart::draw_all(dir, &rows, &note)?;
+    let rounds = read_rounds(dir)?;
+    let mut charts = draw_all(dir, &rows, &rounds, &note)?;
     let burst = dir.join("burst.csv");
     if burst.exists() {
         let text = std::fs::read_to_string(&burst)
@@ -163,10 +500,23 @@ pub fn draw_everything(dir: &Path) -> Result<Vec<String>> {
             results::burst_from_csv(&text).with_context(|| burst.display().to_string())?;
         charts.extend(draw_burst(dir, &samples, &note)?);
     }
-    charts.extend(draw_udp(dir, &read_udp(dir)?, &note)?);
+    let udp = read_udp(dir)?;
+    charts.extend(draw_udp(dir, &udp, &note)?);
     let hist_dir = dir.join(HIST_DIR);
     if hist_dir.is_dir() {
-        charts.extend(draw_spectra(dir, &hist_dir, &note)?);
+        let lat_path = dir.join("latency.csv");
+        let latency = match std::fs::read_to_string(&lat_path) {
+            Ok(text) => {
+                results::latency_from_csv(&text).with_context(|| lat_path.display().to_string())?
+            }
+            Err(_) => Vec::new(),
+        };
+        let data = OpenData {
+            latency: &latency,
+            udp: &udp,
+            rounds: &rounds,
+        };
+        charts.extend(draw_spectra(dir, &hist_dir, &note, &data)?);
     }
     Ok(charts)
 }
@@ -185,7 +535,8 @@ fn draw_burst(
         .iter()
         .map(|(srv, mine)| (srv.to_string(), super::burst::mean_by_rank(mine)))
         .collect();
-    let mut written = vec![chart::draw_burst(dir, &means, note)?];
+    let rounds = samples.iter().map(|(_, x)| x.round + 1).max().unwrap_or(0);
+    let mut written = vec![draw_burst_response(dir, &means, rounds, note)?];
     let spectra: Vec<Series> = by_server
         .iter()
         .map(|(srv, mine)| {
@@ -200,9 +551,10 @@ fn draw_burst(
     let name = "burst_percentiles.png".to_string();
     chart::draw_spectrum(
         &dir.join(&name),
-        &format!("Burst: response-time percentiles, {conns} connections released at once"),
+        &format!("Burst: response-time percentiles, {conns} connections released at once, {rounds} rounds"),
         note,
         &spectra,
+        Vec::new(),
     )?;
     written.push(name);
     Ok(written)
@@ -306,10 +658,41 @@ pub fn udp_tag(sockets: u64, size: u64) -> String {
 /// One histogram of one server: (server, kind, histogram).
 type Line = (String, String, Histogram<u64>);
 
+/// The open-loop rows a spectrum chart annotates: TCP latency rows, UDP rows and the
+/// repeated rounds.
+pub struct OpenData<'a> {
+    pub latency: &'a [LatencyRow],
+    pub udp: &'a [UdpRow],
+    pub rounds: &'a [Round],
+}
+
+/// Why an open-loop TCP row is unreliable, "" if it is not: errors, unfinished messages,
+/// or a load generator that fell behind its schedule (bench-all's saturation rule).
+fn latency_problem(r: &LatencyRow) -> String {
+    let mut v = Vec::new();
+    if r.errors > 0 {
+        v.push(format!("{} errors", r.errors));
+    }
+    if r.unfinished > 0 {
+        v.push(format!(
+            "{} of {} messages unfinished (not in the percentiles)",
+            r.unfinished, r.scheduled
+        ));
+    }
+    if r.lag_p99_us > all::LAG_SATURATED_US {
+        v.push(format!(
+            "load generator behind (send lag p99 {}): measures the harness",
+            chart::duration(r.lag_p99_us)
+        ));
+    }
+    v.join("; ")
+}
+
 /// One spectrum chart per open-loop point, TCP (`latency_spectrum_*pct.png`) and UDP
 /// (`udp_latency_spectrum_*pct.png`): every server's corrected (solid) and uncorrected
-/// (dashed) latency.
-fn draw_spectra(dir: &Path, hist_dir: &Path, note: &str) -> Result<Vec<String>> {
+/// (dashed) latency; lines of flagged rows pale with the reason in the notes, UDP loss
+/// in the legend, repeated rounds' p50 and p99 spread as whiskers.
+fn draw_spectra(dir: &Path, hist_dir: &Path, note: &str, data: &OpenData) -> Result<Vec<String>> {
     let mut tcp: BTreeMap<LatencyTag, Vec<Line>> = BTreeMap::new();
     let mut udp: BTreeMap<UdpLatencyTag, Vec<Line>> = BTreeMap::new();
     let mut files: Vec<_> = std::fs::read_dir(hist_dir)
@@ -342,7 +725,60 @@ fn draw_spectra(dir: &Path, hist_dir: &Path, note: &str) -> Result<Vec<String>> 
             "Open-loop latency at {} msg/s ({}% of epoll's peak), {} conns x {} B",
             p.rate, p.fraction, p.conns, p.size
         );
-        chart::draw_spectrum(&dir.join(&name), &title, note, &spectrum_series(&lines))?;
+        let same_rate = |a: f64| (a - p.rate as f64).abs() < 0.5;
+        let mut notes = Vec::new();
+        let mut faded = Vec::new();
+        for r in data.latency {
+            if r.conns == p.conns && r.size == p.size && same_rate(r.rate) {
+                let why = latency_problem(r);
+                if !why.is_empty() {
+                    notes.push(format!("{} (pale): {why}.", r.server));
+                    faded.push(r.server.clone());
+                }
+            }
+        }
+        let mut series = spectrum_series(&lines, &faded, &|_| String::new());
+        // The repeated phase measures this point again: its rounds' corrected p50 and
+        // p99 as whiskers on the corrected lines.
+        let mut most = 0;
+        for s in series.iter_mut().filter(|s| !s.dashed) {
+            let server = s.name.split(' ').next().unwrap_or("").to_string();
+            let rs: Vec<&Round> = data
+                .rounds
+                .iter()
+                .filter(|r| {
+                    r.open
+                        && r.server == server
+                        && r.conns == p.conns
+                        && r.size == p.size
+                        && same_rate(r.rate)
+                })
+                .collect();
+            for (x, get) in [
+                (50.0, &(|r: &Round| r.p50_us) as &dyn Fn(&Round) -> f64),
+                (99.0, &|r: &Round| r.p99_us),
+            ] {
+                let (spread, loose, n) = spread_of(&rs, x, get);
+                most = most.max(n);
+                s.spreads.extend(spread);
+                s.loose.extend(loose);
+            }
+            notes.extend(invalid_notes(&rs));
+        }
+        let c_notes = notes;
+        let mut c = chart::Chart::new(
+            &title,
+            note,
+            "percentile (each nine gets the same width)",
+            "latency (log scale)",
+        );
+        c.x = chart::Axis::Percentile;
+        c.y = chart::Axis::Log;
+        c.y_unit = chart::Unit::Micros;
+        c.spread_label = format!("whisker: corrected p50, p99 over {most} repeated rounds");
+        c.hollow_label = "hollow: a round flagged invalid".into();
+        c.notes = c_notes;
+        chart::line_chart(&dir.join(&name), &c, &series)?;
         written.push(name);
     }
     for (p, lines) in udp {
@@ -351,20 +787,96 @@ fn draw_spectra(dir: &Path, hist_dir: &Path, note: &str) -> Result<Vec<String>> 
             "UDP open-loop latency at {} datagrams/s ({}% of epoll's peak), {} sockets x {} B",
             p.rate, p.fraction, p.sockets, p.size
         );
-        chart::draw_spectrum(&dir.join(&name), &title, note, &spectrum_series(&lines))?;
+        let mine: Vec<&UdpRow> = data
+            .udp
+            .iter()
+            .filter(|r| {
+                r.corrected.is_some()
+                    && r.sockets == p.sockets
+                    && r.size == p.size
+                    && r.fraction == p.fraction
+            })
+            .collect();
+        let mut notes = Vec::new();
+        let mut faded = Vec::new();
+        for r in &mine {
+            if r.lost > 0 {
+                notes.push(format!(
+                    "{}: {} of {} datagrams lost ({:.2}%); lost ones are not in the percentiles, its lines are the {:.2}% that came back.",
+                    r.server,
+                    r.lost,
+                    r.sent,
+                    r.loss_pct,
+                    100.0 - r.loss_pct
+                ));
+            }
+            if r.lag_p99_us > all::LAG_SATURATED_US || r.errors > 0 {
+                let mut why = Vec::new();
+                if r.errors > 0 {
+                    why.push(format!("{} errors (wrong bytes or duplicates)", r.errors));
+                }
+                if r.lag_p99_us > all::LAG_SATURATED_US {
+                    why.push(format!(
+                        "load generator behind (send lag p99 {}): measures the harness",
+                        chart::duration(r.lag_p99_us)
+                    ));
+                }
+                notes.push(format!("{} (pale): {}.", r.server, why.join("; ")));
+                faded.push(r.server.clone());
+            }
+        }
+        let loss = |server: &str| {
+            mine.iter()
+                .find(|r| r.server == server)
+                .filter(|r| r.lost > 0)
+                .map(|r| {
+                    if r.echoes_per_sec == 0.0 || r.lost >= r.sent {
+                        ", nothing came back".to_string()
+                    } else {
+                        format!(", {:.2}% lost", r.loss_pct)
+                    }
+                })
+                .unwrap_or_default()
+        };
+        let series = spectrum_series(&lines, &faded, &loss);
+        let drawn = series.iter().filter(|s| !s.points.is_empty()).count();
+        if drawn == 0 {
+            // Nothing came back at all: a chart with no line would say nothing.
+            continue;
+        }
+        let mut c = chart::Chart::new(
+            &title,
+            note,
+            "percentile (each nine gets the same width)",
+            "latency (log scale)",
+        );
+        c.x = chart::Axis::Percentile;
+        c.y = chart::Axis::Log;
+        c.y_unit = chart::Unit::Micros;
+        c.notes = notes;
+        chart::line_chart(&dir.join(&name), &c, &series)?;
         written.push(name);
     }
     Ok(written)
 }
 
-/// Corrected lines solid, then uncorrected ones dashed.
-fn spectrum_series(lines: &[Line]) -> Vec<Series> {
+/// Corrected lines solid, then uncorrected ones dashed; servers in `faded` pale, and
+/// `suffix(server)` appended to each name (e.g. its loss).
+fn spectrum_series(
+    lines: &[Line],
+    faded: &[String],
+    suffix: &dyn Fn(&str) -> String,
+) -> Vec<Series> {
     ["corrected", "uncorrected"]
         .iter()
         .flat_map(|kind| {
             lines.iter().filter(move |l| l.1 == *kind).map(move |l| {
-                let mut s = Series::new(format!("{} {kind}", l.0), chart::spectrum(&l.2));
+                let mut s = Series::new(
+                    format!("{} {kind}{}", l.0, suffix(&l.0)),
+                    chart::spectrum(&l.2),
+                );
                 s.dashed = *kind == "uncorrected";
+                s.faded = faded.contains(&l.0);
                 s
             })
         })
