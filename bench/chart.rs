@@ -318,7 +318,8 @@ impl Scale {
                 };
                 (tlo - pad, thi + pad)
             }
-            Axis::Percentile => (tlo - 0.04, thi + 0.04),
+            // Room at the left for the whiskers at 50%.
+            Axis::Percentile => (tlo - 0.06, thi + 0.04),
         };
         let (bold, light) = match axis {
             Axis::Linear => linear_ticks(range.0, range.1),
@@ -688,8 +689,9 @@ pub fn line_chart(path: &Path, c: &Chart, series: &[Series]) -> Result<()> {
             }
         }
     }
-    for (s, p) in series.iter().zip(&pts) {
+    for (i, (s, p)) in series.iter().zip(&pts).enumerate() {
         let col = pale(color(&s.name), s.faded);
+        let dx = (i as f64 - (n - 1.0) / 2.0) * 7.0;
         // Dense lines (a rank per connection) are thin: wide strokes would merge them.
         let width = if p.len() > 200 { 1 } else { 3 };
         let style = col.stroke_width(width);
@@ -715,8 +717,10 @@ pub fn line_chart(path: &Path, c: &Chart, series: &[Series]) -> Result<()> {
         }
         for &(x, y) in &s.loose {
             if let Some(q) = to_pix(&chart, x, y) {
-                let q = (q.0.round() as i32, q.1.round() as i32);
-                root.draw(&Circle::new(q, 4, col.stroke_width(2)))
+                // Beside its server's whisker, as the whiskers are.
+                let q = ((q.0 + dx).round() as i32, q.1.round() as i32);
+                // The round, not the main run, is what is flagged: full colour.
+                root.draw(&Circle::new(q, 4, color(&s.name).stroke_width(2)))
                     .map_err(|e| draw_err(e.to_string()))?;
             }
         }

@@ -107,6 +107,8 @@ pub struct Round {
     pub conns: u64,
     pub size: u64,
     pub rate: f64,
+    /// Round number, 0 where the file has no `round` column.
+    pub round: u32,
     pub server: String,
     pub echoes_per_sec: f64,
     pub machine_us_per_echo: f64,
@@ -147,7 +149,8 @@ pub fn rounds_from_csv(text: &str) -> Result<Vec<Round>> {
         need("p50_us")?,
         need("p99_us")?,
     );
-    let (errors, valid, reasons) = (col("errors"), col("valid"), col("reasons"));
+    let (round, errors, valid, reasons) =
+        (col("round"), col("errors"), col("valid"), col("reasons"));
     let mut out = Vec::new();
     for (i, line) in lines {
         // `reasons` may hold commas if it is last; everything past the header's width
@@ -172,6 +175,10 @@ pub fn rounds_from_csv(text: &str) -> Result<Vec<Round>> {
             conns: int(conns)?,
             size: int(size)?,
             rate: num(rate)?,
+            round: match round {
+                Some(c) => int(c)? as u32,
+                None => 0,
+            },
             server: f[server].trim().to_string(),
             echoes_per_sec: num(eps)?,
             machine_us_per_echo: num(cpu)?,
@@ -238,9 +245,8 @@ fn invalid_notes(rounds: &[&Round]) -> Vec<String> {
                 "flagged invalid".into()
             };
             format!(
-                "{} at {}: a repeated round is hollow, out of the whisker ({why}).",
-                r.server,
-                chart::tick(r.conns as f64)
+                "{}, {} conns x {} B, repeated round {}: invalid ({why}); hollow, left out of the whisker.",
+                r.server, r.conns, r.size, r.round
             )
         })
         .collect()
@@ -291,7 +297,7 @@ pub fn draw_all(dir: &Path, rows: &[Row], rounds: &[Round], note: &str) -> Resul
         let (tp_title, tp_desc) = if mbps {
             (
                 format!("Throughput, {size}-byte messages (closed loop): MB/s echoed"),
-                "MB/s echoed (10^6 bytes per second, one direction)",
+                "MB/s echoed (10^6 B/s, one direction)",
             )
         } else {
             (
@@ -452,7 +458,11 @@ fn draw_udp(dir: &Path, rows: &[UdpRow], note: &str) -> Result<Vec<String>> {
                     let p = all_udp::problems(r);
                     if !p.is_empty() {
                         s.flagged.push(r.sockets as f64);
-                        notes.push(format!("{srv} at {} sockets{p}.", r.sockets));
+                        notes.push(format!(
+                            "{srv} at {} sockets: {}.",
+                            r.sockets,
+                            p.trim_start_matches(", ")
+                        ));
                     }
                 }
                 s
@@ -920,5 +930,132 @@ mod tests {
         );
         assert_eq!(UdpLatencyTag::parse(&udp_tag(64, 1472)), None);
         assert_eq!(udp_tag(1, 64), "udp:s1-b64");
+    }
+
+    const REPEATED_OLD: &str = "kind,conns,size,rate,round,server,echoes_per_sec,machine_us_per_echo,server_us_per_echo,p50_us,p99_us,errors
+closed,100,64,0,1,uring,200000,9,4.4,450,540,0
+closed,100,64,0,1,epoll,190000,9.3,4.5,460,760,0
+closed,100,64,0,2,uring,150000,13,6.3,640,950,2
+";
+
+    #[test]
+    fn rounds_read_with_and_without_a_validity_column() {
+        let old = rounds_from_csv(REPEATED_OLD).expect("old layout");
+        assert_eq!(old.len(), 3);
+        assert!(old[0].valid && old[1].valid, "no column: valid");
+        assert!(!old[2].valid, "a round with errors is not");
+        assert_eq!((old[2].round, old[2].conns, old[2].size), (2, 100, 64));
+        let new = "kind,conns,size,rate,round,server,echoes_per_sec,machine_us_per_echo,\
+                   server_us_per_echo,p50_us,p99_us,errors,valid,reasons\n\
+                   open,100,64,85800,3,epoll,85800,17,7,19,36,0,false,steal 12%, neighbour\n\
+                   open,100,64,85800,3,uring,85800,17,7,17,36,0,true,\n";
+        let r = rounds_from_csv(new).expect("new layout");
+        assert!(r[0].open && !r[0].valid && r[1].valid);
+        assert_eq!(r[0].reasons, "steal 12%, neighbour");
+        assert_eq!(r[0].rate, 85800.0);
+        assert!(rounds_from_csv("kind,conns\nclosed,1\n").is_err());
+        assert!(rounds_from_csv("").expect("empty").is_empty());
+        let refs: Vec<&Round> = old.iter().filter(|r| r.server == "uring").collect();
+        let (spread, loose, n) = spread_of(&refs, 100.0, &|r| r.echoes_per_sec);
+        assert_eq!(n, 1);
+        assert!(spread.is_none(), "one valid round is no spread");
+        assert_eq!(loose, vec![(100.0, 150000.0)]);
+    }
+
+    /// A UDP row as udp.csv holds it: closed loop without a rate, open loop with one.
+    fn udp_line(server: &str, open: bool, sockets: u64, sent: u64, lost: u64) -> String {
+        let (workload, rate, fraction, window) = if open {
+            ("latency", 50000.0, 75, 0)
+        } else {
+            ("throughput", 0.0, 0, 4)
+        };
+        let back = sent - lost;
+        let c = if open {
+            "30,40,50,60,70,80"
+        } else {
+            "NaN,NaN,NaN,NaN,NaN,NaN"
+        };
+        let lag = if open { "350" } else { "NaN" };
+        format!(
+            "{server},{workload},{sockets},64,{window},{rate:.1},{fraction},{back}.0,1.0,{sent},{lost},{:.4},0,\
+             10,20,30,40,50,60,{c},7.0,3.0,4.0,99.0,{lag},0\n",
+            lost as f64 * 100.0 / sent as f64
+        )
+    }
+
+    #[test]
+    fn every_chart_draws_with_loss_flags_and_invalid_rounds() {
+        let dir = std::env::temp_dir().join(format!("ringecho-plot-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join(HIST_DIR)).expect("dir");
+        let mut tp = String::from(
+            "server,workload,conns,size,echoes_per_sec,mb_per_sec,p50_us,p90_us,p99_us,p999_us,\
+             max_us,machine_us_per_echo,client_us_per_echo,server_us_per_echo,client_cpu_pct,\
+             errors,stalled\n",
+        );
+        for (srv, stalled) in [("uring", 12), ("epoll", 0)] {
+            for (conns, size) in [(1, 64), (100, 64), (10000, 64), (1, 65536), (100, 65536)] {
+                let st = if conns == 10000 { stalled } else { 0 };
+                tp += &format!(
+                    "{srv},throughput,{conns},{size},1000.0,65.5,10,20,{},40,50,9,4,4,99,0,{st}\n",
+                    30 * conns
+                );
+            }
+        }
+        std::fs::write(dir.join("throughput.csv"), tp).expect("write");
+        std::fs::write(dir.join(all_repeat::REPEATED_CSV), REPEATED_OLD).expect("write");
+        let header = "server,workload,sockets,size,window,rate,fraction,echoes_per_sec,\
+mb_per_sec,sent,lost,loss_pct,late,p50_us,p90_us,p99_us,p999_us,p9999_us,max_us,\
+c_p50_us,c_p90_us,c_p99_us,c_p999_us,c_p9999_us,c_max_us,\
+machine_us_per_echo,client_us_per_echo,server_us_per_echo,client_cpu_pct,lag_p99_us,errors\n";
+        let udp = String::from(header)
+            + &udp_line("uring", false, 1, 1000, 0)
+            + &udp_line("uring", false, 8, 1000, 20)
+            + &udp_line("uring", true, 64, 10000, 9675)
+            + &udp_line("epoll", true, 64, 10000, 10000);
+        std::fs::write(dir.join(UDP_CSV), udp).expect("write");
+        let point = UdpLatencyTag {
+            fraction: 75,
+            rate: 50000,
+            sockets: 64,
+            size: 64,
+        };
+        let mut back = hist::new_histogram();
+        for v in 1..=325u64 {
+            hist::record(&mut back, v * 10_000);
+        }
+        let entry = |kind: &str, h: &Histogram<u64>| hlog::Entry {
+            tag: point.tag(kind),
+            start: std::time::Duration::ZERO,
+            length: std::time::Duration::from_secs(1),
+            hist: h.clone(),
+        };
+        hlog::write(
+            &dir.join(HIST_DIR).join("uring.hlog"),
+            "",
+            &[entry("corrected", &back), entry("uncorrected", &back)],
+        )
+        .expect("hlog");
+        // Nothing came back to epoll: empty histograms, no line, and no failure.
+        let empty = hist::new_histogram();
+        hlog::write(
+            &dir.join(HIST_DIR).join("epoll.hlog"),
+            "",
+            &[entry("corrected", &empty), entry("uncorrected", &empty)],
+        )
+        .expect("hlog");
+        let charts = draw_everything(&dir).expect("draws");
+        for c in [
+            "throughput_64B.png",
+            "throughput_65536B.png",
+            "latency_p99_64B.png",
+            "udp_pps_64B.png",
+            "udp_latency_spectrum_75pct.png",
+        ] {
+            assert!(charts.iter().any(|x| x == c), "{c} in {charts:?}");
+            let img = image::open(dir.join(c)).expect("decodes");
+            assert_eq!((img.width(), img.height()), chart::SIZE);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
