@@ -502,32 +502,33 @@ fn stroke<DB: DrawingBackend>(
             phase += step;
         }
     }
-    // A wide stroke is a filled quadrilateral per segment (convex, so plotters fills it
-    // exactly); one pixel wide, a plain line.
-    let w = f64::from(style.stroke_width.max(1));
+    // A wide stroke is w one-pixel lines (plotters draws those without polygons) side
+    // by side, shifted along the axis across the segment's direction: every column (or
+    // row) of a segment gets exactly w pixels, with no gaps and no spikes.
+    let w = style.stroke_width.max(1) as i32;
+    let thin = ShapeStyle {
+        stroke_width: 1,
+        ..style
+    };
     for (a, b) in &segs {
-        let len = ((b.0 - a.0).powi(2) + (b.1 - a.1).powi(2)).sqrt();
-        if len < 0.5 {
+        let (p, q) = (r(*a), r(*b));
+        if p == q {
             continue;
         }
-        if w <= 1.0 {
-            if r(*a) != r(*b) {
-                root.draw(&PathElement::new(vec![r(*a), r(*b)], style))
-                    .map_err(|e| e.to_string())?;
-            }
-            continue;
+        let shallow = (q.0 - p.0).abs() >= (q.1 - p.1).abs();
+        for k in -(w - 1) / 2..=w / 2 {
+            let off = |c: (i32, i32)| {
+                if shallow {
+                    (c.0, c.1 + k)
+                } else {
+                    (c.0 + k, c.1)
+                }
+            };
+            root.draw(&PathElement::new(vec![off(p), off(q)], thin))
+                .map_err(|e| e.to_string())?;
         }
-        let h = w / 2.0;
-        let n = (-(b.1 - a.1) / len * h, (b.0 - a.0) / len * h);
-        let quad = vec![
-            r((a.0 + n.0, a.1 + n.1)),
-            r((b.0 + n.0, b.1 + n.1)),
-            r((b.0 - n.0, b.1 - n.1)),
-            r((a.0 - n.0, a.1 - n.1)),
-        ];
-        root.draw(&Polygon::new(quad, style.color.filled()))
-            .map_err(|e| e.to_string())?;
     }
+    let w = f64::from(w);
     if dash.is_none() && w > 1.0 {
         let rad = style.stroke_width.div_ceil(2);
         for p in pix.iter().skip(1).take(pix.len().saturating_sub(2)) {
