@@ -672,11 +672,22 @@ pub fn line_chart(path: &Path, c: &Chart, series: &[Series]) -> Result<()> {
             let p = chart_pixel(chart, tx, ty);
             Some(p)
         };
-    let n = series.len() as f64;
+    // Whiskers (and the loose rounds beside them) of servers sharing an x stand side by
+    // side, centred on it: offsets among the series that have any.
+    let with_spread: Vec<usize> = (0..series.len())
+        .filter(|&i| !series[i].spreads.is_empty() || !series[i].loose.is_empty())
+        .collect();
+    let m = with_spread.len() as f64;
+    let offset = |i: usize| {
+        with_spread
+            .iter()
+            .position(|&j| j == i)
+            .map_or(0.0, |j| (j as f64 - (m - 1.0) / 2.0) * 7.0)
+    };
     // Whiskers first, under the lines; side by side where servers share an x.
     for (i, s) in series.iter().enumerate() {
         let col = color(&s.name);
-        let dx = (i as f64 - (n - 1.0) / 2.0) * 7.0;
+        let dx = offset(i);
         for sp in &s.spreads {
             let (Some(a), Some(b)) = (to_pix(&chart, sp.x, sp.lo), to_pix(&chart, sp.x, sp.hi))
             else {
@@ -692,7 +703,7 @@ pub fn line_chart(path: &Path, c: &Chart, series: &[Series]) -> Result<()> {
     }
     for (i, (s, p)) in series.iter().zip(&pts).enumerate() {
         let col = pale(color(&s.name), s.faded);
-        let dx = (i as f64 - (n - 1.0) / 2.0) * 7.0;
+        let dx = offset(i);
         // Dense lines (a rank per connection) are thin: wide strokes would merge them.
         let width = if p.len() > 200 { 1 } else { 3 };
         let style = col.stroke_width(width);
