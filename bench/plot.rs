@@ -103,6 +103,7 @@ pub fn read_udp(dir: &Path) -> Result<Vec<UdpRow>> {
 /// are read where the header names them (runs before the validity rule have neither).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Round {
+    /// Open loop (at `rate` messages/s) or closed loop.
     pub open: bool,
     pub conns: u64,
     pub size: u64,
@@ -111,9 +112,12 @@ pub struct Round {
     pub round: u32,
     pub server: String,
     pub echoes_per_sec: f64,
+    /// Busy CPU of the whole machine per echo, µs.
     pub machine_us_per_echo: f64,
+    /// Latency percentiles, µs (corrected for the open loop).
     pub p50_us: f64,
     pub p99_us: f64,
+    /// Wrong bytes, resets, failed connects (0 where the file has no `errors` column).
     pub errors: u64,
     /// False where the run's validity rule rejected the round.
     pub valid: bool,
