@@ -59,8 +59,10 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: ptr/len are exactly what mmap returned; nothing borrows the mapping past
-        // the owner's lifetime (the owner unregisters from the kernel first, see BufRing).
+        // SAFETY: ptr/len are exactly what mmap returned, unmapped once. The workers that
+        // own a BufRing drop their ring first (the kernel keeps its own pin on the ring's
+        // pages) and leak the BufRing instead while an operation may still write into a
+        // buffer (see their Drop), so no access through this address follows.
         unsafe {
             libc::munmap(self.ptr.as_ptr().cast(), self.len);
         }
