@@ -327,6 +327,10 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
         &mut progress,
     )?;
     progress.done();
+    // A server that died mid-run made every later point's errors: say so, with its words.
+    for t in &targets {
+        t.check_alive()?;
+    }
     let memory = ctx.memory(&targets)?;
 
     let placement = format!(
