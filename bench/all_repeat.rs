@@ -608,6 +608,7 @@ pub struct Comparison {
     /// Open loop, and the message size (which chart shows the point).
     pub open: bool,
     pub size: u64,
+    /// The server compared with epoll.
     pub server: String,
     /// The first is the one the target names (echoes/s, or corrected p99).
     pub measures: Vec<Measure>,
@@ -618,9 +619,11 @@ pub struct Comparison {
 /// A measurement left out of every median, and why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LeftOut {
+    /// Where, in which round, and which server: enough to find its line in the CSV.
     pub point: String,
     pub round: u32,
     pub server: String,
+    /// Every reason [`invalid_reasons`] gave, none left out.
     pub reasons: Vec<Reason>,
 }
 
@@ -628,7 +631,9 @@ pub struct LeftOut {
 /// medians over valid rounds, and every measurement left out.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Analysis {
+    /// Per point (in run order) and server other than epoll.
     pub comparisons: Vec<Comparison>,
+    /// In run order, for the problems list.
     pub left_out: Vec<LeftOut>,
 }
 
@@ -842,14 +847,18 @@ fn summarise(cells: &[Cell], rounds: usize) -> Median {
 /// line of the verdict, so that it stays a few lines with the module in the run too.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VerdictLine {
+    /// As [`Measurement::point`] names it.
     pub point: String,
+    /// The measure the target names there.
     pub measure: &'static str,
+    /// Each server but epoll, in run order.
     pub servers: Vec<ServerVerdict>,
 }
 
 /// One server's figure in a [`VerdictLine`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerVerdict {
+    /// The server, and its median ratio to epoll (or why there is none).
     pub server: String,
     pub median: Median,
     /// The load generator's CPU %, when it was the limit.
@@ -859,6 +868,7 @@ pub struct ServerVerdict {
 /// The run's answer, first thing in `summary.md` and last on the console.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
+    /// One per target point.
     pub lines: Vec<VerdictLine>,
     /// The charts that show the target points.
     pub charts: Vec<String>,
