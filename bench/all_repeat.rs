@@ -62,6 +62,16 @@ pub const MIN_RATE_KEPT: f64 = 0.9;
 /// means the host stalled for most of the window.
 pub const MIN_ECHOES: u64 = 1000;
 
+/// Open loop: a corrected p50 above one slot of a connection's schedule (connections ÷
+/// rate) means most messages were due while their connection's previous message was
+/// still out: the point measured a queue, not the latency at that rate. A healthy point
+/// here has a p50 of about 20 µs against a slot of over 1 ms. The load generator's send
+/// lag cannot show this: it is sampled only where the connection was idle at its slot,
+/// so a backlog leaves it with no samples at all.
+pub fn backlog_slot_us(conns: u64, rate: f64) -> f64 {
+    conns as f64 / rate * 1e6
+}
+
 /// A closed-loop load thread busy for at least this share of its CPU, %, is the limit:
 /// both servers answer as fast as they are asked, so the ratio is the client's.
 pub const CLIENT_LIMIT_PCT: f64 = 90.0;
@@ -186,6 +196,8 @@ pub enum Reason {
     Stalled(u64),
     /// Open loop: the load generator's send lag p99, µs, above [`LAG_SATURATED_US`].
     LoadGeneratorBehind(f64),
+    /// Open loop: corrected p50 above one slot ([`backlog_slot_us`]), both µs.
+    Backlogged { p50_us: f64, slot_us: f64 },
 }
 
 // No commas: the reasons go into one CSV field.
@@ -206,6 +218,11 @@ impl fmt::Display for Reason {
                 scheduled,
             } => write!(f, "{unfinished} of {scheduled} messages unfinished"),
             Reason::Stalled(n) => write!(f, "{n} connections stalled for the whole window"),
+            Reason::Backlogged { p50_us, slot_us } => write!(
+                f,
+                "backlogged: corrected p50 {p50_us:.0} µs above one slot of a connection \
+                 ({slot_us:.0} µs)"
+            ),
             Reason::LoadGeneratorBehind(lag) => write!(
                 f,
                 "load generator behind (send lag p99 {lag:.0} µs; limit {LAG_SATURATED_US:.0}): \
@@ -248,6 +265,15 @@ pub fn invalid_reasons(m: &Measurement) -> Vec<Reason> {
         }
         if let Some(lag) = m.lag_p99_us.filter(|&l| l > LAG_SATURATED_US) {
             why.push(Reason::LoadGeneratorBehind(lag));
+        }
+        if m.rate > 0.0 {
+            let slot_us = backlog_slot_us(m.conns, m.rate);
+            if m.p50_us > slot_us {
+                why.push(Reason::Backlogged {
+                    p50_us: m.p50_us,
+                    slot_us,
+                });
+            }
         }
     } else if let Some(n) = m.stalled.filter(|&n| n > 0) {
         why.push(Reason::Stalled(n));
@@ -491,7 +517,11 @@ impl Ctx<'_> {
                 scheduled: Some(r.scheduled),
                 unfinished: Some(r.unfinished),
                 client_cpu_pct: Some(r.client_cpu.as_secs_f64() / secs * 100.0),
-                lag_p99_us: Some(Percentiles::of(&r.send_lag).p99),
+                // No samples (every connection busy at its slot) is no figure, not 0.
+                lag_p99_us: {
+                    let lag = Percentiles::of(&r.send_lag);
+                    (lag.count > 0).then_some(lag.p99)
+                },
                 ..base
             })
         } else {
@@ -970,8 +1000,9 @@ pub fn repeated_md(text: &str) -> Result<String> {
          A measurement is invalid with errors, with no echo or fewer than {MIN_ECHOES} in \
          its window, with connections stalled for the whole window (closed loop), or, in \
          the open loop, with the rate not kept (achieved below {:.0}% of it), messages \
-         left unfinished, or the load generator's send lag p99 above {LAG_SATURATED_US:.0} \
-         µs (it measured the harness). Where the load generator's CPU was at \
+         left unfinished, a corrected p50 above one slot of a connection's schedule \
+         (connections ÷ rate: the messages queued), or the load generator's send lag p99 \
+         above {LAG_SATURATED_US:.0} µs (it measured the harness). Where the load generator's CPU was at \
          {CLIENT_LIMIT_PCT:.0}% or more in most valid rounds, the ratio is the client's \
          and the note says so.\n\n\
          | point | server | measure | per round | median (min–max) | note |\n\
@@ -1163,6 +1194,18 @@ mod tests {
                 },
                 Reason::LoadGeneratorBehind(LAG_SATURATED_US + 1.0),
             ),
+            (
+                // 100 connections at 50,000/s: a slot every 2,000 µs per connection.
+                Measurement {
+                    p50_us: 2001.0,
+                    lag_p99_us: None,
+                    ..o.clone()
+                },
+                Reason::Backlogged {
+                    p50_us: 2001.0,
+                    slot_us: 2000.0,
+                },
+            ),
         ];
         for (m, want) in cases {
             assert_eq!(invalid_reasons(&m), vec![want.clone()], "{m:?}");
@@ -1177,6 +1220,7 @@ mod tests {
         let kept = Measurement {
             echoes_per_sec: MIN_RATE_KEPT * 50_000.0,
             lag_p99_us: Some(LAG_SATURATED_US),
+            p50_us: 2000.0,
             ..o.clone()
         };
         assert_eq!(invalid_reasons(&kept), vec![]);
@@ -1209,7 +1253,9 @@ mod tests {
         };
         let why = invalid_reasons(&slow);
         assert!(
-            matches!(why[0], Reason::RateNotKept { .. }) && why.len() == 2,
+            matches!(why[0], Reason::RateNotKept { .. })
+                && matches!(why[2], Reason::Backlogged { .. })
+                && why.len() == 3,
             "{why:?}"
         );
         // 100 × 64 B at 114 echoes/s for 1 s.
