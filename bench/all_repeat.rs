@@ -644,6 +644,8 @@ pub struct Comparison {
     pub measures: Vec<Measure>,
     /// The load generator's median CPU %, when it was the limit in most valid rounds.
     pub client_bound: Option<f64>,
+    /// The rounds the cells are of, in order.
+    pub rounds: Vec<u32>,
 }
 
 /// A measurement left out of every median, and why.
@@ -773,6 +775,7 @@ impl Analysis {
                     server: server.to_string(),
                     measures,
                     client_bound,
+                    rounds: rs.clone(),
                 });
             }
         }
@@ -1020,12 +1023,21 @@ pub fn repeated_md(text: &str) -> Result<String> {
                     Cell::NoFigure(_) => "n/a".to_string(),
                 })
                 .collect();
-            let note = match c.client_bound {
-                Some(pct) if m.name == "echoes/s" => {
-                    format!("load generator at its limit (client CPU {pct:.0}%)")
+            let mut notes: Vec<String> = Vec::new();
+            if let (Some(pct), "echoes/s") = (c.client_bound, m.name) {
+                notes.push(format!(
+                    "load generator at its limit (client CPU {pct:.0}%)"
+                ));
+            }
+            // Each n/a cell's reason, unless the median already gives it.
+            if !matches!(m.median, Median::NotApplicable(_)) {
+                for (round, cell) in c.rounds.iter().zip(&m.cells) {
+                    if let Cell::NoFigure(why) = cell {
+                        notes.push(format!("n/a in round {round}: {why}"));
+                    }
                 }
-                _ => String::new(),
-            };
+            }
+            let note = notes.join("; ");
             s += &format!(
                 "| {} | {} | {} | {} | {} | {note} |\n",
                 c.point,
@@ -1350,6 +1362,30 @@ mod tests {
                 valid: 1,
                 rounds: 1
             }
+        );
+        // Three rounds, epoll's server CPU read 0 in the first: the median is of the
+        // other two, and the cell's note says why it is n/a.
+        let mut rows = vec![uring.clone(), zero.clone()];
+        for round in 2..=3 {
+            rows.push(closed(round, "uring", 1e5, 9.0));
+            rows.push(closed(round, "epoll", 1e5, 9.0));
+        }
+        let open_rows: Vec<Measurement> = rows
+            .iter()
+            .map(|m| Measurement {
+                open: true,
+                rate: 50_000.0,
+                echoes_per_sec: 50_000.0,
+                ..m.clone()
+            })
+            .collect();
+        let md = repeated_md(&csv_of(&open_rows)).expect("renders");
+        assert!(
+            md.contains(
+                "| server CPU per echo | n/a, 1.00, 1.00 | **1.00×** (1.00–1.00) | n/a in \
+                 round 1: epoll's server CPU per echo read 0 |"
+            ),
+            "{md}"
         );
         let two = [cells[0].clone(), cells[0].clone()];
         assert_eq!(
