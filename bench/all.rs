@@ -327,6 +327,10 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
         &mut progress,
     )?;
     progress.done();
+    // A server that died mid-run made every later point's errors: say so, with its words.
+    for t in &targets {
+        t.check_alive()?;
+    }
     let memory = ctx.memory(&targets)?;
 
     let placement = format!(
@@ -412,16 +416,35 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
                 )
             }),
     );
+    let analysis =
+        all_repeat::Analysis::of(&all_repeat::parse(&repeated).context(all_repeat::REPEATED_CSV)?);
+    bad.extend(analysis.left_out.iter().map(|l| {
+        let why: Vec<String> = l.reasons.iter().map(ToString::to_string).collect();
+        format!(
+            "{} {}, repeated round {}: left out: {}",
+            l.server,
+            l.point,
+            l.round,
+            why.join("; ")
+        )
+    }));
     if !bad.is_empty() {
         println!(
             "points with problems (see summary.md):\n  {}",
             bad.join("\n  ")
         );
     }
+    // Last, so that it is what a run ends with.
+    let verdict = analysis.verdict();
+    for line in verdict.render(false) {
+        println!("{line}");
+    }
     // Wrong bytes, resets and failed connects are failures, and so is a UDP point that
     // got nothing back; starvation, a rate not kept and UDP loss are results about the
-    // server.
-    Ok(rows.iter().all(|r| r.errors == 0)
+    // server. A target point left undecided is a run that did not answer what it was
+    // run for.
+    Ok(verdict.decided()
+        && rows.iter().all(|r| r.errors == 0)
         && lat_rows.iter().all(|r| r.errors == 0)
         && burst_errors == 0
         && udp_rows

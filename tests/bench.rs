@@ -293,12 +293,32 @@ fn bench_all_quick_writes_csv_charts_summary_and_plot_redraws() {
         Duration::from_secs(180),
     );
     let text = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    // The run ends with its verdict, one line per target point, and where to look.
+    let verdict = text
+        .split("\nverdict: ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no verdict: {text}\n{stderr}"));
     assert!(
-        run.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&run.stderr)
+        verdict.contains("\n  100 conns × 64 B, echoes/s: uring ")
+            && verdict.contains("\n  open loop 100 conns × 64 B at ")
+            && verdict.contains("\n  Look next: summary.md, \"Repeated points\""),
+        "{verdict}"
     );
-    assert!(String::from_utf8_lossy(&run.stderr).contains("nothing answers on 127.0.0.1:1"));
+    // A target point left undecided (too few valid rounds on a busy machine) fails the
+    // run; a decided one with no errors passes.
+    assert_eq!(
+        run.status.success(),
+        !verdict.contains("undecided"),
+        "{text}\n{stderr}"
+    );
+    assert!(stderr.contains("nothing answers on 127.0.0.1:1"));
+    for out in [&text, &stderr] {
+        assert!(
+            !out.contains("SIGTERM, stopping"),
+            "the servers' own stderr stays off the console: {out}"
+        );
+    }
 
     let csv = std::fs::read_to_string(out.join("throughput.csv")).expect("csv");
     let rows: Vec<&str> = csv.lines().skip(1).collect();
@@ -323,18 +343,23 @@ fn bench_all_quick_writes_csv_charts_summary_and_plot_redraws() {
     // Repeated target points: 2 rounds x (100 x 64 B closed, the 50% open-loop rate) x
     // both servers, error-free, and their per-round ratios in the summary.
     let repeated = std::fs::read_to_string(out.join("repeated.csv")).expect("repeated.csv");
+    let measured = ringecho::bench::all_repeat::parse(&repeated).expect("parse repeated.csv");
     for server in ["uring", "epoll"] {
-        for kind in ["closed,100,64,0,", "open,100,64,"] {
-            let n = repeated
-                .lines()
-                .filter(|l| l.starts_with(kind) && l.contains(&format!(",{server},")))
-                .inspect(|l| assert!(l.ends_with(",0"), "errors in {l}"))
-                .count();
-            assert_eq!(n, 2, "{server} {kind}: {repeated}");
+        for open in [false, true] {
+            let mine: Vec<_> = measured
+                .iter()
+                .filter(|m| m.server == server && m.open == open && m.conns == 100)
+                .collect();
+            assert_eq!(mine.len(), 2, "{server} open={open}: {repeated}");
+            for m in mine {
+                assert_eq!(m.errors, 0, "{m:?}");
+                assert!(m.echoes.is_some() && m.client_cpu_pct.is_some(), "{m:?}");
+            }
         }
     }
     assert!(
-        summary.contains("## Repeated points")
+        summary.starts_with("# ringecho benchmark summary\n\n**Verdict**: ")
+            && summary.contains("## Repeated points")
             && summary.contains("| 100 conns × 64 B | uring | echoes/s |"),
         "{summary}"
     );
