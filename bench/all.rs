@@ -441,10 +441,11 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
     }
     // Wrong bytes, resets and failed connects are failures, and so is a UDP point that
     // got nothing back; starvation, a rate not kept and UDP loss are results about the
-    // server. A target point left undecided is a run that did not answer what it was
-    // run for.
-    Ok(verdict.decided()
-        && rows.iter().all(|r| r.errors == 0)
+    // server. So is an undecided target point: the verdict says so, and which rounds were
+    // left out and why, but a busy host is not a failed run (the Quick start's first
+    // command, and the VM run, whose open loop is always harness-bound, must not fail on
+    // it).
+    Ok(rows.iter().all(|r| r.errors == 0)
         && lat_rows.iter().all(|r| r.errors == 0)
         && burst_errors == 0
         && udp_rows

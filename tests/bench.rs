@@ -305,13 +305,9 @@ fn bench_all_quick_writes_csv_charts_summary_and_plot_redraws() {
             && verdict.contains("\n  Look next: summary.md, \"Repeated points\""),
         "{verdict}"
     );
-    // A target point left undecided (too few valid rounds on a busy machine) fails the
-    // run; a decided one with no errors passes.
-    assert_eq!(
-        run.status.success(),
-        !verdict.contains("undecided"),
-        "{text}\n{stderr}"
-    );
+    // An undecided target point (too few valid rounds on a busy machine) is a result the
+    // verdict states, not a failure: with no errors the run passes either way.
+    assert!(run.status.success(), "{text}\n{stderr}");
     assert!(stderr.contains("nothing answers on 127.0.0.1:1"));
     for out in [&text, &stderr] {
         assert!(
