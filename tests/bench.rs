@@ -476,6 +476,60 @@ fn bench_all_quick_writes_csv_charts_summary_and_plot_redraws() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// Copy a directory tree (files and subdirectories) from `from` into `to`.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("create copy");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("dir entry");
+        let dest = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), &dest).expect("copy file");
+        }
+    }
+}
+
+/// The committed runs' summaries are what `plot` draws from their data files, so the
+/// numbers the README quotes can be traced to the CSV and histograms beside them. `plot`
+/// writes into the directory it reads, so it redraws a copy, never the checkout.
+#[test]
+fn plot_redraws_the_committed_reference_runs_identically() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (i, dir) in ["results/reference", "results/reference/vm"]
+        .iter()
+        .enumerate()
+    {
+        let committed = root.join(dir);
+        let copy =
+            std::env::temp_dir().join(format!("ringecho-reference-{}-{i}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&copy);
+        copy_tree(&committed, &copy);
+        std::fs::remove_file(copy.join("summary.md")).expect("remove summary");
+        std::fs::remove_file(copy.join("throughput_64B.png")).expect("remove chart");
+        let replot = run_bounded(
+            Command::new(bin()).arg("plot").arg(&copy),
+            Duration::from_secs(120),
+        );
+        assert!(
+            replot.status.success(),
+            "{dir}: {}",
+            String::from_utf8_lossy(&replot.stderr)
+        );
+        assert!(
+            image::open(copy.join("throughput_64B.png")).is_ok(),
+            "{dir}: chart redrawn"
+        );
+        let redrawn = std::fs::read_to_string(copy.join("summary.md")).expect("summary redrawn");
+        let expected = std::fs::read_to_string(committed.join("summary.md")).expect("summary");
+        assert_eq!(
+            redrawn, expected,
+            "{dir}/summary.md differs from what `ringecho plot` draws from its data files"
+        );
+        let _ = std::fs::remove_dir_all(&copy);
+    }
+}
+
 fn udp_bench(addr: SocketAddr, extra: &[&str]) -> Output {
     run_bounded(
         Command::new(bin())
