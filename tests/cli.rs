@@ -302,3 +302,43 @@ fn check_needs_at_least_one_non_reader() {
     );
     assert_one_line_error(&out, "--non-readers must be at least 1");
 }
+
+/// A port that was free a moment ago: a listener the test opened and closed.
+fn closed_tcp_port() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    drop(l);
+    addr.to_string()
+}
+
+#[test]
+fn clients_against_a_port_nobody_listens_on_fail_in_one_line() {
+    let addr = closed_tcp_port();
+    let pid = std::process::id().to_string();
+    let want = format!("nothing listens on {addr} (connection refused)");
+    for args in [
+        &["check", &addr][..],
+        &["bench", "throughput", &addr],
+        &["bench", "latency", &addr, "--rate", "100"],
+        &["bench", "burst", &addr],
+        &["bench", "idle", &addr, "--server-pid", &pid],
+    ] {
+        let out = run_bounded(Command::new(bin()).args(args), Duration::from_secs(20));
+        assert_one_line_error(&out, &want);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        // Before the probe, check printed a failure per case and bench a report of zeros.
+        assert!(out.stdout.is_empty(), "{args:?} printed {out:?}");
+    }
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    let udp_addr = udp.local_addr().expect("addr").to_string();
+    drop(udp);
+    let out = run_bounded(
+        Command::new(bin()).args(["bench", "udp", &udp_addr]),
+        Duration::from_secs(20),
+    );
+    assert_one_line_error(
+        &out,
+        &format!("nothing listens on udp {udp_addr} (ICMP port unreachable)"),
+    );
+    assert!(out.stdout.is_empty(), "{out:?}");
+}
