@@ -49,14 +49,13 @@ impl Ctx<'_> {
                 progress.finished(
                     p.udp_step_secs().0,
                     &format!(
-                        "{:<6} UDP {:>3} sockets x {:>4} B: {:>9.0} echoes/s, loss {:.3}%, \
-                         p99 {:>8.1} µs{}",
+                        "{:<6} UDP {:>3} x {:>4} B: {:>7.0} echoes/s, loss {:.2}%, p99 {:>7}{}",
                         t.name,
                         sockets,
                         size,
                         row.echoes_per_sec,
                         row.loss_pct,
-                        row.latency.p99,
+                        super::hist::format_us(row.latency.p99),
                         problems(&row)
                     ),
                 );
@@ -121,11 +120,10 @@ impl Ctx<'_> {
                 progress.finished(
                     p.udp_step_secs().1,
                     &format!(
-                        "{:<6} UDP open loop {rate:>8.0}/s ({pct}% of epoll's peak): p99 {:.1} µs \
-                         corrected, {:.1} µs uncorrected, loss {:.3}%{}",
+                        "{:<6} UDP open {rate:>6.0}/s ({pct}%): p99 {} (uncorr. {}), loss {:.2}%{}",
                         t.name,
-                        corrected_p99,
-                        row.latency.p99,
+                        super::hist::format_us(corrected_p99),
+                        super::hist::format_us(row.latency.p99),
                         row.loss_pct,
                         problems(&row)
                     ),
@@ -245,8 +243,8 @@ pub(super) fn problems(r: &UdpRow) -> String {
     }
     if r.lag_p99_us > all::LAG_SATURATED_US {
         s += &format!(
-            ", load generator behind (send lag p99 {:.0} µs): this point measures the harness",
-            r.lag_p99_us
+            ", load generator behind (send lag p99 {}): this point measures the harness",
+            super::hist::format_us(r.lag_p99_us)
         );
     }
     s

@@ -377,8 +377,10 @@ pub fn latency_report(r: &openloop::OpenResult) -> String {
     );
     let lag = Percentiles::of(&r.send_lag);
     s += &format!(
-        "\n  send lag (the load generator's own lateness): p50 {:.1} p99 {:.1} max {:.1} µs",
-        lag.p50, lag.p99, lag.max
+        "\n  send lag (the load generator's own lateness): p50 {} p99 {} max {}",
+        hist::format_us(lag.p50),
+        hist::format_us(lag.p99),
+        hist::format_us(lag.max)
     );
     if let (Some(m), true) = (r.machine_cpu, r.echoes > 0) {
         s += &format!(
@@ -475,8 +477,10 @@ pub fn udp_report(r: &udp::UdpResult) -> String {
     if let Some(lag) = &r.send_lag {
         let lag = Percentiles::of(lag);
         s += &format!(
-            "\n  send lag (the load generator's own lateness): p50 {:.1} p99 {:.1} max {:.1} µs",
-            lag.p50, lag.p99, lag.max
+            "\n  send lag (the load generator's own lateness): p50 {} p99 {} max {}",
+            hist::format_us(lag.p50),
+            hist::format_us(lag.p99),
+            hist::format_us(lag.max)
         );
     }
     let per_echo = |d: Duration| {

@@ -207,11 +207,21 @@ fn open_loop_catches_wrong_bytes_and_a_silent_server() {
         "{text}"
     );
     assert!(text.contains("rate was not kept"), "{text}");
+    // "corrected   p50 1.27 s p90 ...": a number and its unit.
     let p50 = text
         .split("corrected   p50 ")
         .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|v| v.parse::<f64>().ok())
+        .and_then(|r| {
+            let mut w = r.split_whitespace();
+            let v = w.next()?.parse::<f64>().ok()?;
+            let scale = match w.next()? {
+                "µs" => 1.0,
+                "ms" => 1e3,
+                "s" => 1e6,
+                _ => return None,
+            };
+            Some(v * scale)
+        })
         .expect("corrected p50");
     assert!(
         p50 > 500_000.0,
