@@ -212,6 +212,12 @@ impl Progress {
 
     /// A step of `planned` seconds finished with result `line`.
     pub(super) fn finished(&mut self, planned: f64, line: &str) {
+        self.finished_noting(planned, line, "");
+    }
+
+    /// As `finished`, with what went wrong at the point (", 3 ERRORS ..." as `problems`
+    /// writes it, or "") on an indented line of its own, so the result line stays short.
+    pub(super) fn finished_noting(&mut self, planned: f64, line: &str, notes: &str) {
         self.step += 1;
         self.planned_done += planned;
         self.bar.set_position((self.planned_done * 1000.0) as u64);
@@ -225,7 +231,14 @@ impl Progress {
             self.steps,
             format_eta(eta)
         );
-        self.bar.suspend(|| println!("{text}"));
+        let notes = notes.trim_start_matches(", ");
+        let indent = 2 * width + 4;
+        self.bar.suspend(|| {
+            println!("{text}");
+            if !notes.is_empty() {
+                println!("{:indent$}{notes}", "");
+            }
+        });
     }
 
     fn done(&self) {
@@ -385,12 +398,10 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
     plot::write_summary(&a.out)?;
     let charts = plot::draw_everything(&a.out)?;
     println!(
-        "wrote {0}/throughput.csv, latency.csv, burst.csv, udp.csv, memory.csv, repeated.csv, \
-         {1}/*.hlog, summary.md, metadata.txt and {2} charts: {3}",
+        "wrote {}/: 6 CSV files, {}/*.hlog, summary.md, metadata.txt, {}",
         a.out.display(),
         plot::HIST_DIR,
-        charts.len(),
-        charts.join(", ")
+        count(charts.len(), "chart")
     );
     let mut bad: Vec<String> = rows
         .iter()
@@ -573,17 +584,17 @@ impl Ctx<'_> {
                 let began = self.run_start.elapsed();
                 let r = loadgen::run(&spec)?;
                 let row = to_row(&t.name, conns, size, &r);
-                progress.finished(
+                progress.finished_noting(
                     p.step_secs().0,
                     &format!(
-                        "{:<6} {:>5} conns x {:>5} B: {:>7.0} echoes/s, p99 {:>7}{}",
+                        "{:<6} {:>5} conns x {:>5} B: {:>7.0} echoes/s, p99 {:>7}",
                         t.name,
                         conns,
                         size,
                         row.echoes_per_sec,
                         format_us(row.p99_us),
-                        problems(&row)
                     ),
+                    &problems(&row),
                 );
                 logs.entry(t.name.clone()).or_default().push(hlog::Entry {
                     tag: format!("throughput:c{conns}-s{size}"),
@@ -670,13 +681,16 @@ impl Ctx<'_> {
                     lag_p99_us: Percentiles::of(&r.send_lag).p99,
                     errors: r.errors.total(),
                 };
-                progress.finished(
+                progress.finished_noting(
                     p.step_secs().1,
                     &format!(
-                        "{:<6} open {rate:>6.0}/s ({pct}%): p99 {} (uncorr. {}){}{}{}",
+                        "{:<6} open {rate:>6.0}/s ({pct}%): p99 {} (uncorr. {})",
                         t.name,
                         format_us(row.corrected.p99),
                         format_us(row.uncorrected.p99),
+                    ),
+                    &format!(
+                        "{}{}{}",
                         if row.unfinished > 0 {
                             format!(", rate not kept ({} unfinished)", row.unfinished)
                         } else {
@@ -760,7 +774,7 @@ pub(super) const LAG_SATURATED_US: f64 = 100.0;
 fn saturation(r: &LatencyRow) -> String {
     if r.lag_p99_us > LAG_SATURATED_US {
         format!(
-            ", load generator behind (send lag p99 {}): this point measures the harness",
+            ", load generator behind (send lag p99 {}): measures the harness",
             format_us(r.lag_p99_us)
         )
     } else {
@@ -816,4 +830,21 @@ pub(super) fn to_row(server: &str, conns: usize, size: usize, r: &loadgen::LoadR
 
 fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{count, format_eta};
+
+    #[test]
+    fn eta_and_counts_read_as_words() {
+        assert_eq!(format_eta(-3.0), "0s");
+        assert_eq!(format_eta(42.4), "42s");
+        assert_eq!(format_eta(59.6), "1m00s");
+        assert_eq!(format_eta(462.0), "7m42s");
+        assert_eq!(format_eta(3725.0), "1h02m");
+        assert_eq!(count(1, "open-loop rate"), "1 open-loop rate");
+        assert_eq!(count(3, "open-loop rate"), "3 open-loop rates");
+        assert_eq!(count(0, "chart"), "0 charts");
+    }
 }

@@ -46,18 +46,18 @@ impl Ctx<'_> {
                 let began = self.run_start.elapsed();
                 let r = udp::run(&spec)?;
                 let row = to_row(&t.name, &spec, None, &r);
-                progress.finished(
+                progress.finished_noting(
                     p.udp_step_secs().0,
                     &format!(
-                        "{:<6} UDP {:>3} x {:>4} B: {:>7.0} echoes/s, loss {:.2}%, p99 {:>7}{}",
+                        "{:<6} UDP {:>3} x {:>4} B: {:>7.0} echoes/s, p99 {:>7}{}",
                         t.name,
                         sockets,
                         size,
                         row.echoes_per_sec,
-                        row.loss_pct,
                         super::hist::format_us(row.latency.p99),
-                        problems(&row)
+                        loss(&row)
                     ),
+                    &problems(&row),
                 );
                 logs.entry(t.name.clone()).or_default().push(hlog::Entry {
                     tag: plot::udp_tag(sockets as u64, size as u64),
@@ -117,16 +117,16 @@ impl Ctx<'_> {
                 let r = udp::run(&spec)?;
                 let row = to_row(&t.name, &spec, Some(pct), &r);
                 let corrected_p99 = row.corrected.map_or(f64::NAN, |c| c.p99);
-                progress.finished(
+                progress.finished_noting(
                     p.udp_step_secs().1,
                     &format!(
-                        "{:<6} UDP open {rate:>6.0}/s ({pct}%): p99 {} (uncorr. {}), loss {:.2}%{}",
+                        "{:<6} UDP open {rate:>6.0}/s ({pct}%): p99 {} (uncorr. {}){}",
                         t.name,
                         super::hist::format_us(corrected_p99),
                         super::hist::format_us(row.latency.p99),
-                        row.loss_pct,
-                        problems(&row)
+                        loss(&row)
                     ),
+                    &problems(&row),
                 );
                 let log = logs.entry(t.name.clone()).or_default();
                 let corrected = r.corrected.unwrap_or_else(super::hist::new_histogram);
@@ -230,6 +230,16 @@ pub(super) fn point(r: &UdpRow) -> String {
     }
 }
 
+/// ", loss 0.12%" when any datagram was lost, or "": most points lose none, and the
+/// console line has no room to say so.
+fn loss(r: &UdpRow) -> String {
+    if r.lost > 0 {
+        format!(", loss {:.2}%", r.loss_pct)
+    } else {
+        String::new()
+    }
+}
+
 /// ", 3 ERRORS (wrong bytes or duplicates), loss 2.5%, ..." or "" for a clean point.
 pub(super) fn problems(r: &UdpRow) -> String {
     let mut s = String::new();
@@ -243,7 +253,7 @@ pub(super) fn problems(r: &UdpRow) -> String {
     }
     if r.lag_p99_us > all::LAG_SATURATED_US {
         s += &format!(
-            ", load generator behind (send lag p99 {}): this point measures the harness",
+            ", load generator behind (send lag p99 {}): measures the harness",
             super::hist::format_us(r.lag_p99_us)
         );
     }
