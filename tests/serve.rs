@@ -33,7 +33,11 @@ fn banner_names_engine_and_features() {
             .env("RINGECHO_COMPAT", "bogus"),
         Duration::from_secs(10),
     );
-    assert_one_line_error(&out, "invalid value 'bogus' for '--compat");
+    common::assert_usage_error(
+        &out,
+        "invalid value 'bogus' for '--compat",
+        &["[possible values: auto, 6.1]"],
+    );
     let s = Server::start(&["--threads", "1", "--engine", "epoll"]);
     assert!(s.banner.contains("engine epoll"), "{}", s.banner);
 }
