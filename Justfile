@@ -21,7 +21,7 @@ run-epoll *ARGS: build
 check ADDR *ARGS: build
     ./target/release/ringecho check {{ADDR}} {{ARGS}}
 
-# Measure every server side by side; charts, CSV and summary.md land in results/ (~11 min; `--quick`: ~40 s)
+# Measure every server side by side; charts, CSV and summary.md land in results/, which git ignores (~11 min; `--quick`: ~40 s)
 bench-all *ARGS: build
     ./target/release/ringecho bench-all {{ARGS}}
 
@@ -48,7 +48,7 @@ cpu-split ENGINE *ARGS: build
 ab SIZE CONNS ROUNDS *VARIANTS: build
     bash bench/ab.sh "$@"
 
-# Redraw the charts from a results directory's throughput.csv
+# Redraw the charts and summary.md from a results directory's data files (default: your last bench-all run; the committed one is results/reference)
 plot DIR="results": build
     ./target/release/ringecho plot {{DIR}}
 
@@ -73,7 +73,7 @@ unload-kmod:
 vm-test: build
     bash kernel/vm/vm-test.sh
 
-# bench-all inside the 6.12 VM against fastecho.ko, uring and epoll; results land in results/vm/
+# bench-all inside the 6.12 VM against fastecho.ko, uring and epoll; results land in results/vm/ (ignored; the committed run is results/reference/vm/)
 vm-bench *ARGS: build
     bash kernel/vm/vm-bench.sh {{ARGS}}
 

@@ -22,7 +22,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::all_repeat;
-use super::hist::Percentiles;
+use super::hist::{format_us, Percentiles};
 use super::loadgen::{self, LoadSpec};
 use super::openloop::{self, OpenSpec};
 use super::plot::{self, LatencyTag};
@@ -172,7 +172,9 @@ impl Profile {
 }
 
 /// A progress bar over the run's planned seconds (on a terminal), plus one plain line per
-/// finished step with an ETA (always, so logs show progress too).
+/// finished step with an ETA (always, so logs show progress too). The ETA is ours alone:
+/// the bar shows none, since indicatif's own estimate, from the bar's recent speed,
+/// disagreed with the line's.
 pub(super) struct Progress {
     bar: ProgressBar,
     started: Instant,
@@ -188,7 +190,7 @@ impl Progress {
         // The template is a constant that indicatif parses; a failure would only lose
         // the bar's layout, so fall back to the default style.
         if let Ok(style) = ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] [{bar:40}] {percent:>3}% eta {eta} {msg}",
+            "{spinner} [{elapsed_precise}] [{bar:24}] {percent:>3}% {msg}",
         ) {
             bar.set_style(style.progress_chars("=> "));
         }
@@ -210,19 +212,53 @@ impl Progress {
 
     /// A step of `planned` seconds finished with result `line`.
     pub(super) fn finished(&mut self, planned: f64, line: &str) {
+        self.finished_noting(planned, line, "");
+    }
+
+    /// As `finished`, with what went wrong at the point (", 3 ERRORS ..." as `problems`
+    /// writes it, or "") on an indented line of its own, so the result line stays short.
+    pub(super) fn finished_noting(&mut self, planned: f64, line: &str, notes: &str) {
         self.step += 1;
         self.planned_done += planned;
         self.bar.set_position((self.planned_done * 1000.0) as u64);
         // Remaining planned time, scaled by how far reality ran from the plan so far.
         let pace = self.started.elapsed().as_secs_f64() / self.planned_done.max(1e-9);
         let eta = (self.planned_total - self.planned_done).max(0.0) * pace;
-        let text = format!("[{:>3}/{}] {line}  (eta {eta:.0}s)", self.step, self.steps);
-        self.bar.suspend(|| println!("{text}"));
+        let width = self.steps.to_string().len();
+        let text = format!(
+            "[{:>width$}/{}] {line}  eta {}",
+            self.step,
+            self.steps,
+            format_eta(eta)
+        );
+        let notes = notes.trim_start_matches(", ");
+        let indent = 2 * width + 4;
+        self.bar.suspend(|| {
+            println!("{text}");
+            if !notes.is_empty() {
+                println!("{:indent$}{notes}", "");
+            }
+        });
     }
 
     fn done(&self) {
         self.bar.finish_and_clear();
     }
+}
+
+/// "42s", "7m05s", "1h02m": a countdown as short as its size allows.
+fn format_eta(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// "1 open-loop rate", "3 open-loop rates".
+pub(super) fn count(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
 /// Per-server histogram logs being collected.
@@ -283,23 +319,22 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
                 + profile.udp_latency_percents.len() as f64 * ul_secs)
         + (n * rounds) as f64 * (rep_closed as f64 * t_secs + rep_open as f64 * l_secs);
     println!(
-        "bench-all: {} servers ({}); {} closed-loop points, {} open-loop rates, burst; \
-         UDP: {} closed-loop points, {} open-loop rates; {} target points x {} rounds; \
-         about {:.0}s; results in {}",
-        n,
+        "bench-all: {} ({}), about {}, writing to {}/\n  \
+         TCP: {}, {}, a burst\n  UDP: {}, {}\n  repeated: {} x {}",
+        count(n, "server"),
         targets
             .iter()
             .map(|t| t.name.as_str())
             .collect::<Vec<_>>()
             .join(", "),
-        points.len(),
-        profile.latency_percents.len(),
-        udp_points.len(),
-        profile.udp_latency_percents.len(),
-        planned_repeats.len(),
-        rounds,
-        planned,
-        a.out.display()
+        format_eta(planned),
+        a.out.display(),
+        count(points.len(), "closed-loop point"),
+        count(profile.latency_percents.len(), "open-loop rate"),
+        count(udp_points.len(), "closed-loop point"),
+        count(profile.udp_latency_percents.len(), "open-loop rate"),
+        count(planned_repeats.len(), "target point"),
+        count(rounds, "round"),
     );
     let mut progress = Progress::new(steps, planned);
     let mut logs = Logs::new();
@@ -327,6 +362,10 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
         &mut progress,
     )?;
     progress.done();
+    // A server that died mid-run made every later point's errors: say so, with its words.
+    for t in &targets {
+        t.check_alive()?;
+    }
     let memory = ctx.memory(&targets)?;
 
     let placement = format!(
@@ -363,12 +402,10 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
     plot::write_summary(&a.out)?;
     let charts = plot::draw_everything(&a.out)?;
     println!(
-        "wrote {0}/throughput.csv, latency.csv, burst.csv, udp.csv, memory.csv, repeated.csv, \
-         {1}/*.hlog, summary.md, metadata.txt and {2} charts: {3}",
+        "wrote {}/: 6 CSV files, {}/*.hlog, summary.md, metadata.txt, {}",
         a.out.display(),
         plot::HIST_DIR,
-        charts.len(),
-        charts.join(", ")
+        count(charts.len(), "chart")
     );
     let mut bad: Vec<String> = rows
         .iter()
@@ -412,15 +449,35 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
                 )
             }),
     );
+    let analysis =
+        all_repeat::Analysis::of(&all_repeat::parse(&repeated).context(all_repeat::REPEATED_CSV)?);
+    bad.extend(analysis.left_out.iter().map(|l| {
+        let why: Vec<String> = l.reasons.iter().map(ToString::to_string).collect();
+        format!(
+            "{} {}, repeated round {}: left out: {}",
+            l.server,
+            l.point,
+            l.round,
+            why.join("; ")
+        )
+    }));
     if !bad.is_empty() {
         println!(
             "points with problems (see summary.md):\n  {}",
             bad.join("\n  ")
         );
     }
+    // Last, so that it is what a run ends with.
+    let verdict = analysis.verdict();
+    for line in verdict.render(false) {
+        println!("{line}");
+    }
     // Wrong bytes, resets and failed connects are failures, and so is a UDP point that
     // got nothing back; starvation, a rate not kept and UDP loss are results about the
-    // server.
+    // server. So is an undecided target point: the verdict says so, and which rounds were
+    // left out and why, but a busy host is not a failed run (the Quick start's first
+    // command, and the VM run, whose open loop is always harness-bound, must not fail on
+    // it).
     Ok(rows.iter().all(|r| r.errors == 0)
         && lat_rows.iter().all(|r| r.errors == 0)
         && burst_errors == 0
@@ -551,17 +608,17 @@ impl Ctx<'_> {
                 let began = self.run_start.elapsed();
                 let r = loadgen::run(&spec)?;
                 let row = to_row(&t.name, conns, size, &r);
-                progress.finished(
+                progress.finished_noting(
                     p.step_secs().0,
                     &format!(
-                        "{:<6} {:>5} conns x {:>5} B: {:>9.0} echoes/s, p99 {:>8.1} µs{}",
+                        "{:<6} {:>5} conns x {:>5} B: {:>7.0} echoes/s, p99 {:>7}",
                         t.name,
                         conns,
                         size,
                         row.echoes_per_sec,
-                        row.p99_us,
-                        problems(&row)
+                        format_us(row.p99_us),
                     ),
+                    &problems(&row),
                 );
                 logs.entry(t.name.clone()).or_default().push(hlog::Entry {
                     tag: format!("throughput:c{conns}-s{size}"),
@@ -648,14 +705,16 @@ impl Ctx<'_> {
                     lag_p99_us: Percentiles::of(&r.send_lag).p99,
                     errors: r.errors.total(),
                 };
-                progress.finished(
+                progress.finished_noting(
                     p.step_secs().1,
                     &format!(
-                        "{:<6} open loop {rate:>8.0}/s ({pct}% of epoll's peak): p99 {:.1} µs \
-                         corrected, {:.1} µs uncorrected{}{}{}",
+                        "{:<6} open {rate:>6.0}/s ({pct}%): p99 {} (uncorr. {})",
                         t.name,
-                        row.corrected.p99,
-                        row.uncorrected.p99,
+                        format_us(row.corrected.p99),
+                        format_us(row.uncorrected.p99),
+                    ),
+                    &format!(
+                        "{}{}{}",
                         if row.unfinished > 0 {
                             format!(", rate not kept ({} unfinished)", row.unfinished)
                         } else {
@@ -705,11 +764,12 @@ impl Ctx<'_> {
             progress.finished(
                 p.step_secs().2,
                 &format!(
-                    "{:<6} burst {} at once x {} rounds: response {}{}",
+                    "{:<6} burst {} x {}: response p50 {}, p99 {}{}",
                     t.name,
                     p.burst_threads,
-                    p.burst_rounds,
-                    Percentiles::of(&r.response).describe(),
+                    count(p.burst_rounds as usize, "round"),
+                    format_us(Percentiles::of(&r.response).p50),
+                    format_us(Percentiles::of(&r.response).p99),
                     if r.errors > 0 {
                         format!(", {} FAILED connections", r.errors)
                     } else {
@@ -738,8 +798,8 @@ pub(super) const LAG_SATURATED_US: f64 = 100.0;
 fn saturation(r: &LatencyRow) -> String {
     if r.lag_p99_us > LAG_SATURATED_US {
         format!(
-            ", load generator behind (send lag p99 {:.0} µs): this point measures the harness",
-            r.lag_p99_us
+            ", load generator behind (send lag p99 {}): measures the harness",
+            format_us(r.lag_p99_us)
         )
     } else {
         String::new()
@@ -794,4 +854,21 @@ pub(super) fn to_row(server: &str, conns: usize, size: usize, r: &loadgen::LoadR
 
 fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{count, format_eta};
+
+    #[test]
+    fn eta_and_counts_read_as_words() {
+        assert_eq!(format_eta(-3.0), "0s");
+        assert_eq!(format_eta(42.4), "42s");
+        assert_eq!(format_eta(59.6), "1m00s");
+        assert_eq!(format_eta(462.0), "7m42s");
+        assert_eq!(format_eta(3725.0), "1h02m");
+        assert_eq!(count(1, "open-loop rate"), "1 open-loop rate");
+        assert_eq!(count(3, "open-loop rate"), "3 open-loop rates");
+        assert_eq!(count(0, "chart"), "0 charts");
+    }
 }

@@ -46,19 +46,18 @@ impl Ctx<'_> {
                 let began = self.run_start.elapsed();
                 let r = udp::run(&spec)?;
                 let row = to_row(&t.name, &spec, None, &r);
-                progress.finished(
+                progress.finished_noting(
                     p.udp_step_secs().0,
                     &format!(
-                        "{:<6} UDP {:>3} sockets x {:>4} B: {:>9.0} echoes/s, loss {:.3}%, \
-                         p99 {:>8.1} µs{}",
+                        "{:<6} UDP {:>3} x {:>4} B: {:>7.0} echoes/s, p99 {:>7}{}",
                         t.name,
                         sockets,
                         size,
                         row.echoes_per_sec,
-                        row.loss_pct,
-                        row.latency.p99,
-                        problems(&row)
+                        super::hist::format_us(row.latency.p99),
+                        loss(&row)
                     ),
+                    &problems(&row),
                 );
                 logs.entry(t.name.clone()).or_default().push(hlog::Entry {
                     tag: plot::udp_tag(sockets as u64, size as u64),
@@ -118,17 +117,16 @@ impl Ctx<'_> {
                 let r = udp::run(&spec)?;
                 let row = to_row(&t.name, &spec, Some(pct), &r);
                 let corrected_p99 = row.corrected.map_or(f64::NAN, |c| c.p99);
-                progress.finished(
+                progress.finished_noting(
                     p.udp_step_secs().1,
                     &format!(
-                        "{:<6} UDP open loop {rate:>8.0}/s ({pct}% of epoll's peak): p99 {:.1} µs \
-                         corrected, {:.1} µs uncorrected, loss {:.3}%{}",
+                        "{:<6} UDP open {rate:>6.0}/s ({pct}%): p99 {} (uncorr. {}){}",
                         t.name,
-                        corrected_p99,
-                        row.latency.p99,
-                        row.loss_pct,
-                        problems(&row)
+                        super::hist::format_us(corrected_p99),
+                        super::hist::format_us(row.latency.p99),
+                        loss(&row)
                     ),
+                    &problems(&row),
                 );
                 let log = logs.entry(t.name.clone()).or_default();
                 let corrected = r.corrected.unwrap_or_else(super::hist::new_histogram);
@@ -232,6 +230,16 @@ pub(super) fn point(r: &UdpRow) -> String {
     }
 }
 
+/// ", loss 0.12%" when any datagram was lost, or "": most points lose none, and the
+/// console line has no room to say so.
+fn loss(r: &UdpRow) -> String {
+    if r.lost > 0 {
+        format!(", loss {:.2}%", r.loss_pct)
+    } else {
+        String::new()
+    }
+}
+
 /// ", 3 ERRORS (wrong bytes or duplicates), loss 2.5%, ..." or "" for a clean point.
 pub(super) fn problems(r: &UdpRow) -> String {
     let mut s = String::new();
@@ -245,8 +253,8 @@ pub(super) fn problems(r: &UdpRow) -> String {
     }
     if r.lag_p99_us > all::LAG_SATURATED_US {
         s += &format!(
-            ", load generator behind (send lag p99 {:.0} µs): this point measures the harness",
-            r.lag_p99_us
+            ", load generator behind (send lag p99 {}): measures the harness",
+            super::hist::format_us(r.lag_p99_us)
         );
     }
     s

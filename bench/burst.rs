@@ -47,18 +47,25 @@ pub struct BurstResult {
 pub const MAX_THREADS: usize = 10_000;
 
 /// Run `rounds` bursts of `threads` simultaneous connections against `addr`.
-pub fn run(
-    addr: SocketAddr,
-    threads: usize,
-    rounds: u32,
-    timeout: Duration,
-) -> Result<BurstResult> {
+/// Refuse a burst no machine can run before anything connects (`bench burst` checks
+/// this before probing the server, so a bad count is reported as such).
+pub fn validate(threads: usize, rounds: u32) -> Result<()> {
     if threads == 0 || rounds == 0 {
         crate::bail!("burst needs at least one thread and one round");
     }
     if threads > MAX_THREADS {
         crate::bail!("--threads must be at most {MAX_THREADS} for a burst");
     }
+    Ok(())
+}
+
+pub fn run(
+    addr: SocketAddr,
+    threads: usize,
+    rounds: u32,
+    timeout: Duration,
+) -> Result<BurstResult> {
+    validate(threads, rounds)?;
     crate::net::raise_nofile_limit();
     let mut result = BurstResult {
         samples: Vec::with_capacity(threads * rounds as usize),

@@ -45,12 +45,48 @@ impl Percentiles {
         }
     }
 
-    /// `p50 12.3 p90 ... p99.99 ... max ...` in µs.
+    /// `p50 12.3 µs p90 ... max 1.27 s`, each value in its own unit ([`format_us`]).
     pub fn describe(&self) -> String {
         format!(
-            "p50 {:.1} p90 {:.1} p99 {:.1} p99.9 {:.1} p99.99 {:.1} max {:.1} µs",
-            self.p50, self.p90, self.p99, self.p999, self.p9999, self.max
+            "p50 {} p90 {} p99 {} p99.9 {} p99.99 {} max {}",
+            format_us(self.p50),
+            format_us(self.p90),
+            format_us(self.p99),
+            format_us(self.p999),
+            format_us(self.p9999),
+            format_us(self.max)
         )
+    }
+}
+
+/// A duration given in µs as people read it: µs below 1 ms, ms below 1 s, s above, to 3
+/// significant digits ("12.3 µs", "1.27 ms", "1.27 s"). Latencies span nanoseconds to
+/// seconds, and "p99 1269825.5 µs" has to be counted to be read. Console output only: the
+/// CSV files keep plain µs columns.
+pub fn format_us(us: f64) -> String {
+    if !us.is_finite() {
+        return "n/a".to_string();
+    }
+    const UNITS: [(f64, &str); 3] = [(1.0, "µs"), (1e3, "ms"), (1e6, "s")];
+    let mut i = UNITS
+        .iter()
+        .rposition(|&(scale, _)| us.abs() >= scale)
+        .unwrap_or(0);
+    loop {
+        let (scale, unit) = UNITS[i];
+        let v = us / scale;
+        let decimals = match v.abs() {
+            a if a < 9.995 => 2,
+            a if a < 99.95 => 1,
+            _ => 0,
+        };
+        let text = format!("{v:.decimals$}");
+        // 999.6 µs rounds to "1000": that is 1.00 ms.
+        if i + 1 < UNITS.len() && v.abs() >= 999.5 {
+            i += 1;
+            continue;
+        }
+        return format!("{text} {unit}");
     }
 }
 
@@ -67,6 +103,31 @@ pub fn merge<'a>(parts: impl IntoIterator<Item = &'a Histogram<u64>>) -> Histogr
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations_scale_their_unit_and_keep_three_significant_digits() {
+        use super::format_us;
+        for (us, want) in [
+            (0.0, "0.00 µs"),
+            (0.3, "0.30 µs"),
+            (9.994, "9.99 µs"),
+            (9.996, "10.0 µs"),
+            (12.34, "12.3 µs"),
+            (123.4, "123 µs"),
+            (999.4, "999 µs"),
+            (999.6, "1.00 ms"),
+            (1_000.0, "1.00 ms"),
+            (1_269.8, "1.27 ms"),
+            (45_678.0, "45.7 ms"),
+            (999_700.0, "1.00 s"),
+            (1_269_825.5, "1.27 s"),
+            (60_000_000.0, "60.0 s"),
+            (1_234_000_000.0, "1234 s"),
+            (f64::NAN, "n/a"),
+        ] {
+            assert_eq!(format_us(us), want, "{us} µs");
+        }
+    }
+
     use super::*;
 
     #[test]

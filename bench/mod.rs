@@ -311,6 +311,7 @@ fn idle_cmd(a: &IdleArgs) -> Result<bool> {
             a.server_pid
         );
     }
+    crate::net::probe_tcp(addr)?;
     println!("idle {addr}: {} connections that never send", a.conns);
     let r = idle::run(addr, a.server_pid, a.conns, Duration::from_secs(1))?;
     println!(
@@ -336,6 +337,7 @@ fn latency(a: &LatencyArgs) -> Result<bool> {
         load: a.load.spec()?,
         rate: a.rate,
     };
+    crate::net::probe_tcp(spec.load.addr)?;
     println!(
         "latency {}: {:.0} messages/s (open loop), {}",
         spec.load.addr,
@@ -375,8 +377,10 @@ pub fn latency_report(r: &openloop::OpenResult) -> String {
     );
     let lag = Percentiles::of(&r.send_lag);
     s += &format!(
-        "\n  send lag (the load generator's own lateness): p50 {:.1} p99 {:.1} max {:.1} µs",
-        lag.p50, lag.p99, lag.max
+        "\n  send lag (the load generator's own lateness): p50 {} p99 {} max {}",
+        hist::format_us(lag.p50),
+        hist::format_us(lag.p99),
+        hist::format_us(lag.max)
     );
     if let (Some(m), true) = (r.machine_cpu, r.echoes > 0) {
         s += &format!(
@@ -406,6 +410,7 @@ pub fn latency_report(r: &openloop::OpenResult) -> String {
 
 fn udp_cmd(a: &UdpArgs) -> Result<bool> {
     let spec = a.spec()?;
+    crate::net::probe_udp(spec.addr)?;
     let mode = match spec.rate {
         None => format!(
             "closed loop, {} sockets x {} in flight",
@@ -472,8 +477,10 @@ pub fn udp_report(r: &udp::UdpResult) -> String {
     if let Some(lag) = &r.send_lag {
         let lag = Percentiles::of(lag);
         s += &format!(
-            "\n  send lag (the load generator's own lateness): p50 {:.1} p99 {:.1} max {:.1} µs",
-            lag.p50, lag.p99, lag.max
+            "\n  send lag (the load generator's own lateness): p50 {} p99 {} max {}",
+            hist::format_us(lag.p50),
+            hist::format_us(lag.p99),
+            hist::format_us(lag.max)
         );
     }
     let per_echo = |d: Duration| {
@@ -517,6 +524,8 @@ fn burst_cmd(a: &BurstArgs) -> Result<bool> {
         crate::bail!("--timeout must be between 0 and 3600 seconds");
     }
     let addr = crate::net::resolve(&a.addr)?;
+    burst::validate(a.threads, a.rounds)?;
+    crate::net::probe_tcp(addr)?;
     println!(
         "burst {addr}: {} connections released at once, {} round(s), message {:?}",
         a.threads,
@@ -556,6 +565,7 @@ fn burst_cmd(a: &BurstArgs) -> Result<bool> {
 
 fn throughput(a: &ThroughputArgs) -> Result<bool> {
     let spec = a.load.spec()?;
+    crate::net::probe_tcp(spec.addr)?;
     println!("throughput {}: {}", spec.addr, LoadArgs::describe(&spec));
     let r = loadgen::run(&spec)?;
     println!("{}", report(&r));

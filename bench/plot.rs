@@ -60,6 +60,11 @@ pub fn write_summary(dir: &Path) -> Result<()> {
     let mut extra = String::new();
     if let Ok(text) = std::fs::read_to_string(dir.join(all_repeat::REPEATED_CSV)) {
         extra += &all_repeat::repeated_md(&text)?;
+        // The verdict opens the summary, under its title.
+        let verdict = all_repeat::verdict_md(&text)?;
+        if let Some(at) = md.find("\n\n") {
+            md.insert_str(at + 2, &verdict);
+        }
     }
     if let Ok(text) = std::fs::read_to_string(dir.join(MEMORY_CSV)) {
         extra += &memory_md(&text);

@@ -2,10 +2,11 @@
 //! the harness (one worker each, pinned to CPU 0), and the kernel module when something
 //! already answers on its address.
 
-use std::io::{BufRead, BufReader};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{Context, Error, Result};
@@ -22,6 +23,40 @@ pub struct Target {
     pub child: Option<Child>,
     /// Its start-up line, for the metadata.
     pub banner: String,
+    /// The last lines the server wrote to stderr: kept off the console (its
+    /// `SIGTERM, stopping` at every stop would be noise between the harness's lines) and
+    /// shown only when the server failed.
+    pub stderr: StderrTail,
+}
+
+/// The last [`TAIL_LINES`] lines of a server's stderr.
+pub type StderrTail = Arc<Mutex<VecDeque<String>>>;
+
+/// How many of a server's last stderr lines an error about it quotes.
+const TAIL_LINES: usize = 20;
+
+/// Read `from` to its end, keeping the last [`TAIL_LINES`] lines in `tail` (so the
+/// server never blocks on a full pipe).
+fn keep_tail(from: impl Read, tail: StderrTail) {
+    for line in BufReader::new(from).lines() {
+        let Ok(line) = line else { return };
+        // A poisoned lock only means another reader panicked; the lines are still good.
+        let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+        if t.len() == TAIL_LINES {
+            t.pop_front();
+        }
+        t.push_back(line);
+    }
+}
+
+/// `tail`'s lines, indented, for an error message ("" when it has none).
+fn quote(tail: &StderrTail) -> String {
+    let t = tail.lock().unwrap_or_else(|p| p.into_inner());
+    if t.is_empty() {
+        return String::new();
+    }
+    let lines: Vec<&str> = t.iter().map(String::as_str).collect();
+    format!("; its last stderr lines:\n  {}", lines.join("\n  "))
 }
 
 impl Drop for Target {
@@ -49,6 +84,30 @@ impl Target {
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
+
+    /// An error naming the server and quoting its last stderr lines if its process has
+    /// exited (a measurement's errors are then the crash's, not the server's answers).
+    /// Read from `/proc` so that a shared `&Target` can ask; the module always passes.
+    pub fn check_alive(&self) -> Result<()> {
+        let Some(pid) = self.pid() else {
+            return Ok(());
+        };
+        // Field 3 of /proc/PID/stat is the state; Z (zombie) or X: it has exited.
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(") ")
+                    .and_then(|(_, rest)| rest.chars().next())
+            });
+        match state {
+            Some('Z' | 'X') | None => crate::bail!(
+                "the {} server (pid {pid}) exited during the run{}",
+                self.name,
+                quote(&self.stderr)
+            ),
+            Some(_) => Ok(()),
+        }
+    }
 }
 
 /// Start `ringecho serve --engine NAME` on a free port, one worker pinned to CPU 0.
@@ -66,9 +125,20 @@ pub fn start_server(engine: &str) -> Result<Target> {
             "--pin",
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting the {engine} server"))?;
+    let tail = StderrTail::default();
+    if let Some(err) = child.stderr.take() {
+        let t = Arc::clone(&tail);
+        if let Err(e) = std::thread::Builder::new().spawn(move || keep_tail(err, t)) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(
+                Error::from(e).context(format!("spawning the {engine} server's stderr reader"))
+            );
+        }
+    }
     let stdout = child
         .stdout
         .take()
@@ -89,7 +159,10 @@ pub fn start_server(engine: &str) -> Result<Target> {
     }
     let banner = rx.recv_timeout(Duration::from_secs(10)).map_err(|_| {
         let _ = child.kill();
-        Error::msg(format!("the {engine} server did not start"))
+        let _ = child.wait();
+        // The reader ends with the pipe; give it a moment to take the last lines.
+        std::thread::sleep(Duration::from_millis(100));
+        Error::msg(format!("the {engine} server did not start{}", quote(&tail)))
     })?;
     let addr = banner_addr(&banner, "tcp")
         .ok_or_else(|| Error::msg(format!("unexpected start-up line: {banner}")))?;
@@ -99,6 +172,7 @@ pub fn start_server(engine: &str) -> Result<Target> {
         udp: banner_addr(&banner, "udp"),
         child: Some(child),
         banner,
+        stderr: tail,
     })
 }
 
@@ -120,12 +194,78 @@ pub fn kmod_target(addr: &str) -> Option<Target> {
         udp: None,
         child: None,
         banner: format!("fastecho.ko on {a}"),
+        stderr: StderrTail::default(),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stderr_keeps_only_the_last_lines_and_quotes_them() {
+        let tail = StderrTail::default();
+        assert_eq!(quote(&tail), "", "nothing to quote");
+        let text: String = (1..=TAIL_LINES + 5)
+            .map(|i| format!("line {i}\n"))
+            .collect();
+        keep_tail(text.as_bytes(), Arc::clone(&tail));
+        let q = quote(&tail);
+        assert!(q.starts_with("; its last stderr lines:\n  line 6\n"), "{q}");
+        assert!(q.ends_with(&format!("line {}", TAIL_LINES + 5)), "{q}");
+        assert!(!q.contains("line 5\n"), "{q}");
+    }
+
+    #[test]
+    fn a_server_that_exited_is_an_error_that_quotes_it() {
+        let child = Command::new("sh")
+            .args(["-c", "echo 'ringecho: cannot bind' >&2; exit 3"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sh");
+        let mut t = Target {
+            name: "uring".into(),
+            addr: "127.0.0.1:1".parse().expect("addr"),
+            udp: None,
+            child: Some(child),
+            banner: String::new(),
+            stderr: StderrTail::default(),
+        };
+        let err = t
+            .child
+            .as_mut()
+            .and_then(|c| c.stderr.take())
+            .expect("pipe");
+        keep_tail(err, Arc::clone(&t.stderr));
+        // Exited but not reaped: a zombie, as a crashed server is until the harness waits.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while t.check_alive().is_ok() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let e = t.check_alive().expect_err("exited");
+        assert!(
+            e.to_string().contains("the uring server (pid ")
+                && e.to_string().ends_with(
+                    "exited during the run; its last stderr lines:\n  ringecho: cannot bind"
+                ),
+            "{e}"
+        );
+        assert!(
+            kmod_like().check_alive().is_ok(),
+            "the module has no process to lose"
+        );
+    }
+
+    fn kmod_like() -> Target {
+        Target {
+            name: "kernel".into(),
+            addr: "127.0.0.1:1".parse().expect("addr"),
+            udp: None,
+            child: None,
+            banner: String::new(),
+            stderr: StderrTail::default(),
+        }
+    }
 
     #[test]
     fn start_up_lines_name_each_protocol_address() {

@@ -65,7 +65,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Print clap's error as one line (help and version go out as clap renders them).
+/// Print clap's error compactly: help and version go out as clap renders them; an error
+/// keeps clap's message and the detail lines under it (the missing argument, the possible
+/// values, a "did you mean" tip), since those say how to fix the command, but not the
+/// usage block, which `--help` repeats.
 fn usage_error(e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     if matches!(
@@ -83,13 +86,54 @@ fn usage_error(e: clap::Error) -> ExitCode {
             },
         );
     }
-    let text = e.render().to_string();
-    let first = text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("invalid arguments");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
-    eprintln!("ringecho: {first} (see 'ringecho --help')");
+    eprint!(
+        "{}",
+        compact_clap_error(&e.render().to_string(), &subcommand_path())
+    );
     ExitCode::from(2)
+}
+
+/// "ringecho bench throughput": the subcommands named on the command line, so the error
+/// can point at the --help that documents the flag in question.
+fn subcommand_path() -> String {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut path = vec!["ringecho".to_string()];
+    for arg in std::env::args().skip(1) {
+        let Some(sub) = cmd.find_subcommand(&arg).cloned() else {
+            break;
+        };
+        path.push(sub.get_name().to_string());
+        cmd = sub;
+    }
+    path.join(" ")
+}
+
+/// clap's rendered error as `ringecho: MESSAGE (see 'COMMAND --help')` plus its detail
+/// lines, each indented by two spaces. A message that ends in a colon (the missing
+/// arguments) takes its details on the same line, so it reads as one sentence.
+fn compact_clap_error(text: &str, command: &str) -> String {
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("invalid arguments");
+    let mut message = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    let mut details = Vec::new();
+    let mut in_usage = false;
+    for line in lines {
+        if line.starts_with("Usage: ") {
+            in_usage = true;
+        } else if line.starts_with("For more information") {
+            in_usage = false;
+        } else if !in_usage {
+            details.push(line);
+        }
+    }
+    if message.ends_with(':') && !details.is_empty() {
+        message = format!("{message} {}", details.join(", "));
+        details.clear();
+    }
+    let mut out = format!("ringecho: {message} (see '{command} --help')\n");
+    for d in details {
+        out += &format!("  {d}\n");
+    }
+    out
 }

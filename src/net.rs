@@ -21,6 +21,61 @@ pub fn resolve(addr: &str) -> Result<SocketAddr> {
         .ok_or_else(|| crate::error::Error::msg(format!("'{addr}' resolves to no address")))
 }
 
+/// How long `probe_tcp` waits for its one connection.
+pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// One TCP connection to `addr`, opened and closed, before a client that would otherwise
+/// fail every one of its connections (each case of `check`, every connection of a
+/// benchmark) and report each failure: a port nobody listens on is then one line at once.
+pub fn probe_tcp(addr: SocketAddr) -> Result<()> {
+    match std::net::TcpStream::connect_timeout(&addr, PROBE_TIMEOUT) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err(
+            crate::error::Error::msg(format!("nothing listens on {addr} (connection refused)")),
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            Err(crate::error::Error::msg(format!(
+                "cannot connect to {addr}: no answer within {} s",
+                PROBE_TIMEOUT.as_secs()
+            )))
+        }
+        Err(e) => Err(crate::error::Error::from(e).context(format!("cannot connect to {addr}"))),
+    }
+}
+
+/// The UDP counterpart of `probe_tcp`: one datagram to `addr` from a connected socket, so
+/// that an ICMP port unreachable comes back as an error. A reply, or silence for
+/// [`PROBE_TIMEOUT`] (a firewall may drop the ICMP), lets the caller go on and measure.
+pub fn probe_udp(addr: SocketAddr) -> Result<()> {
+    let local: SocketAddr = if addr.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let refused = || {
+        crate::error::Error::msg(format!(
+            "nothing listens on udp {addr} (ICMP port unreachable)"
+        ))
+    };
+    let sock = std::net::UdpSocket::bind(local).context("creating a UDP socket")?;
+    sock.connect(addr)
+        .with_context(|| format!("cannot send to udp {addr}"))?;
+    sock.set_read_timeout(Some(PROBE_TIMEOUT))
+        .context("setting a receive timeout")?;
+    match sock.send(b"ringecho probe") {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Err(refused()),
+        Err(e) => {
+            return Err(crate::error::Error::from(e).context(format!("cannot send to udp {addr}")))
+        }
+        Ok(_) => {}
+    }
+    let mut buf = [0u8; 64];
+    match sock.recv(&mut buf) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err(refused()),
+        _ => Ok(()),
+    }
+}
+
 /// Online CPUs (the default worker count), at least 1.
 pub fn online_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{assert_one_line_error, bin, run_bounded, Server};
+use common::{assert_one_line_error, assert_usage_error, bin, run_bounded, Server};
 
 fn serve(args: &[&str]) -> std::process::Output {
     run_bounded(
@@ -18,8 +18,11 @@ fn serve(args: &[&str]) -> std::process::Output {
 #[test]
 fn unknown_engine() {
     let out = serve(&["--engine", "kqueue"]);
-    assert_one_line_error(&out, "invalid value 'kqueue' for '--engine");
-    assert_eq!(out.status.code(), Some(2));
+    assert_usage_error(
+        &out,
+        "invalid value 'kqueue' for '--engine <ENGINE>' (see 'ringecho serve --help')",
+        &["[possible values: uring, epoll]"],
+    );
 }
 
 #[test]
@@ -46,7 +49,14 @@ fn bad_buffer_settings() {
     assert_one_line_error(&serve(&["--bind", "not-an-ip"]), "--bind");
     assert_one_line_error(&serve(&["--udp-buffers", "3"]), "--udp-buffers");
     assert_one_line_error(&serve(&["--udp-rate", "0"]), "--udp-rate");
-    assert_one_line_error(&serve(&["--proto", "sctp"]), "--proto");
+    assert_usage_error(
+        &serve(&["--proto", "sctp"]),
+        "invalid value 'sctp' for '--proto",
+        &[
+            "[possible values: tcp, udp, both]",
+            "tip: a similar value exists: 'tcp'",
+        ],
+    );
 }
 
 #[test]
@@ -104,9 +114,40 @@ fn unknown_subcommand_and_missing_address() {
         Command::new(bin()).arg("frobnicate"),
         Duration::from_secs(10),
     );
-    assert_one_line_error(&out, "frobnicate");
+    assert_usage_error(&out, "unrecognized subcommand 'frobnicate'", &[]);
     let out = run_bounded(Command::new(bin()).arg("check"), Duration::from_secs(10));
-    assert!(!out.status.success());
+    assert_usage_error(
+        &out,
+        "the following required arguments were not provided: <ADDR> (see 'ringecho check --help')",
+        &[],
+    );
+    let out = run_bounded(
+        Command::new(bin()).args(["bench", "latency", "127.0.0.1:9"]),
+        Duration::from_secs(10),
+    );
+    assert_usage_error(
+        &out,
+        "not provided: --rate <RATE> (see 'ringecho bench latency --help')",
+        &[],
+    );
+}
+
+#[test]
+fn a_misspelt_flag_gets_clap_s_suggestion() {
+    assert_usage_error(
+        &serve(&["--prot", "tcp"]),
+        "unexpected argument '--prot' found (see 'ringecho serve --help')",
+        &["tip: a similar argument exists: '--proto'"],
+    );
+    let out = run_bounded(
+        Command::new(bin()).args(["bench-all", "--quik"]),
+        Duration::from_secs(10),
+    );
+    assert_usage_error(
+        &out,
+        "unexpected argument '--quik' found (see 'ringecho bench-all --help')",
+        &["tip: a similar argument exists: '--quick'"],
+    );
 }
 
 /// `serve ARGS` under `prlimit LIMIT`, timed.
@@ -260,4 +301,44 @@ fn check_needs_at_least_one_non_reader() {
         Duration::from_secs(10),
     );
     assert_one_line_error(&out, "--non-readers must be at least 1");
+}
+
+/// A port that was free a moment ago: a listener the test opened and closed.
+fn closed_tcp_port() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    drop(l);
+    addr.to_string()
+}
+
+#[test]
+fn clients_against_a_port_nobody_listens_on_fail_in_one_line() {
+    let addr = closed_tcp_port();
+    let pid = std::process::id().to_string();
+    let want = format!("nothing listens on {addr} (connection refused)");
+    for args in [
+        &["check", &addr][..],
+        &["bench", "throughput", &addr],
+        &["bench", "latency", &addr, "--rate", "100"],
+        &["bench", "burst", &addr],
+        &["bench", "idle", &addr, "--server-pid", &pid],
+    ] {
+        let out = run_bounded(Command::new(bin()).args(args), Duration::from_secs(20));
+        assert_one_line_error(&out, &want);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        // Before the probe, check printed a failure per case and bench a report of zeros.
+        assert!(out.stdout.is_empty(), "{args:?} printed {out:?}");
+    }
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    let udp_addr = udp.local_addr().expect("addr").to_string();
+    drop(udp);
+    let out = run_bounded(
+        Command::new(bin()).args(["bench", "udp", &udp_addr]),
+        Duration::from_secs(20),
+    );
+    assert_one_line_error(
+        &out,
+        &format!("nothing listens on udp {udp_addr} (ICMP port unreachable)"),
+    );
+    assert!(out.stdout.is_empty(), "{out:?}");
 }

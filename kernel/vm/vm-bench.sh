@@ -12,8 +12,9 @@
 #
 # Environment: RINGECHO_BIN (default target/release/ringecho; it must have the
 # bench-all subcommand and its --note flag), VM_BENCH_OUT (default
-# results/vm at the repo root; each run that brings results back replaces its
-# contents, all but a README.md), VM_SUITE
+# results/vm at the repo root, which git ignores; each run that brings results
+# back replaces its contents, all but a README.md; the committed run is
+# results/reference/vm, copied there by hand), VM_SUITE
 # (default bookworm-backports), VM_TIMEOUT (default 1200 s), VM_SMP (default
 # 2), VM_MEM (default 2048), VM_ACCEL, VM_CACHE as for vm-test.sh.
 #

@@ -97,6 +97,7 @@ pub fn run(args: &CheckArgs) -> Result<bool> {
         println!("{}", report.summary(addr));
         return Ok(report.passed());
     }
+    crate::net::probe_tcp(addr)?;
     println!(
         "ringecho check {addr} (seed {seed}, timeout {}s)",
         args.timeout

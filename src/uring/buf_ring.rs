@@ -12,14 +12,12 @@
 //!
 //! The ring holds a *window* of buffers, not the whole pool, and is refilled from the
 //! spares most recently given back. The kernel takes buffers in ring order, so a ring
-//! holding the whole pool cycles every buffer through memory in turn: 1024 x 64 KiB is
-//! 64 MiB, eight times this machine's L3, every receive writes into cold memory, and the
-//! whole pool becomes resident. A window just big enough for one event-loop turn's
-//! receives keeps the buffers in use few and the rest of the pool untouched (100
-//! connections echoing 64 KiB: 18 MB RSS instead of 71 MB; the copies into them got no
-//! measurably cheaper, see the README's 64 KiB analysis). The window doubles when
-//! a receive finds the ring empty while spares exist, and halves after a long stretch of
-//! turns that never used half of it.
+//! holding the whole pool cycles every buffer through memory in turn (the default pool is
+//! 64 MiB, larger than a typical L3), every receive writes into cold memory, and the whole
+//! pool becomes resident. A window just big enough for one event-loop turn's receives
+//! keeps the buffers in use few and the rest of the pool untouched (docs/performance.md
+//! has the RSS it saved). The window doubles when a receive finds the ring empty while
+//! spares exist, and halves after a long stretch of turns that never used half of it.
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -59,8 +57,10 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: ptr/len are exactly what mmap returned; nothing borrows the mapping past
-        // the owner's lifetime (the owner unregisters from the kernel first, see BufRing).
+        // SAFETY: ptr/len are exactly what mmap returned, unmapped once. The workers that
+        // own a BufRing drop their ring first (the kernel keeps its own pin on the ring's
+        // pages) and leak the BufRing instead while an operation may still write into a
+        // buffer (see their Drop), so no access through this address follows.
         unsafe {
             libc::munmap(self.ptr.as_ptr().cast(), self.len);
         }
@@ -353,21 +353,6 @@ impl BufRing {
         }
         Ok((usize::from(bid / 64), 1u64 << (bid % 64)))
     }
-}
-
-/// Can this kernel consume provided buffers incrementally (`IOU_PBUF_RING_INC`, 6.12)?
-/// Answered by registering a one-entry ring with the flag and unregistering it again.
-pub fn incremental_supported(ring: &IoUring) -> bool {
-    const PROBE_BGID: u16 = u16::MAX;
-    let Ok(br) = BufRing::new(1, 64, PROBE_BGID) else {
-        return false;
-    };
-    // SAFETY: `br` outlives the registration: it is unregistered below before `br` drops.
-    let ok = unsafe { br.register(ring, io_uring::types::IOU_PBUF_RING_INC as u16) }.is_ok();
-    if ok {
-        let _ = ring.submitter().unregister_buf_ring(PROBE_BGID);
-    }
-    ok
 }
 
 #[cfg(test)]

@@ -1,41 +1,29 @@
 //! Kernel feature probe: what this kernel's io_uring offers, and which of it the engine
 //! uses (everything, or only Linux 6.1's set when `--compat 6.1` forces the baseline).
 //!
-//! Detection is split from selection: [`Capabilities::detect`] asks the kernel (a throwaway
-//! ring, the opcode probe, a trial buffer-ring registration); [`Features::select`] is a pure
-//! function of those facts, so the rules are unit-tested without a kernel.
+//! Detection is split from selection: [`Capabilities::detect`] asks the kernel (throwaway
+//! rings and the opcode probe); [`Features::select`] is a pure function of those facts, so
+//! the rules are unit-tested without a kernel.
 
 use io_uring::{opcode, IoUring, Probe};
 
 use crate::config::Compat;
 use crate::error::{Error, Result};
 
-/// Which task-running mode the ring can be set up with (best first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TaskRun {
-    /// `SINGLE_ISSUER | DEFER_TASKRUN` (6.1): completions are produced only when we wait,
-    /// in our thread, in batches; no IPIs interrupting the worker.
-    Deferred,
-    /// `COOP_TASKRUN` (5.19): task work runs at our next syscall instead of via interrupts.
-    Cooperative,
-    /// Neither: the kernel's default signalling.
-    Default,
-}
-
 /// Raw facts about the running kernel's io_uring.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capabilities {
     /// `uname -r`.
     pub kernel: String,
-    /// Best task-run mode a ring could be created with.
-    pub taskrun: TaskRun,
+    /// A ring could be set up with `SINGLE_ISSUER | DEFER_TASKRUN` (6.1): completions are
+    /// produced only when the worker waits, in its thread, in batches; no IPIs
+    /// interrupting it. Every ring the engine makes is set up so.
+    pub deferred_taskrun: bool,
     /// `IORING_OP_SENDMSG_ZC` exists: the kernel is 6.1 or newer, so multishot accept and
     /// recv (5.19/6.0), buffer rings (5.19) and direct-descriptor accept (5.19) are there.
     pub has_6_1_opcodes: bool,
     /// `IORING_SETUP_NO_SQARRAY` accepted (6.6).
     pub no_sqarray: bool,
-    /// A buffer ring registered with `IOU_PBUF_RING_INC` (6.12).
-    pub incremental_buffers: bool,
 }
 
 /// The io_uring feature set the engine runs with.
@@ -45,19 +33,15 @@ pub struct Features {
     pub compat: Compat,
     /// `uname -r`, for the start-up line and bench metadata.
     pub kernel: String,
-    /// Task-run mode to set the ring up with.
-    pub taskrun: TaskRun,
     /// Set the ring up without the SQ index array (6.6): one less indirection per SQE.
     pub no_sqarray: bool,
-    /// The kernel could consume buffers incrementally (6.12); reported, not used yet.
-    pub incremental_buffers: bool,
 }
 
 impl Capabilities {
     /// Ask the running kernel. Fails only if io_uring itself is unusable.
     pub fn detect() -> Result<Capabilities> {
         let kernel = kernel_release();
-        let (ring, taskrun) = match build_probe_ring() {
+        let (ring, deferred_taskrun) = match build_probe_ring() {
             Ok(r) => r,
             Err(e) => return Err(unavailable(e, &kernel)),
         };
@@ -68,13 +52,11 @@ impl Capabilities {
             .setup_no_sqarray()
             .build(2)
             .is_ok();
-        let incremental_buffers = has_6_1_opcodes && super::buf_ring::incremental_supported(&ring);
         Ok(Capabilities {
             kernel,
-            taskrun,
+            deferred_taskrun,
             has_6_1_opcodes,
             no_sqarray,
-            incremental_buffers,
         })
     }
 }
@@ -88,7 +70,7 @@ impl Features {
     /// The feature set for `caps` under `compat`: newer-than-6.1 features only in `auto`,
     /// and an error naming `--engine epoll` when the kernel is below the 6.1 floor.
     pub fn select(caps: &Capabilities, compat: Compat) -> Result<Features> {
-        if !caps.has_6_1_opcodes || caps.taskrun != TaskRun::Deferred {
+        if !caps.has_6_1_opcodes || !caps.deferred_taskrun {
             return Err(Error::msg(format!(
                 "io_uring on kernel {} lacks what the uring engine needs (Linux 6.1: multishot \
                  recv, buffer rings, DEFER_TASKRUN); use --engine epoll",
@@ -99,9 +81,7 @@ impl Features {
         Ok(Features {
             compat,
             kernel: caps.kernel.clone(),
-            taskrun: caps.taskrun,
             no_sqarray: newer && caps.no_sqarray,
-            incremental_buffers: newer && caps.incremental_buffers,
         })
     }
 
@@ -131,20 +111,19 @@ impl Features {
     }
 }
 
-/// A tiny ring with the best task-run flags the kernel accepts.
-fn build_probe_ring() -> std::io::Result<(IoUring, TaskRun)> {
+/// A tiny ring, and whether it could have `SINGLE_ISSUER | DEFER_TASKRUN`. A plain ring
+/// is tried when those flags fail, so that an older kernel gets "lacks what the engine
+/// needs" rather than "io_uring is unavailable".
+fn build_probe_ring() -> std::io::Result<(IoUring, bool)> {
     let deferred = IoUring::builder()
         .setup_single_issuer()
         .setup_defer_taskrun()
         .setup_submit_all()
         .build(2);
-    if let Ok(r) = deferred {
-        return Ok((r, TaskRun::Deferred));
+    match deferred {
+        Ok(r) => Ok((r, true)),
+        Err(_) => IoUring::new(2).map(|r| (r, false)),
     }
-    if let Ok(r) = IoUring::builder().setup_coop_taskrun().build(2) {
-        return Ok((r, TaskRun::Cooperative));
-    }
-    IoUring::new(2).map(|r| (r, TaskRun::Default))
 }
 
 /// The one line for a kernel where io_uring_setup itself fails.
@@ -183,24 +162,23 @@ mod tests {
     fn modern() -> Capabilities {
         Capabilities {
             kernel: "6.18.0".into(),
-            taskrun: TaskRun::Deferred,
+            deferred_taskrun: true,
             has_6_1_opcodes: true,
             no_sqarray: true,
-            incremental_buffers: true,
         }
     }
 
     #[test]
     fn auto_uses_everything_the_kernel_has() {
         let f = Features::select(&modern(), Compat::Auto).expect("modern kernel");
-        assert!(f.no_sqarray && f.incremental_buffers);
+        assert!(f.no_sqarray);
         assert!(f.describe().contains("no-sqarray"));
     }
 
     #[test]
     fn compat_6_1_masks_newer_features() {
         let f = Features::select(&modern(), Compat::V6_1).expect("modern kernel");
-        assert!(!f.no_sqarray && !f.incremental_buffers);
+        assert!(!f.no_sqarray);
         assert!(f.describe().contains("6.1 (forced)"));
         assert!(!f.describe().contains("no-sqarray"));
     }
@@ -210,11 +188,10 @@ mod tests {
         let caps = Capabilities {
             kernel: "6.1.0-cloud".into(),
             no_sqarray: false,
-            incremental_buffers: false,
             ..modern()
         };
         let f = Features::select(&caps, Compat::Auto).expect("6.1 is the floor");
-        assert!(!f.no_sqarray && !f.incremental_buffers);
+        assert!(!f.no_sqarray);
     }
 
     #[test]
@@ -225,7 +202,7 @@ mod tests {
                 ..modern()
             },
             Capabilities {
-                taskrun: TaskRun::Cooperative,
+                deferred_taskrun: false,
                 ..modern()
             },
         ] {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use io_uring::types::{SubmitArgs, Timespec};
 use io_uring::{cqueue, squeue, IoUring, Submitter};
 
-use super::probe::{Features, TaskRun};
+use super::probe::Features;
 use crate::error::{Context, Error, Result};
 
 /// Submission queue entries. Completions are reaped in batches and each produces at most a
@@ -165,15 +165,8 @@ impl Drop for Ring {
 pub fn build(features: &Features, cq: u32, files: u32) -> Result<Ring> {
     let mut b = IoUring::builder();
     b.setup_cqsize(cq).setup_clamp().setup_submit_all();
-    match features.taskrun {
-        TaskRun::Deferred => {
-            b.setup_single_issuer().setup_defer_taskrun();
-        }
-        TaskRun::Cooperative => {
-            b.setup_coop_taskrun().setup_taskrun_flag();
-        }
-        TaskRun::Default => {}
-    }
+    // The probe refuses kernels without these (see `Features::select`).
+    b.setup_single_issuer().setup_defer_taskrun();
     if features.no_sqarray {
         b.setup_no_sqarray();
     }

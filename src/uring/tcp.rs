@@ -55,8 +55,8 @@ pub struct Worker {
     /// The `sendmsg` header and `iovec`s of a multi-buffer send, indexed by the id of its
     /// first buffer (unique among sends in flight: a buffer is in one queue, and a queue
     /// has one send in flight). The kernel reads them until the send completes; boxed,
-    /// they never move.
-    send_msgs: Box<[SendMsgSlot]>,
+    /// they never move; leaked with the buffers (see Drop).
+    send_msgs: ManuallyDrop<Box<[SendMsgSlot]>>,
     conns: Slab,
     /// Connections whose receive ended with ENOBUFS, oldest first, to re-arm as buffers
     /// return: those that have received data before, and those that never have (new
@@ -108,7 +108,7 @@ impl Worker {
         let conn_cap = u16::try_from(cfg.conn_buffers).unwrap_or(u16::MAX);
         // The pool is the budget: the kernel can fill no buffer the ring does not have.
         let holds = Holders::new(u64::from(buffers) * u64::from(cfg.buffer_size), cfg.stall());
-        let send_msgs = (0..entries)
+        let send_msgs: Box<[SendMsgSlot]> = (0..entries)
             .map(|_| SendMsgSlot {
                 // SAFETY: msghdr and iovec are plain C structs; all-zero is valid.
                 hdr: unsafe { std::mem::zeroed() },
@@ -119,7 +119,7 @@ impl Worker {
         Ok(Worker {
             ring: ManuallyDrop::new(ring),
             segs: Segments::new(entries),
-            send_msgs,
+            send_msgs: ManuallyDrop::new(send_msgs),
             bufs: ManuallyDrop::new(bufs),
             conns: Slab::default(),
             starved: VecDeque::new(),
@@ -598,9 +598,11 @@ impl Worker {
 
     /// Queue an SQE (flushing the SQ if it is full) and count it in flight.
     fn push(&mut self, sqe: squeue::Entry) -> Result<()> {
-        // SAFETY: every buffer an SQE points at is in the buffer slab, and every sendmsg
-        // header in `send_msgs`, both of which stay put until the ring is gone (see
-        // Drop); the listener and the shutdown eventfd outlive the worker too.
+        // SAFETY: every buffer an SQE points at is in the buffer ring's mapping, and every
+        // sendmsg header in `send_msgs`: mapped or boxed, so they never move, and freed
+        // only by Drop, after the ring, and only if no operation is still in flight
+        // (else leaked). The kernel holds its own references to the listener and the
+        // shutdown eventfd.
         unsafe { self.ring.push_flushing(&sqe) }?;
         self.inflight += 1;
         Ok(())
@@ -638,11 +640,15 @@ impl Drop for Worker {
         unsafe { ManuallyDrop::drop(&mut self.ring) };
         if self.inflight == 0 {
             // SAFETY: no operation is in flight, so the kernel holds no pointer into the
-            // buffers; dropped exactly once.
-            unsafe { ManuallyDrop::drop(&mut self.bufs) };
+            // buffers or the sendmsg headers; each dropped exactly once.
+            unsafe {
+                ManuallyDrop::drop(&mut self.bufs);
+                ManuallyDrop::drop(&mut self.send_msgs);
+            }
         }
         // Otherwise an operation that ignored cancellation might still write into a
-        // buffer: leak the mapping (the process is stopping) rather than risk it.
+        // buffer or read a header: leak both (the process is stopping) rather than risk
+        // it.
     }
 }
 

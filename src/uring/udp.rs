@@ -55,11 +55,12 @@ pub struct UdpWorker {
     ring: ManuallyDrop<ring::Ring>,
     bufs: ManuallyDrop<BufRing>,
     /// Reply slot per buffer id (boxed: the kernel holds pointers into it while a send
-    /// is in flight, so it never moves).
-    replies: Box<[Reply]>,
+    /// is in flight, so it never moves; leaked with the buffers, see Drop).
+    replies: ManuallyDrop<Box<[Reply]>>,
     /// The header the multishot receive was armed with: it says how much name and
-    /// control space each buffer reserves (boxed: the kernel reads it at every arming).
-    recv_hdr: Box<libc::msghdr>,
+    /// control space each buffer reserves (boxed: the kernel reads it at every arming;
+    /// leaked with the buffers, see Drop).
+    recv_hdr: ManuallyDrop<Box<libc::msghdr>>,
     ctx: WorkerCtx,
     policy: Policy,
     wildcard: bool,
@@ -109,8 +110,8 @@ impl UdpWorker {
         Ok(UdpWorker {
             ring: ManuallyDrop::new(ring),
             bufs: ManuallyDrop::new(bufs),
-            replies,
-            recv_hdr,
+            replies: ManuallyDrop::new(replies),
+            recv_hdr: ManuallyDrop::new(recv_hdr),
             policy,
             wildcard,
             now: Instant::now(),
@@ -288,7 +289,7 @@ impl UdpWorker {
 
     fn arm_recv(&mut self) -> Result<()> {
         let recv =
-            opcode::RecvMsgMulti::new(Fd(self.ctx.socket.as_raw_fd()), &*self.recv_hdr, BGID)
+            opcode::RecvMsgMulti::new(Fd(self.ctx.socket.as_raw_fd()), &**self.recv_hdr, BGID)
                 .build()
                 .user_data(token::encode(Op::Recv, 0, 0));
         self.push(recv)?;
@@ -310,8 +311,9 @@ impl UdpWorker {
     /// Queue an SQE (flushing the SQ if it is full) and count it in flight.
     fn push(&mut self, sqe: squeue::Entry) -> Result<()> {
         // SAFETY: every pointer an SQE carries is into the buffer ring, `replies` or
-        // `recv_hdr`, which stay put until the ring is gone (see Drop); the socket and
-        // the shutdown eventfd outlive the worker too.
+        // `recv_hdr`: boxed or mapped, so they never move, and freed only by Drop, after
+        // the ring, and only if no operation is still in flight (else leaked). The
+        // kernel holds its own references to the socket and the shutdown eventfd.
         unsafe { self.ring.push_flushing(&sqe) }?;
         self.inflight += 1;
         Ok(())
@@ -324,9 +326,14 @@ impl Drop for UdpWorker {
         unsafe { ManuallyDrop::drop(&mut self.ring) };
         if self.inflight == 0 {
             // SAFETY: nothing is in flight, so the kernel holds no pointer into the
-            // buffers; dropped exactly once.
-            unsafe { ManuallyDrop::drop(&mut self.bufs) };
+            // buffers, the reply slots or the receive header; each dropped exactly once.
+            unsafe {
+                ManuallyDrop::drop(&mut self.bufs);
+                ManuallyDrop::drop(&mut self.replies);
+                ManuallyDrop::drop(&mut self.recv_hdr);
+            }
         }
-        // Otherwise leak the mapping rather than risk a late write into it.
+        // Otherwise an operation that ignored cancellation might still read or write
+        // them: leak all three (the process is stopping) rather than risk it.
     }
 }

@@ -286,3 +286,30 @@ pub fn assert_one_line_error(out: &Output, needle: &str) {
     );
     assert!(err.contains(needle), "stderr {err:?} lacks {needle:?}");
 }
+
+/// Assert a usage error as clap reports it through ringecho: exit code 2, no panic, a
+/// first line `ringecho: ...` containing `needle`, then exactly the indented `details`
+/// lines clap adds (possible values, a "did you mean" tip), in order.
+pub fn assert_usage_error(out: &Output, needle: &str, details: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "exit status for {err:?}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "panic: {err}"
+    );
+    let lines: Vec<&str> = err.trim_end().lines().collect();
+    let first = lines.first().copied().unwrap_or("");
+    assert!(first.starts_with("ringecho: "), "stderr {err:?}");
+    assert!(
+        first.contains(needle),
+        "first line {first:?} lacks {needle:?}"
+    );
+    let got: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| {
+            l.strip_prefix("  ")
+                .unwrap_or_else(|| panic!("unindented {l:?} in {err:?}"))
+        })
+        .collect();
+    assert_eq!(got, details, "detail lines of {err:?}");
+}
