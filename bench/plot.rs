@@ -7,6 +7,7 @@ use std::path::Path;
 
 use hdrhistogram::Histogram;
 
+use super::all_repeat::Measurement;
 use super::chart::{self, Series};
 use super::results::{LatencyRow, Row, UdpRow};
 use super::{all, all_repeat, all_udp, csv, hist, hlog, results};
@@ -104,113 +105,42 @@ pub fn read_udp(dir: &Path) -> Result<Vec<UdpRow>> {
     }
 }
 
-/// One round of `repeated.csv`, as the charts need it. The `valid` and `reasons` columns
-/// are read where the header names them (runs before the validity rule have neither).
-#[derive(Debug, Clone, PartialEq)]
+/// One round of `repeated.csv`: bench-all's measurement and its validity, by the
+/// repeated phase's one rule ([`all_repeat::invalid_reasons`]), so a chart marks exactly
+/// the rounds the summary leaves out.
 pub struct Round {
-    /// Open loop (at `rate` messages/s) or closed loop.
-    pub open: bool,
-    pub conns: u64,
-    pub size: u64,
-    pub rate: f64,
-    /// Round number, 0 where the file has no `round` column.
-    pub round: u32,
-    pub server: String,
-    pub echoes_per_sec: f64,
-    /// Busy CPU of the whole machine per echo, µs.
-    pub machine_us_per_echo: f64,
-    /// Latency percentiles, µs (corrected for the open loop).
-    pub p50_us: f64,
-    pub p99_us: f64,
-    /// Wrong bytes, resets, failed connects (0 where the file has no `errors` column).
-    pub errors: u64,
-    /// False where the run's validity rule rejected the round.
-    pub valid: bool,
-    /// Why it was rejected (empty if valid or not said).
-    pub reasons: String,
+    pub m: Measurement,
+    /// Why the rule leaves it out; empty when it counts.
+    pub reasons: Vec<String>,
 }
 
-/// Parse `repeated.csv` by its header's column names, so added columns (`valid`,
-/// `reasons`) are optional and their place free. A round with errors is invalid too.
-pub fn rounds_from_csv(text: &str) -> Result<Vec<Round>> {
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty());
-    let Some((_, header)) = lines.next() else {
-        return Ok(Vec::new());
-    };
-    let cols: Vec<&str> = header.split(',').map(str::trim).collect();
-    let col = |name: &str| cols.iter().position(|c| *c == name);
-    let need = |name: &str| {
-        col(name).ok_or_else(|| Error::msg(format!("repeated.csv: no `{name}` column")))
-    };
-    let (kind, conns, size, rate, server) = (
-        need("kind")?,
-        need("conns")?,
-        need("size")?,
-        need("rate")?,
-        need("server")?,
-    );
-    let (eps, cpu, p50, p99) = (
-        need("echoes_per_sec")?,
-        need("machine_us_per_echo")?,
-        need("p50_us")?,
-        need("p99_us")?,
-    );
-    let (round, errors, valid, reasons) =
-        (col("round"), col("errors"), col("valid"), col("reasons"));
-    let mut out = Vec::new();
-    for (i, line) in lines {
-        // `reasons` may hold commas if it is last; everything past the header's width
-        // belongs to the last column.
-        let mut f: Vec<&str> = line.splitn(cols.len(), ',').collect();
-        f.resize(cols.len(), "");
-        let bad = |c: usize| Error::msg(format!("repeated.csv line {}: bad `{}`", i + 1, cols[c]));
-        let num = |c: usize| f[c].trim().parse::<f64>().map_err(|_| bad(c));
-        let int = |c: usize| f[c].trim().parse::<u64>().map_err(|_| bad(c));
-        let errs = match errors {
-            Some(c) => int(c)?,
-            None => 0,
-        };
-        let ok = valid.is_none_or(|c| {
-            !matches!(
-                f[c].trim().to_ascii_lowercase().as_str(),
-                "false" | "no" | "0" | "invalid"
-            )
-        });
-        out.push(Round {
-            open: f[kind].trim() == "open",
-            conns: int(conns)?,
-            size: int(size)?,
-            rate: num(rate)?,
-            round: match round {
-                Some(c) => int(c)? as u32,
-                None => 0,
-            },
-            server: f[server].trim().to_string(),
-            echoes_per_sec: num(eps)?,
-            machine_us_per_echo: num(cpu)?,
-            p50_us: num(p50)?,
-            p99_us: num(p99)?,
-            errors: errs,
-            valid: ok && errs == 0,
-            reasons: reasons
-                .map(|c| f[c].trim().trim_matches('"').to_string())
-                .unwrap_or_default(),
-        });
+impl Round {
+    /// Counted by the rule.
+    pub fn valid(&self) -> bool {
+        self.reasons.is_empty()
     }
-    Ok(out)
 }
 
-/// `DIR/repeated.csv`'s rounds; none if the run had no repeated phase.
+/// `DIR/repeated.csv`'s rounds, in either of its layouts; none if the run had no repeated
+/// phase.
 pub fn read_rounds(dir: &Path) -> Result<Vec<Round>> {
     let path = dir.join(all_repeat::REPEATED_CSV);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => rounds_from_csv(&text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(Error::from(e).context(format!("reading {}", path.display()))),
-    }
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::from(e).context(format!("reading {}", path.display()))),
+    };
+    let ms = all_repeat::parse(&text).with_context(|| path.display().to_string())?;
+    Ok(ms
+        .into_iter()
+        .map(|m| Round {
+            reasons: all_repeat::invalid_reasons(&m)
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            m,
+        })
+        .collect())
 }
 
 /// A whisker from valid rounds' `get` (none with fewer than two), and the invalid
@@ -222,13 +152,13 @@ fn spread_of(
 ) -> (Option<chart::Spread>, Vec<(f64, f64)>, usize) {
     let vals: Vec<f64> = rounds
         .iter()
-        .filter(|r| r.valid)
+        .filter(|r| r.valid())
         .map(|r| get(r))
         .filter(|v| v.is_finite())
         .collect();
     let loose = rounds
         .iter()
-        .filter(|r| !r.valid)
+        .filter(|r| !r.valid())
         .map(|r| (x, get(r)))
         .filter(|p| p.1.is_finite())
         .collect();
@@ -240,22 +170,19 @@ fn spread_of(
     (spread, loose, vals.len())
 }
 
-/// Notes naming the invalid rounds of `rounds` (with their reasons, where given).
+/// Notes naming the invalid rounds of `rounds`, with the rule's reasons.
 fn invalid_notes(rounds: &[&Round]) -> Vec<String> {
     rounds
         .iter()
-        .filter(|r| !r.valid)
+        .filter(|r| !r.valid())
         .map(|r| {
-            let why = if !r.reasons.is_empty() {
-                r.reasons.clone()
-            } else if r.errors > 0 {
-                format!("{} errors", r.errors)
-            } else {
-                "flagged invalid".into()
-            };
             format!(
-                "{}, {} conns x {} B, repeated round {}: invalid ({why}); hollow, left out of the whisker.",
-                r.server, r.conns, r.size, r.round
+                "{}, {} conns x {} B, repeated round {}: left out ({}); hollow, not in the whisker.",
+                r.m.server,
+                r.m.conns,
+                r.m.size,
+                r.m.round,
+                r.reasons.join("; ")
             )
         })
         .collect()
@@ -298,9 +225,9 @@ pub fn draw_all(dir: &Path, rows: &[Row], rounds: &[Round], note: &str) -> Resul
         let tp_row = move |r: &Row| if mbps { r.mb_per_sec } else { r.echoes_per_sec };
         let tp_round = move |r: &Round| {
             if mbps {
-                mb(r.echoes_per_sec)
+                mb(r.m.echoes_per_sec)
             } else {
-                r.echoes_per_sec
+                r.m.echoes_per_sec
             }
         };
         let (tp_title, tp_desc) = if mbps {
@@ -331,7 +258,7 @@ pub fn draw_all(dir: &Path, rows: &[Row], rounds: &[Round], note: &str) -> Resul
                 chart::Unit::Micros,
                 (
                     &|r: &Row| r.machine_us_per_echo,
-                    Some(&|r: &Round| r.machine_us_per_echo),
+                    Some(&|r: &Round| r.m.machine_us_per_echo),
                 ),
             ),
             (
@@ -340,7 +267,7 @@ pub fn draw_all(dir: &Path, rows: &[Row], rounds: &[Round], note: &str) -> Resul
                 "p99 latency (log scale)",
                 chart::Axis::Log,
                 chart::Unit::Micros,
-                (&|r: &Row| r.p99_us, Some(&|r: &Round| r.p99_us)),
+                (&|r: &Row| r.p99_us, Some(&|r: &Round| r.m.p99_us)),
             ),
         ];
         for (stem, title, y_desc, y, unit, (get, get_round)) in charts {
@@ -373,7 +300,10 @@ pub fn draw_all(dir: &Path, rows: &[Row], rounds: &[Round], note: &str) -> Resul
                         let rs: Vec<&Round> = rounds
                             .iter()
                             .filter(|x| {
-                                !x.open && x.server == *srv && x.conns == r.conns && x.size == size
+                                !x.m.open
+                                    && x.m.server == *srv
+                                    && x.m.conns == r.conns
+                                    && x.m.size == size
                             })
                             .collect();
                         let (spread, loose, n) = spread_of(&rs, r.conns as f64, gr);
@@ -766,16 +696,16 @@ fn draw_spectra(dir: &Path, hist_dir: &Path, note: &str, data: &OpenData) -> Res
                 .rounds
                 .iter()
                 .filter(|r| {
-                    r.open
-                        && r.server == server
-                        && r.conns == p.conns
-                        && r.size == p.size
-                        && same_rate(r.rate)
+                    r.m.open
+                        && r.m.server == server
+                        && r.m.conns == p.conns
+                        && r.m.size == p.size
+                        && same_rate(r.m.rate)
                 })
                 .collect();
             for (x, get) in [
-                (50.0, &(|r: &Round| r.p50_us) as &dyn Fn(&Round) -> f64),
-                (99.0, &|r: &Round| r.p99_us),
+                (50.0, &(|r: &Round| r.m.p50_us) as &dyn Fn(&Round) -> f64),
+                (99.0, &|r: &Round| r.m.p99_us),
             ] {
                 let (spread, loose, n) = spread_of(&rs, x, get);
                 most = most.max(n);
@@ -948,27 +878,30 @@ closed,100,64,0,2,uring,150000,13,6.3,640,950,2
 ";
 
     #[test]
-    fn rounds_read_with_and_without_a_validity_column() {
-        let old = rounds_from_csv(REPEATED_OLD).expect("old layout");
+    fn rounds_are_judged_by_the_repeated_phase_rule_in_both_layouts() {
+        let dir = std::env::temp_dir().join(format!("ringecho-rounds-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        assert!(read_rounds(&dir).expect("no file").is_empty());
+        std::fs::write(dir.join(all_repeat::REPEATED_CSV), REPEATED_OLD).expect("write");
+        let old = read_rounds(&dir).expect("old layout");
         assert_eq!(old.len(), 3);
-        assert!(old[0].valid && old[1].valid, "no column: valid");
-        assert!(!old[2].valid, "a round with errors is not");
-        assert_eq!((old[2].round, old[2].conns, old[2].size), (2, 100, 64));
-        let new = "kind,conns,size,rate,round,server,echoes_per_sec,machine_us_per_echo,\
-                   server_us_per_echo,p50_us,p99_us,errors,valid,reasons\n\
-                   open,100,64,85800,3,epoll,85800,17,7,19,36,0,false,steal 12%, neighbour\n\
-                   open,100,64,85800,3,uring,85800,17,7,17,36,0,true,\n";
-        let r = rounds_from_csv(new).expect("new layout");
-        assert!(r[0].open && !r[0].valid && r[1].valid);
-        assert_eq!(r[0].reasons, "steal 12%, neighbour");
-        assert_eq!(r[0].rate, 85800.0);
-        assert!(rounds_from_csv("kind,conns\nclosed,1\n").is_err());
-        assert!(rounds_from_csv("").expect("empty").is_empty());
-        let refs: Vec<&Round> = old.iter().filter(|r| r.server == "uring").collect();
-        let (spread, loose, n) = spread_of(&refs, 100.0, &|r| r.echoes_per_sec);
+        assert!(old[0].valid() && old[1].valid());
+        assert!(!old[2].valid(), "a round with errors does not count");
+        assert!(
+            old[2].reasons[0].contains("2 errors"),
+            "{:?}",
+            old[2].reasons
+        );
+        let refs: Vec<&Round> = old.iter().filter(|r| r.m.server == "uring").collect();
+        let (spread, loose, n) = spread_of(&refs, 100.0, &|r| r.m.echoes_per_sec);
         assert_eq!(n, 1);
         assert!(spread.is_none(), "one valid round is no spread");
         assert_eq!(loose, vec![(100.0, 150000.0)]);
+        let notes = invalid_notes(&refs);
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].contains("round 2"), "{notes:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A UDP row as udp.csv holds it: closed loop without a rate, open loop with one.
