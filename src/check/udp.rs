@@ -268,20 +268,21 @@ fn many_ports(ctx: &Ctx) -> Outcome {
             .map(|(i, s)| {
                 let share = p.datagrams / p.sockets + usize::from(i < p.datagrams % p.sockets);
                 let index = u32::try_from(i).unwrap_or(u32::MAX);
-                sc.spawn(move || drive(ctx, s, index, share))
+                std::thread::Builder::new().spawn_scoped(sc, move || drive(ctx, s, index, share))
             })
             .collect();
         handles
             .into_iter()
             .enumerate()
             .map(|(i, h)| {
-                h.join().unwrap_or_else(|_| {
-                    let index = u32::try_from(i).unwrap_or(u32::MAX);
-                    (
-                        Tally::new(ctx.seed, index, 0),
-                        Some(format!("socket {i}: its thread panicked")),
-                    )
-                })
+                let index = u32::try_from(i).unwrap_or(u32::MAX);
+                let failed = |why: String| (Tally::new(ctx.seed, index, 0), Some(why));
+                match h {
+                    Ok(h) => h
+                        .join()
+                        .unwrap_or_else(|_| failed(format!("socket {i}: its thread panicked"))),
+                    Err(e) => failed(format!("socket {i}: its thread could not start: {e}")),
+                }
             })
             .collect()
     });
