@@ -38,6 +38,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
@@ -136,4 +137,25 @@ fn compact_clap_error(text: &str, command: &str) -> String {
         out += &format!("  {d}\n");
     }
     out
+}
+
+/// `ringecho bench ... | head` closes our stdout early. Rust ignores SIGPIPE (the servers
+/// and load generators need that: a vanished peer must be an error, not death), so the
+/// next `println!` panics instead. Turn exactly that panic into the quiet exit a Unix
+/// tool makes there (status 141, as if killed by SIGPIPE); every other panic keeps the
+/// default report.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }

@@ -342,3 +342,42 @@ fn clients_against_a_port_nobody_listens_on_fail_in_one_line() {
     );
     assert!(out.stdout.is_empty(), "{out:?}");
 }
+
+/// `ringecho check ... | head -1`: the tool stops quietly when its reader goes away, with
+/// no panic or backtrace (Rust ignores SIGPIPE, so `println!` would panic).
+#[test]
+fn a_closed_stdout_ends_the_run_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let s = Server::start(&["--threads", "1", "--proto", "tcp"]);
+    let mut child = Command::new(bin())
+        .args(["check", &s.connect_addr().to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn check");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut first = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("the first line");
+    // The reader is dropped here: the pipe closes, and check's next line fails.
+    assert!(first.starts_with("ringecho check "), "{first}");
+    let out = run_bounded_child(child, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}
+
+/// Wait for a spawned child, killing it after `limit`.
+fn run_bounded_child(mut child: std::process::Child, limit: Duration) -> std::process::Output {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    child.wait_with_output().expect("wait")
+}
