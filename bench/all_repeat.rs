@@ -14,7 +14,7 @@ use std::fmt;
 
 use super::all::{Ctx, Progress, LAG_SATURATED_US};
 use super::csv::{self, Fields, Layout};
-use super::hist::Percentiles;
+use super::hist::{format_us, Percentiles};
 use super::loadgen::{self, LoadSpec};
 use super::openloop::{self, OpenSpec};
 use super::results::LatencyRow;
@@ -427,10 +427,14 @@ impl Ctx<'_> {
                         t.check_alive()?;
                     }
                     let line = if pt.open {
-                        format!("corrected p50 {:.1} µs, p99 {:.1} µs", m.p50_us, m.p99_us)
+                        format!(
+                            "corrected p50 {}, p99 {}",
+                            format_us(m.p50_us),
+                            format_us(m.p99_us)
+                        )
                     } else {
                         format!(
-                            "{:.0} echoes/s, machine CPU {:.2} µs/echo",
+                            "{:.0} echoes/s, {:.2} µs/echo",
                             m.echoes_per_sec, m.machine_us_per_echo
                         )
                     };
@@ -445,7 +449,7 @@ impl Ctx<'_> {
                     };
                     progress.finished(
                         if pt.open { open_secs } else { closed_secs },
-                        &format!("{:<6} {what}, round {round}/{rounds}: {line}{left}", t.name),
+                        &format!("{:<6} {what} r{round}/{rounds}: {line}{left}", t.name),
                     );
                     csv += &m.to_csv_line();
                 }
@@ -543,14 +547,12 @@ impl Ctx<'_> {
     }
 }
 
+/// A point as the console's progress lines name it (short: they fit 80 columns).
 fn describe(pt: &Point) -> String {
     if pt.open {
-        format!(
-            "open loop {:.0}/s, {} conns x {} B",
-            pt.rate, pt.conns, pt.size
-        )
+        format!("open {:.0}/s, {} x {} B", pt.rate, pt.conns, pt.size)
     } else {
-        format!("{} conns x {} B", pt.conns, pt.size)
+        format!("{} x {} B", pt.conns, pt.size)
     }
 }
 
