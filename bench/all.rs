@@ -528,8 +528,8 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
                 )
             }),
     );
-    let analysis =
-        all_repeat::Analysis::of(&all_repeat::parse(&repeated).context(all_repeat::REPEATED_CSV)?);
+    let measured = all_repeat::parse(&repeated).context(all_repeat::REPEATED_CSV)?;
+    let analysis = all_repeat::Analysis::of(&measured);
     bad.extend(analysis.left_out.iter().map(|l| {
         let why: Vec<String> = l.reasons.iter().map(ToString::to_string).collect();
         format!(
@@ -550,6 +550,9 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
     let verdict = analysis.verdict();
     for line in verdict.render(false) {
         println!("{line}");
+    }
+    if let Some(none) = all_repeat::no_baseline(&measured) {
+        println!("verdict: {none}");
     }
     // Wrong bytes, resets and failed connects are failures, and so is a UDP point that
     // got nothing back; starvation, a rate not kept and UDP loss are results about the

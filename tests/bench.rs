@@ -925,3 +925,73 @@ fn bad_outside_servers_and_only_lists_are_one_line_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn bench_all_without_epoll_claims_no_ratios_and_skips_udp_for_a_tcp_only_server() {
+    let out = std::env::temp_dir().join(format!("ringecho-pyecho-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let marker = format!("RINGECHO_PYECHO_TEST={}", std::process::id());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pyecho.py");
+    let server = format!("pyecho={marker} exec python3 {script} {{port}}");
+    let run = run_bounded(
+        Command::new(bin())
+            .args(["bench-all", "--quick", "--kmod", "127.0.0.1:1"])
+            .args(["--only", "pyecho", "--server", &server, "--out"])
+            .arg(&out),
+        Duration::from_secs(180),
+    );
+    let text = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{text}\n{stderr}");
+    assert!(text.contains("1 server (pyecho)"), "{text}");
+    assert!(
+        stderr.contains("--only leaves epoll out: no ratios"),
+        "{stderr}"
+    );
+    assert!(
+        text.contains("\nverdict: none: epoll, the baseline of every ratio, did not run"),
+        "{text}"
+    );
+    let left = processes_with(&marker);
+    assert!(left.is_empty(), "pyecho processes left: {left:?}");
+    let csv = std::fs::read_to_string(out.join("throughput.csv")).expect("csv");
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3 * 2, "pyecho x 3 conns x 2 sizes:\n{csv}");
+    assert!(
+        rows.iter()
+            .all(|r| r.starts_with("pyecho,throughput,") && r.ends_with(",0,0")),
+        "{csv}"
+    );
+    let summary = std::fs::read_to_string(out.join("summary.md")).expect("summary");
+    assert!(
+        summary.contains("**Verdict**: none: epoll, the baseline of every ratio, did not run")
+            && summary.contains("fractions of the fastest server's closed-loop echoes/s")
+            && !summary.contains("epoll's"),
+        "{summary}"
+    );
+    assert!(
+        !summary.contains("## Repeated points"),
+        "no ratios: {summary}"
+    );
+    // TCP only: no UDP rows, and the memory phase measured the Python process.
+    let udp = std::fs::read_to_string(out.join("udp.csv")).expect("udp.csv");
+    assert_eq!(udp.lines().count(), 1, "only the header: {udp}");
+    let memory = std::fs::read_to_string(out.join("memory.csv")).expect("memory.csv");
+    let row = memory
+        .lines()
+        .find(|l| l.starts_with("pyecho,10000,"))
+        .unwrap_or_else(|| panic!("no memory row for pyecho: {memory}"));
+    let f: Vec<&str> = row.split(',').collect();
+    let (before, after): (u64, u64) = (f[2].parse().expect("before"), f[3].parse().expect("after"));
+    assert!(after > before, "{row}");
+    let path = out.join("throughput_64B.png");
+    assert!(has_color(
+        &path,
+        ringecho::bench::chart::server_rgb("pyecho")
+    ));
+    assert!(!has_color(
+        &path,
+        ringecho::bench::chart::server_rgb("epoll")
+    ));
+    let _ = std::fs::remove_dir_all(&out);
+}
