@@ -56,6 +56,62 @@ pub struct BenchAllArgs {
     /// was measured.
     #[arg(long, default_value = "")]
     pub note: String,
+    /// An outside echo server to measure beside ours, `NAME=COMMAND` (repeatable):
+    /// `sh -c COMMAND` with `{port}` replaced by a free TCP port, pinned to CPU 0.
+    #[arg(long = "server", value_name = "NAME=COMMAND")]
+    pub servers: Vec<String>,
+    /// Which servers run, comma-separated (uring, epoll, kernel, outside names); default
+    /// all. Ratios are to epoll, so without it there are none.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub only: Option<Vec<String>>,
+}
+
+/// Our servers' names, which outside servers may not take.
+const OURS: [&str; 3] = ["uring", "epoll", "kernel"];
+
+/// `--server` values as (name, command), checked: a label, unique, not one of ours,
+/// and a command with `{port}` in it (else the harness could not know where it listens).
+fn outside_servers(values: &[String]) -> Result<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for v in values {
+        let Some((name, command)) = v.split_once('=') else {
+            crate::bail!("--server {v:?}: expected NAME=COMMAND");
+        };
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            crate::bail!("--server {name:?}: NAME must be letters, digits, '-' or '_'");
+        }
+        if OURS.contains(&name) {
+            crate::bail!("--server {name}: the name is one of ours (uring, epoll, kernel)");
+        }
+        if out.iter().any(|(n, _)| n == name) {
+            crate::bail!("--server {name}: the name is given twice");
+        }
+        if !command.contains("{port}") {
+            crate::bail!("--server {name}: COMMAND must contain {{port}}, the port to listen on");
+        }
+        out.push((name.into(), command.into()));
+    }
+    Ok(out)
+}
+
+/// `--only`'s names, checked against the servers there are (none: every server runs).
+fn only_list(only: Option<&[String]>, outside: &[(String, String)]) -> Result<Option<Vec<String>>> {
+    let Some(list) = only else {
+        return Ok(None);
+    };
+    for n in list {
+        if !OURS.contains(&n.as_str()) && !outside.iter().any(|(o, _)| o == n) {
+            crate::bail!("--only {n}: no such server (uring, epoll, kernel, or a --server NAME)");
+        }
+    }
+    if list.is_empty() {
+        crate::bail!("--only: name at least one server");
+    }
+    Ok(Some(list.to_vec()))
 }
 
 /// The matrix and timing of a run.
@@ -273,21 +329,44 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
     if a.note.contains('\n') {
         crate::bail!("--note must be one line");
     }
+    let outside = outside_servers(&a.servers)?;
+    let only = only_list(a.only.as_deref(), &outside)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     for w in machine::environment_warnings(&profile, &a.client_cpus) {
         eprintln!("warning: {w}");
     }
-    let mut targets = vec![
-        servers::start_server("uring")?,
-        servers::start_server("epoll")?,
-    ];
-    match servers::kmod_target(&a.kmod) {
-        Some(t) => targets.push(t),
-        None => eprintln!(
-            "kernel module: nothing answers on {}; comparing the userspace servers only \
-             (load it with `just load-kmod`, or see kernel/README.md)",
-            a.kmod
-        ),
+    let runs = |name: &str| only.as_ref().is_none_or(|l| l.iter().any(|n| n == name));
+    let mut targets = Vec::new();
+    for engine in ["uring", "epoll"] {
+        if runs(engine) {
+            targets.push(servers::start_server(engine)?);
+        }
+    }
+    if runs("kernel") {
+        match servers::kmod_target(&a.kmod) {
+            Some(t) => targets.push(t),
+            None => eprintln!(
+                "kernel module: nothing answers on {}; comparing the userspace servers only \
+                 (load it with `just load-kmod`, or see kernel/README.md)",
+                a.kmod
+            ),
+        }
+    }
+    for (name, command) in &outside {
+        if runs(name) {
+            targets.push(servers::start_outside(name, command)?);
+        }
+    }
+    if targets.is_empty() {
+        crate::bail!("--only: none of its servers runs here (is the module loaded?)");
+    }
+    if !runs("epoll") {
+        // The ratios are to epoll, and nothing else stands in for it: a ratio to another
+        // server would read as one to the baseline.
+        eprintln!(
+            "--only leaves epoll out: no ratios and no verdict; open-loop rates are \
+             fractions of the fastest server's closed-loop peak at their point"
+        );
     }
     let points: Vec<(usize, usize)> = profile
         .sizes
@@ -449,8 +528,8 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
                 )
             }),
     );
-    let analysis =
-        all_repeat::Analysis::of(&all_repeat::parse(&repeated).context(all_repeat::REPEATED_CSV)?);
+    let measured = all_repeat::parse(&repeated).context(all_repeat::REPEATED_CSV)?;
+    let analysis = all_repeat::Analysis::of(&measured);
     bad.extend(analysis.left_out.iter().map(|l| {
         let why: Vec<String> = l.reasons.iter().map(ToString::to_string).collect();
         format!(
@@ -471,6 +550,9 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
     let verdict = analysis.verdict();
     for line in verdict.render(false) {
         println!("{line}");
+    }
+    if let Some(none) = all_repeat::no_baseline(&measured) {
+        println!("verdict: {none}");
     }
     // Wrong bytes, resets and failed connects are failures, and so is a UDP point that
     // got nothing back; starvation, a rate not kept and UDP loss are results about the
@@ -520,7 +602,10 @@ impl Ctx<'_> {
             .max(10_000);
         let mut csv = String::from("server,conns,rss_before_kib,rss_after_kib,bytes_per_conn\n");
         for t in targets.iter().filter(|t| t.pid().is_some()) {
-            let fresh = servers::start_server(&t.name)?;
+            let fresh = match &t.command {
+                Some(command) => servers::start_outside(&t.name, command)?,
+                None => servers::start_server(&t.name)?,
+            };
             let pid = fresh
                 .pid()
                 .ok_or_else(|| Error::msg("a server without a process"))?;

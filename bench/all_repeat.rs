@@ -974,9 +974,26 @@ impl Verdict {
     }
 }
 
+/// Why there is no verdict, when servers were measured but epoll, the baseline of every
+/// ratio, was not (`bench-all --only` without it): said rather than left out, so that a
+/// reader does not look for ratios to a server that did not run.
+pub fn no_baseline(rows: &[Measurement]) -> Option<String> {
+    if rows.is_empty() || rows.iter().any(|m| m.server == "epoll") {
+        return None;
+    }
+    Some(
+        "none: epoll, the baseline of every ratio, did not run (`--only`), so no server is \
+         compared with another; the figures stand alone"
+            .into(),
+    )
+}
+
 /// The verdict of `repeated.csv`'s text, as summary.md opens with it ("" without epoll).
 pub fn verdict_md(text: &str) -> Result<String> {
     let rows = parse(text).context(REPEATED_CSV)?;
+    if let Some(none) = no_baseline(&rows) {
+        return Ok(format!("**Verdict**: {none}\n\n"));
+    }
     let lines = Analysis::of(&rows).verdict().render(true);
     Ok(if lines.is_empty() {
         String::new()
@@ -1071,6 +1088,17 @@ mod tests {
     use super::*;
 
     /// A valid closed-loop measurement of 100 × 64 B.
+    #[test]
+    fn without_epoll_there_is_no_baseline_and_the_verdict_says_so() {
+        let others = [closed(1, "uring", 1e5, 9.0), closed(1, "ext", 2e5, 9.0)];
+        let none = no_baseline(&others).expect("no epoll");
+        assert!(none.starts_with("none: epoll, the baseline"), "{none}");
+        assert!(Analysis::of(&others).verdict().lines.is_empty());
+        let with = [closed(1, "ext", 2e5, 9.0), closed(1, "epoll", 1e5, 9.0)];
+        assert_eq!(no_baseline(&with), None);
+        assert_eq!(no_baseline(&[]), None, "nothing measured, nothing to say");
+    }
+
     fn closed(round: u32, server: &str, eps: f64, cpu: f64) -> Measurement {
         Measurement {
             open: false,
@@ -1545,9 +1573,19 @@ mod tests {
     }
 
     #[test]
-    fn nothing_to_compare_is_no_section_and_no_verdict() {
+    fn nothing_to_compare_is_no_section_and_no_ratios() {
         let only_uring = csv_of(&[closed(1, "uring", 1e5, 9.0)]);
         assert_eq!(repeated_md(&only_uring).expect("parses"), "");
-        assert_eq!(verdict_md(&only_uring).expect("parses"), "");
+        // Without epoll the verdict says why there are no ratios rather than vanish.
+        assert_eq!(
+            verdict_md(&only_uring).expect("parses"),
+            format!(
+                "**Verdict**: {}\n\n",
+                no_baseline(&[closed(1, "uring", 1e5, 9.0)]).expect("none")
+            )
+        );
+        let only_epoll = csv_of(&[closed(1, "epoll", 1e5, 9.0)]);
+        assert_eq!(repeated_md(&only_epoll).expect("parses"), "");
+        assert_eq!(verdict_md(&only_epoll).expect("parses"), "");
     }
 }

@@ -145,14 +145,37 @@ fn pale(c: RGBColor, faded: bool) -> RGBColor {
     RGBColor(m(c.0), m(c.1), m(c.2))
 }
 
-/// A server's colour: the legend name up to the first space ("uring corrected" → uring).
-fn color(name: &str) -> RGBColor {
+/// Colours for other servers (`bench-all --server`), none of ours.
+const OTHERS: [(u8, u8, u8); 6] = [
+    (0xff, 0x7f, 0x0e),
+    (0x94, 0x67, 0xbd),
+    (0x8c, 0x56, 0x4b),
+    (0xe3, 0x77, 0xc2),
+    (0xbc, 0xbd, 0x22),
+    (0x17, 0xbe, 0xcf),
+];
+
+/// A server's colour, as (r, g, b), from the legend name up to the first space ("uring
+/// corrected" → uring): fixed for ours, and for any other server one of [`OTHERS`]
+/// chosen by its name, so that it keeps its colour from run to run and chart to chart.
+pub fn server_rgb(name: &str) -> (u8, u8, u8) {
     match name.split(' ').next().unwrap_or(name) {
-        "uring" => RGBColor(0xd6, 0x27, 0x28),
-        "epoll" => RGBColor(0x1f, 0x77, 0xb4),
-        "kernel" => RGBColor(0x2c, 0xa0, 0x2c),
-        _ => RGBColor(0x7f, 0x7f, 0x7f),
+        "uring" => (0xd6, 0x27, 0x28),
+        "epoll" => (0x1f, 0x77, 0xb4),
+        "kernel" => (0x2c, 0xa0, 0x2c),
+        other => {
+            let h = other.bytes().fold(0usize, |h, b| {
+                h.wrapping_mul(31).wrapping_add(usize::from(b))
+            });
+            OTHERS[h % OTHERS.len()]
+        }
     }
+}
+
+/// [`server_rgb`] for plotters.
+fn color(name: &str) -> RGBColor {
+    let (r, g, b) = server_rgb(name);
+    RGBColor(r, g, b)
 }
 
 /// Percentile p (in %) → the position on a percentile axis, 1 / (1 - p): 50% → 2,

@@ -671,8 +671,12 @@ fn draw_spectra(dir: &Path, hist_dir: &Path, note: &str, data: &OpenData) -> Res
     for (p, lines) in tcp {
         let name = format!("latency_spectrum_{}pct.png", p.fraction);
         let title = format!(
-            "Open-loop latency at {} msg/s ({}% of epoll's peak), {} conns x {} B",
-            p.rate, p.fraction, p.conns, p.size
+            "Open-loop latency at {} msg/s ({}% of {} peak), {} conns x {} B",
+            p.rate,
+            p.fraction,
+            results::rate_reference(lines.iter().map(|l| l.0.as_str())),
+            p.conns,
+            p.size
         );
         let same_rate = |a: f64| (a - p.rate as f64).abs() < 0.5;
         let mut notes = Vec::new();
@@ -733,8 +737,12 @@ fn draw_spectra(dir: &Path, hist_dir: &Path, note: &str, data: &OpenData) -> Res
     for (p, lines) in udp {
         let name = format!("udp_latency_spectrum_{}pct.png", p.fraction);
         let title = format!(
-            "UDP open-loop latency at {} datagrams/s ({}% of epoll's peak), {} sockets x {} B",
-            p.rate, p.fraction, p.sockets, p.size
+            "UDP open-loop latency at {} datagrams/s ({}% of {} peak), {} sockets x {} B",
+            p.rate,
+            p.fraction,
+            results::rate_reference(lines.iter().map(|l| l.0.as_str())),
+            p.sockets,
+            p.size
         );
         let mine: Vec<&UdpRow> = data
             .udp

@@ -27,6 +27,13 @@ pub struct Target {
     /// `SIGTERM, stopping` at every stop would be noise between the harness's lines) and
     /// shown only when the server failed.
     pub stderr: StderrTail,
+    /// An outside server's command line (`--server NAME=COMMAND`, `{port}` not yet
+    /// replaced): how the memory phase starts a fresh one, and the sign that its whole
+    /// process group is stopped (the `sh -c` and what it started).
+    pub command: Option<String>,
+    /// The process whose CPU time and RSS are the server's, when that is not `child`:
+    /// an outside server's `sh -c` may stay as a parent of the real server.
+    pub measured: Option<u32>,
 }
 
 /// The last [`TAIL_LINES`] lines of a server's stderr.
@@ -62,19 +69,39 @@ fn quote(tail: &StderrTail) -> String {
 impl Drop for Target {
     fn drop(&mut self) {
         if let Some(c) = &mut self.child {
-            // SAFETY: kill(2) on our own child's pid; SIGTERM lets it close cleanly.
+            // An outside server leads its own process group (see `start_outside`): the
+            // negative pid reaches the shell's children as well.
+            let group = self.command.is_some();
+            let pid = if group {
+                -(c.id() as i32)
+            } else {
+                c.id() as i32
+            };
+            // SAFETY: kill(2) on our own child's pid or group; SIGTERM lets it close
+            // cleanly.
             unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
+                libc::kill(pid, libc::SIGTERM);
             }
             let deadline = Instant::now() + Duration::from_secs(2);
+            let mut exited = false;
             while Instant::now() < deadline {
                 if matches!(c.try_wait(), Ok(Some(_))) {
-                    return;
+                    exited = true;
+                    break;
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let _ = c.kill();
-            let _ = c.wait();
+            if group {
+                // The shell may have gone while something it started ignores SIGTERM.
+                // SAFETY: as above; ESRCH (nothing left in the group) is harmless.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+            if !exited {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
         }
     }
 }
@@ -82,7 +109,7 @@ impl Drop for Target {
 impl Target {
     /// The server process's pid, for its CPU time.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.measured.or(self.child.as_ref().map(Child::id))
     }
 
     /// An error naming the server and quoting its last stderr lines if its process has
@@ -173,7 +200,160 @@ pub fn start_server(engine: &str) -> Result<Target> {
         child: Some(child),
         banner,
         stderr: tail,
+        command: None,
+        measured: None,
     })
+}
+
+/// How long an outside server has to answer its first echo.
+const OUTSIDE_START: Duration = Duration::from_secs(10);
+
+/// Start an outside server (`--server NAME=COMMAND`): `sh -c COMMAND` with `{port}`
+/// replaced by a free TCP port, pinned to CPU 0 like ours, in its own process group so
+/// that stopping it stops whatever the shell started. Ready once a small echo comes back
+/// over TCP; UDP is measured if one datagram sent to the same port comes back.
+pub fn start_outside(name: &str, command: &str) -> Result<Target> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .with_context(|| format!("finding a free port for the {name} server"))?
+        .port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let line = command.replace("{port}", &port.to_string());
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &line])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+        // SAFETY: between fork and exec only async-signal-safe calls: building a CPU set
+        // on the stack and sched_setaffinity(2) on the child itself; its children inherit
+        // the mask.
+        unsafe {
+            cmd.pre_exec(|| {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(0, &mut set);
+                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting the {name} server (sh -c {line:?})"))?;
+    let tail = StderrTail::default();
+    let mut t = Target {
+        name: name.into(),
+        addr,
+        udp: None,
+        child: None,
+        banner: format!("outside server, sh -c {line:?}, on tcp {addr}"),
+        stderr: Arc::clone(&tail),
+        command: Some(command.into()),
+        measured: None,
+    };
+    if let Some(err) = child.stderr.take() {
+        let tl = Arc::clone(&tail);
+        // Dropping `t` (with the child in it) stops the group on every early return.
+        let reader = std::thread::Builder::new().spawn(move || keep_tail(err, tl));
+        t.child = Some(child);
+        reader.with_context(|| format!("spawning the {name} server's stderr reader"))?;
+    } else {
+        t.child = Some(child);
+    }
+    let deadline = Instant::now() + OUTSIDE_START;
+    loop {
+        if t.check_alive().is_err() {
+            std::thread::sleep(Duration::from_millis(100));
+            crate::bail!(
+                "the {name} server exited before it answered on {addr}{}",
+                quote(&tail)
+            );
+        }
+        if echoes_tcp(addr) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            crate::bail!(
+                "the {name} server did not echo on {addr} within {}s{}",
+                OUTSIDE_START.as_secs(),
+                quote(&tail)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if let Some(leader) = t.child.as_ref().map(Child::id) {
+        t.measured = largest_in_group(leader).filter(|&p| p != leader);
+    }
+    if echoes_udp(addr) {
+        t.udp = Some(addr);
+        t.banner += &format!(" and udp {addr}");
+    }
+    Ok(t)
+}
+
+/// The process of group `pgid` with the largest RSS: the server itself when a shell
+/// stayed as its parent (a shell is far smaller than an echo server holding sockets).
+fn largest_in_group(pgid: u32) -> Option<u32> {
+    let mut best: Option<(u64, u32)> = None;
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        // Field 5 of /proc/PID/stat, the third after the command's closing parenthesis.
+        let Some(group) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(") ")
+                    .and_then(|(_, rest)| rest.split(' ').nth(2)?.parse::<u32>().ok())
+            })
+        else {
+            continue;
+        };
+        if group != pgid {
+            continue;
+        }
+        let rss = super::idle::rss_kib(pid).unwrap_or(0);
+        if best.is_none_or(|(r, _)| rss > r) {
+            best = Some((rss, pid));
+        }
+    }
+    best.map(|(_, pid)| pid)
+}
+
+/// What the readiness probes send: small, and not all one byte, so an echo is checked.
+const PROBE: &[u8] = b"ringecho probe 0123456789\n";
+
+/// Whether `addr` accepts a TCP connection and echoes [`PROBE`] back intact.
+fn echoes_tcp(addr: SocketAddr) -> bool {
+    use std::io::Write;
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let mut back = [0u8; PROBE.len()];
+    s.set_read_timeout(Some(Duration::from_secs(1))).is_ok()
+        && s.write_all(PROBE).is_ok()
+        && s.read_exact(&mut back).is_ok()
+        && back == PROBE
+}
+
+/// Whether a datagram sent to `addr` comes back intact (three tries, since UDP may drop).
+fn echoes_udp(addr: SocketAddr) -> bool {
+    let Ok(s) = std::net::UdpSocket::bind("127.0.0.1:0") else {
+        return false;
+    };
+    if s.connect(addr).is_err()
+        || s.set_read_timeout(Some(Duration::from_millis(300)))
+            .is_err()
+    {
+        return false;
+    }
+    let mut back = [0u8; 64];
+    (0..3)
+        .any(|_| s.send(PROBE).is_ok() && matches!(s.recv(&mut back), Ok(n) if back[..n] == *PROBE))
 }
 
 /// The `PROTO` address of a start-up line (`listening on tcp A and udp B (...)`, or one
@@ -195,6 +375,8 @@ pub fn kmod_target(addr: &str) -> Option<Target> {
         child: None,
         banner: format!("fastecho.ko on {a}"),
         stderr: StderrTail::default(),
+        command: None,
+        measured: None,
     })
 }
 
@@ -230,6 +412,8 @@ mod tests {
             child: Some(child),
             banner: String::new(),
             stderr: StderrTail::default(),
+            command: None,
+            measured: None,
         };
         let err = t
             .child
@@ -264,6 +448,8 @@ mod tests {
             child: None,
             banner: String::new(),
             stderr: StderrTail::default(),
+            command: None,
+            measured: None,
         }
     }
 

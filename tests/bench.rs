@@ -762,3 +762,236 @@ fn udp_loss_fails_the_run_only_above_max_loss() {
     assert!(out.status.success(), "{text}");
     assert!(number_before(&text, " lost (") > 0, "{text}");
 }
+
+/// Whether the PNG at `path` has a pixel of exactly `rgb` (a series' line or marker).
+fn has_color(path: &std::path::Path, rgb: (u8, u8, u8)) -> bool {
+    let img = image::open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .to_rgb8();
+    img.pixels().any(|p| p.0 == [rgb.0, rgb.1, rgb.2])
+}
+
+/// Pids of live processes whose environment holds `marker` (our own, readable ones).
+fn processes_with(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(env) = std::fs::read(e.path().join("environ")) {
+            if env.split(|&b| b == 0).any(|v| v == marker.as_bytes()) {
+                found.push(name);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn bench_all_measures_an_outside_server_beside_epoll_and_stops_it() {
+    let out = std::env::temp_dir().join(format!("ringecho-outside-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let marker = format!("RINGECHO_OUTSIDE_TEST={}", std::process::id());
+    // Our epoll engine under another name: an echo server the harness knows nothing of.
+    // `& wait` keeps the shell as the server's parent, so stopping it must reach the
+    // whole process group, and the memory phase must find the server behind the shell.
+    let server = format!(
+        "ext={marker} {} serve --engine epoll --threads 1 --port {{port}} & wait",
+        bin()
+    );
+    let run = run_bounded(
+        Command::new(bin())
+            .args(["bench-all", "--quick", "--kmod", "127.0.0.1:1"])
+            .args(["--only", "epoll,ext", "--server", &server, "--out"])
+            .arg(&out),
+        Duration::from_secs(180),
+    );
+    let text = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{text}\n{stderr}");
+    assert!(text.contains("2 servers (epoll, ext)"), "{text}");
+    let left = processes_with(&marker);
+    assert!(left.is_empty(), "outside server processes left: {left:?}");
+
+    let csv = std::fs::read_to_string(out.join("throughput.csv")).expect("csv");
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(
+        rows.len(),
+        2 * 3 * 2,
+        "epoll+ext x 3 conns x 2 sizes:\n{csv}"
+    );
+    for conns in ["1", "10", "100"] {
+        for size in ["64", "4096"] {
+            let row = rows
+                .iter()
+                .find(|r| r.starts_with(&format!("ext,throughput,{conns},{size},")))
+                .unwrap_or_else(|| panic!("no ext row {conns} {size}:\n{csv}"));
+            assert!(row.ends_with(",0,0"), "errors or stalls in {row}");
+        }
+    }
+    assert!(
+        !rows.iter().any(|r| r.starts_with("uring,")),
+        "--only leaves uring out: {csv}"
+    );
+    let summary = std::fs::read_to_string(out.join("summary.md")).expect("summary");
+    assert!(summary.contains("| ext | 100 | 4096 |"), "{summary}");
+    assert!(
+        summary.contains("| 100 conns × 64 B | ext | echoes/s |"),
+        "ext's ratios to epoll: {summary}"
+    );
+    // Every phase: open loop, burst, UDP (it answers UDP on the same port), memory.
+    let lat = std::fs::read_to_string(out.join("latency.csv")).expect("latency.csv");
+    assert!(lat.lines().any(|l| l.starts_with("ext,")), "{lat}");
+    let burst = std::fs::read_to_string(out.join("burst.csv")).expect("burst.csv");
+    let n = burst.lines().filter(|l| l.starts_with("ext,")).count();
+    assert_eq!(n, 100 * 2, "ext: 100 connections x 2 rounds");
+    let udp = ringecho::bench::results::udp_from_csv(
+        &std::fs::read_to_string(out.join("udp.csv")).expect("udp.csv"),
+    )
+    .expect("parse udp.csv");
+    let ext_udp: Vec<_> = udp.iter().filter(|r| r.server == "ext").collect();
+    assert_eq!(ext_udp.len(), 2 * 2 + 1, "{udp:?}");
+    for r in ext_udp {
+        assert!(r.errors == 0 && r.echoes_per_sec > 0.0, "{r:?}");
+    }
+    let memory = std::fs::read_to_string(out.join("memory.csv")).expect("memory.csv");
+    let row = memory
+        .lines()
+        .find(|l| l.starts_with("ext,"))
+        .unwrap_or_else(|| panic!("no memory row for ext: {memory}"));
+    let f: Vec<&str> = row.split(',').collect();
+    assert_eq!(f[1], "10000", "{row}");
+    // The server's RSS, not the shell's: 10,000 connections grow it by far more than
+    // nothing (a shell's RSS would not move).
+    let (before, after): (u64, u64) = (f[2].parse().expect("before"), f[3].parse().expect("after"));
+    assert!(after > before, "{row}");
+    // Charts: ext's line in its own colour beside epoll's; uring, left out, has none.
+    use ringecho::bench::chart::server_rgb;
+    for png in [
+        "throughput_64B.png",
+        "udp_pps_64B.png",
+        "burst_response.png",
+    ] {
+        let path = out.join(png);
+        assert!(has_color(&path, server_rgb("epoll")), "{png}: epoll");
+        assert!(has_color(&path, server_rgb("ext")), "{png}: ext");
+        assert!(
+            !has_color(&path, server_rgb("uring")),
+            "{png}: uring did not run"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn bad_outside_servers_and_only_lists_are_one_line_errors() {
+    for (args, needle) in [
+        (&["--server", "nameonly"][..], "NAME=COMMAND"),
+        (&["--server", "epoll=x {port}"][..], "one of ours"),
+        (&["--server", "kernel=x {port}"][..], "one of ours"),
+        (&["--server", "a b=x {port}"][..], "letters, digits"),
+        (&["--server", "=x {port}"][..], "letters, digits"),
+        (&["--server", "a=x"][..], "{port}"),
+        (
+            &["--server", "a=x {port}", "--server", "a=y {port}"][..],
+            "given twice",
+        ),
+        (&["--only", "uring,nosuch"][..], "--only nosuch"),
+        (&["--only", ""][..], "--only"),
+    ] {
+        let out = run_bounded(
+            Command::new(bin()).arg("bench-all").args(args),
+            Duration::from_secs(10),
+        );
+        common::assert_one_line_error(&out, needle);
+    }
+    // A server that never answers, or exits, is named in one line (plus its stderr).
+    let out = run_bounded(
+        Command::new(bin()).args([
+            "bench-all",
+            "--only",
+            "gone",
+            "--server",
+            "gone=echo cannot bind {port} >&2; exit 3",
+        ]),
+        Duration::from_secs(30),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the gone server exited before it answered on 127.0.0.1:")
+            && err.contains("\n  cannot bind "),
+        "{err}"
+    );
+}
+
+#[test]
+fn bench_all_without_epoll_claims_no_ratios_and_skips_udp_for_a_tcp_only_server() {
+    let out = std::env::temp_dir().join(format!("ringecho-pyecho-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let marker = format!("RINGECHO_PYECHO_TEST={}", std::process::id());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pyecho.py");
+    let server = format!("pyecho={marker} exec python3 {script} {{port}}");
+    let run = run_bounded(
+        Command::new(bin())
+            .args(["bench-all", "--quick", "--kmod", "127.0.0.1:1"])
+            .args(["--only", "pyecho", "--server", &server, "--out"])
+            .arg(&out),
+        Duration::from_secs(180),
+    );
+    let text = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{text}\n{stderr}");
+    assert!(text.contains("1 server (pyecho)"), "{text}");
+    assert!(
+        stderr.contains("--only leaves epoll out: no ratios"),
+        "{stderr}"
+    );
+    assert!(
+        text.contains("\nverdict: none: epoll, the baseline of every ratio, did not run"),
+        "{text}"
+    );
+    let left = processes_with(&marker);
+    assert!(left.is_empty(), "pyecho processes left: {left:?}");
+    let csv = std::fs::read_to_string(out.join("throughput.csv")).expect("csv");
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3 * 2, "pyecho x 3 conns x 2 sizes:\n{csv}");
+    assert!(
+        rows.iter()
+            .all(|r| r.starts_with("pyecho,throughput,") && r.ends_with(",0,0")),
+        "{csv}"
+    );
+    let summary = std::fs::read_to_string(out.join("summary.md")).expect("summary");
+    assert!(
+        summary.contains("**Verdict**: none: epoll, the baseline of every ratio, did not run")
+            && summary.contains("fractions of the fastest server's closed-loop echoes/s")
+            && !summary.contains("epoll's"),
+        "{summary}"
+    );
+    assert!(
+        !summary.contains("## Repeated points"),
+        "no ratios: {summary}"
+    );
+    // TCP only: no UDP rows, and the memory phase measured the Python process.
+    let udp = std::fs::read_to_string(out.join("udp.csv")).expect("udp.csv");
+    assert_eq!(udp.lines().count(), 1, "only the header: {udp}");
+    let memory = std::fs::read_to_string(out.join("memory.csv")).expect("memory.csv");
+    let row = memory
+        .lines()
+        .find(|l| l.starts_with("pyecho,10000,"))
+        .unwrap_or_else(|| panic!("no memory row for pyecho: {memory}"));
+    let f: Vec<&str> = row.split(',').collect();
+    let (before, after): (u64, u64) = (f[2].parse().expect("before"), f[3].parse().expect("after"));
+    assert!(after > before, "{row}");
+    let path = out.join("throughput_64B.png");
+    assert!(has_color(
+        &path,
+        ringecho::bench::chart::server_rgb("pyecho")
+    ));
+    assert!(!has_color(
+        &path,
+        ringecho::bench::chart::server_rgb("epoll")
+    ));
+    let _ = std::fs::remove_dir_all(&out);
+}
