@@ -346,9 +346,16 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
         match servers::kmod_target(&a.kmod) {
             Some(t) => targets.push(t),
             None => eprintln!(
-                "kernel module: nothing answers on {}; comparing the userspace servers only \
-                 (load it with `just load-kmod`, or see kernel/README.md)",
-                a.kmod
+                "{}",
+                fit(
+                    &format!(
+                        "kernel module: nothing answers on {}; comparing the userspace \
+                         servers only (load it with `just load-kmod`, or see \
+                         kernel/README.md)",
+                        a.kmod
+                    ),
+                    2
+                )
             ),
         }
     }
@@ -364,8 +371,12 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
         // The ratios are to epoll, and nothing else stands in for it: a ratio to another
         // server would read as one to the baseline.
         eprintln!(
-            "--only leaves epoll out: no ratios and no verdict; open-loop rates are \
-             fractions of the fastest server's closed-loop peak at their point"
+            "{}",
+            fit(
+                "--only leaves epoll out: no ratios and no verdict; open-loop rates are \
+                 fractions of the fastest server's closed-loop peak at their point",
+                2
+            )
         );
     }
     let points: Vec<(usize, usize)> = profile
@@ -541,18 +552,18 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
         )
     }));
     if !bad.is_empty() {
-        println!(
-            "points with problems (see summary.md):\n  {}",
-            bad.join("\n  ")
-        );
+        println!("points with problems (see summary.md):");
+        for b in &bad {
+            println!("{}", fit(&format!("  {b}"), 4));
+        }
     }
     // Last, so that it is what a run ends with.
     let verdict = analysis.verdict();
     for line in verdict.render(false) {
-        println!("{line}");
+        println!("{}", fit(&line, 4));
     }
     if let Some(none) = all_repeat::no_baseline(&measured) {
-        println!("verdict: {none}");
+        println!("{}", fit(&format!("verdict: {none}"), 4));
     }
     // Wrong bytes, resets and failed connects are failures, and so is a UDP point that
     // got nothing back; starvation, a rate not kept and UDP loss are results about the
@@ -611,7 +622,7 @@ impl Ctx<'_> {
                 .ok_or_else(|| Error::msg("a server without a process"))?;
             let r = super::idle::run(fresh.addr, pid, conns, Duration::from_secs(1))?;
             println!(
-                "memory {:<6} {} idle connections: server RSS {} -> {} KiB, {:.0} bytes per connection{}",
+                "memory {:<6} {} idle: RSS {} -> {} KiB, {:.0} B per connection{}",
                 t.name,
                 r.conns,
                 r.rss_before_kib,
@@ -644,15 +655,16 @@ impl Ctx<'_> {
                 ("module allocations", own),
                 ("slab growth incl. both ends' sockets", slab),
             ] {
-                println!(
-                    "memory {:<6} {} idle connections: kernel memory ({label}) {} -> {} KiB, \
-                     {:.0} bytes per connection",
+                let line = format!(
+                    "memory {:<6} {} idle: kernel memory ({label}) {} -> {} KiB, {:.0} B per \
+                     connection",
                     t.name,
                     r.conns,
                     r.rss_before_kib,
                     r.rss_after_kib,
                     r.bytes_per_conn()
                 );
+                println!("{}", fit(&line, 4));
                 csv += &format!(
                     "{} (kernel memory: {label}),{},{},{},{:.1}\n",
                     t.name,
@@ -937,13 +949,57 @@ pub(super) fn to_row(server: &str, conns: usize, size: usize, r: &loadgen::LoadR
     }
 }
 
+/// The console's line width: every line bench-all prints fits it.
+const COLUMNS: usize = 80;
+
+/// `line` wrapped at spaces to [`COLUMNS`], continuation lines indented by `indent`.
+fn fit(line: &str, indent: usize) -> String {
+    let mut out = String::new();
+    let mut width = 0;
+    for (i, word) in line.split(' ').enumerate() {
+        let w = word.chars().count();
+        if i > 0 {
+            if width > indent && width + 1 + w > COLUMNS {
+                out.push('\n');
+                out.push_str(&" ".repeat(indent));
+                width = indent;
+            } else {
+                out.push(' ');
+                width += 1;
+            }
+        }
+        out.push_str(word);
+        width += w;
+    }
+    out
+}
+
 fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{count, format_eta};
+    use super::{count, fit, format_eta, COLUMNS};
+
+    #[test]
+    fn long_lines_wrap_at_spaces_with_an_indent() {
+        let long = format!("  {}", ["word"; 40].join(" "));
+        let wrapped = fit(&long, 4);
+        let lines: Vec<&str> = wrapped.lines().collect();
+        assert!(lines.len() > 1, "{wrapped}");
+        assert!(
+            lines.iter().all(|l| l.chars().count() <= COLUMNS),
+            "{wrapped}"
+        );
+        assert!(lines[0].starts_with("  word"), "{wrapped}");
+        assert!(
+            lines[1..].iter().all(|l| l.starts_with("    word")),
+            "{wrapped}"
+        );
+        assert_eq!(wrapped.replace("\n    ", " "), long, "nothing lost");
+        assert_eq!(fit("short line", 4), "short line");
+    }
 
     #[test]
     fn eta_and_counts_read_as_words() {
