@@ -1,34 +1,32 @@
 //! `ringecho bench-all`: one run that measures every server side by side. It starts the
 //! userspace servers itself (uring and epoll, one worker each, pinned to CPU 0), includes
-//! the kernel module when something answers on its port, and drives three workloads
-//! against each server in turn (interleaved per point, so drift hits all servers alike)
-//! with the load generator pinned to the other CPUs:
+//! the kernel module when something answers on its port, adds any `--server`, and runs
+//! the plan's phases (`plan.rs`) against each server in turn, interleaved per point so
+//! drift hits all servers alike, with the load generator pinned to the other CPUs:
+//! throughput (closed loop), latency (open loop), the seed's burst, UDP both ways
+//! (`all_udp.rs`), the target points repeated (`all_repeat.rs`), idle memory.
 //!
-//! 1. throughput: the closed-loop matrix of connections × message sizes;
-//! 2. latency: open loop at fixed fractions of epoll's closed-loop peak;
-//! 3. burst: the seed's N connections released at once;
-//! 4. UDP (servers that serve it; not the module): closed-loop packets/s over client
-//!    sockets × datagram sizes, then open loop at fractions of epoll's UDP peak
-//!    (`all_udp.rs`).
-//!
-//! It writes CSV, HdrHistogram logs, a summary and the machine's metadata, then draws the
-//! charts from those files (the same code `ringecho plot` runs).
+//! Stages, as in hyperfine: run (this file and the phase files: each step returns a typed
+//! row), export (`export/`: each phase's CSV as soon as it ends, then summary.md), output
+//! (`plot.rs`'s charts, drawn from the files, and the console's verdict).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use super::all_repeat;
+use super::export::{self, Results};
 use super::hist::{format_us, Percentiles};
 use super::loadgen::{self, LoadSpec};
 use super::openloop::{self, OpenSpec};
+use super::plan::{format_eta, Phase, Plan, Progress, ServerKind, Step, Work};
 use super::plot::{self, LatencyTag};
-use super::results::{self, LatencyRow, Row};
+use super::results::{self, BurstRow, LatencyRow, MemoryRow, ThroughputRow};
 use super::servers::{self, Target};
-use super::{hlog, machine};
+use super::validity::{self, Judged};
+use super::{hlog, machine, stop};
 use crate::error::{Context, Error, Result};
 
 /// `ringecho bench-all` flags.
@@ -196,132 +194,25 @@ impl Profile {
             }
         }
     }
-
-    /// Planned seconds of each kind of step, for the progress bar and its ETA.
-    fn step_secs(&self) -> (f64, f64, f64) {
-        let throughput = (self.warmup + self.secs).as_secs_f64() + 0.1;
-        let latency = (self.warmup + self.latency_secs).as_secs_f64() + 0.2;
-        let burst = 0.5 * f64::from(self.burst_rounds);
-        (throughput, latency, burst)
-    }
-
-    /// Planned seconds of a repeated closed-loop and open-loop step (as in their phases).
-    pub(super) fn repeat_step_secs(&self) -> (f64, f64) {
-        let (closed, open, _) = self.step_secs();
-        (closed, open)
-    }
-
-    /// Planned seconds of a UDP closed-loop and a UDP open-loop step (a lossy point may
-    /// take up to one timeout longer).
-    pub(super) fn udp_step_secs(&self) -> (f64, f64) {
-        let step = (self.udp_warmup + self.udp_secs).as_secs_f64();
-        (step + 0.1, step + 0.2)
-    }
-
-    /// The UDP closed-loop points, (sockets, size), size-major like the TCP matrix.
-    pub(super) fn udp_points(&self) -> Vec<(usize, usize)> {
-        self.udp_sizes
-            .iter()
-            .flat_map(|&b| self.udp_sockets.iter().map(move |&s| (s, b)))
-            .collect()
-    }
-}
-
-/// A progress bar over the run's planned seconds (on a terminal), plus one plain line per
-/// finished step with an ETA (always, so logs show progress too). The ETA is ours alone:
-/// the bar shows none, since indicatif's own estimate, from the bar's recent speed,
-/// disagreed with the line's.
-pub(super) struct Progress {
-    bar: ProgressBar,
-    started: Instant,
-    planned_total: f64,
-    planned_done: f64,
-    step: usize,
-    steps: usize,
-}
-
-impl Progress {
-    fn new(steps: usize, planned_total: f64) -> Progress {
-        let bar = ProgressBar::new((planned_total * 1000.0) as u64);
-        // The template is a constant that indicatif parses; a failure would only lose
-        // the bar's layout, so fall back to the default style.
-        if let Ok(style) = ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] [{bar:24}] {percent:>3}% {msg}",
-        ) {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar.enable_steady_tick(Duration::from_millis(200));
-        Progress {
-            bar,
-            started: Instant::now(),
-            planned_total,
-            planned_done: 0.0,
-            step: 0,
-            steps,
-        }
-    }
-
-    /// Say what runs next.
-    pub(super) fn starting(&self, what: String) {
-        self.bar.set_message(what);
-    }
-
-    /// A step of `planned` seconds finished with result `line`.
-    pub(super) fn finished(&mut self, planned: f64, line: &str) {
-        self.finished_noting(planned, line, "");
-    }
-
-    /// As `finished`, with what went wrong at the point (", 3 ERRORS ..." as `problems`
-    /// writes it, or "") on an indented line of its own, so the result line stays short.
-    pub(super) fn finished_noting(&mut self, planned: f64, line: &str, notes: &str) {
-        self.step += 1;
-        self.planned_done += planned;
-        self.bar.set_position((self.planned_done * 1000.0) as u64);
-        // Remaining planned time, scaled by how far reality ran from the plan so far.
-        let pace = self.started.elapsed().as_secs_f64() / self.planned_done.max(1e-9);
-        let eta = (self.planned_total - self.planned_done).max(0.0) * pace;
-        let width = self.steps.to_string().len();
-        let text = format!(
-            "[{:>width$}/{}] {line}  eta {}",
-            self.step,
-            self.steps,
-            format_eta(eta)
-        );
-        let notes = notes.trim_start_matches(", ");
-        let indent = 2 * width + 4;
-        self.bar.suspend(|| {
-            println!("{text}");
-            if !notes.is_empty() {
-                println!("{:indent$}{notes}", "");
-            }
-        });
-    }
-
-    fn done(&self) {
-        self.bar.finish_and_clear();
-    }
-}
-
-/// "42s", "7m05s", "1h02m": a countdown as short as its size allows.
-fn format_eta(secs: f64) -> String {
-    let s = secs.max(0.0).round() as u64;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-    }
-}
-
-/// "1 open-loop rate", "3 open-loop rates".
-pub(super) fn count(n: usize, what: &str) -> String {
-    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
 /// Per-server histogram logs being collected.
 pub(super) type Logs = BTreeMap<String, Vec<hlog::Entry>>;
 
-/// Run the whole comparison; Ok(false) if any point saw errors.
-pub fn run(a: &BenchAllArgs) -> Result<bool> {
+/// How a run ended, for the exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every echo checked out.
+    Passed,
+    /// Some point saw broken echoes (wrong bytes, resets, failed connects) or none.
+    Failed,
+    /// Stopped by Ctrl-C; the finished phases are written.
+    Interrupted,
+}
+
+/// Run the whole comparison: the plan's phases in order, each phase's files written as
+/// soon as it ends; on Ctrl-C or an error, the finished phases are summarised and kept.
+pub fn run(a: &BenchAllArgs) -> Result<Outcome> {
     let profile = Profile::new(a.quick);
     if a.client_threads.is_some_and(|t| t == 0 || t > 64) {
         crate::bail!("--client-threads must be between 1 and 64");
@@ -332,10 +223,147 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
     let outside = outside_servers(&a.servers)?;
     let only = only_list(a.only.as_deref(), &outside)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    export::clear(&a.out)?;
+    // Before any thread starts (the servers' readers, the load threads), so that all of
+    // them inherit the blocked signals.
+    stop::install()?;
     for w in machine::environment_warnings(&profile, &a.client_cpus) {
         eprintln!("warning: {w}");
     }
-    let runs = |name: &str| only.as_ref().is_none_or(|l| l.iter().any(|n| n == name));
+    let targets = start_targets(a, &outside, only.as_deref())?;
+    let kinds: Vec<ServerKind> = targets
+        .iter()
+        .map(|t| ServerKind {
+            udp: t.udp.is_some(),
+        })
+        .collect();
+    let plan = Plan::new(&profile, &kinds);
+    let placement = format!(
+        "servers pinned to CPU 0 (one worker); load generator: {} thread(s) on CPU(s) {:?}",
+        a.client_threads.unwrap_or(a.client_cpus.len()),
+        a.client_cpus
+    );
+    let meta = machine::metadata(&targets, &placement, &a.note);
+    // Until the run ends, the metadata says it has not: a run killed outright still
+    // leaves a directory that says what it is.
+    export::write_text(
+        &a.out,
+        export::METADATA_TXT,
+        &format!("{meta}incomplete: the run did not finish.\n"),
+    )?;
+    announce(a, &profile, &targets, &plan);
+    let mut progress = Progress::new(&plan);
+    let ctx = Ctx {
+        args: a,
+        profile: &profile,
+        run_start: Instant::now(),
+    };
+    let mut results = Results::default();
+    let mut logs = Logs::new();
+    let mut finished: Vec<Phase> = Vec::new();
+    let mut broke: Option<(Phase, Error)> = None;
+    'phases: for phase in Phase::ALL {
+        if plan.count(phase) == 0 {
+            continue;
+        }
+        if phase == Phase::Memory {
+            // A server that died mid-run made every later point's errors: say so, with
+            // its words, before measuring a fresh one.
+            if let Some(e) = targets.iter().find_map(|t| t.check_alive().err()) {
+                broke = Some((phase, e));
+                break;
+            }
+        }
+        for step in plan.of(phase) {
+            if stop::requested() {
+                break 'phases;
+            }
+            if let Err(e) = ctx.step(step, &targets, &mut results, &mut logs, &mut progress) {
+                if !stop::requested() {
+                    broke = Some((phase, e));
+                }
+                break 'phases;
+            }
+        }
+        let files = write_phase(&a.out, phase, &results, &logs, &a.note)?;
+        progress.say(&format!("  {} phase done: wrote {files}", phase.name()));
+        finished.push(phase);
+    }
+    progress.done();
+    drop(targets);
+    let complete = finished.len() == Phase::ALL.iter().filter(|&&p| plan.count(p) > 0).count();
+    let incomplete = (!complete).then(|| {
+        let not_run: Vec<&str> = Phase::ALL
+            .iter()
+            .filter(|&&p| plan.count(p) > 0 && !finished.contains(&p))
+            .map(|p| p.name())
+            .collect();
+        let how = match &broke {
+            Some((phase, _)) => format!("stopped by an error in the {} phase", phase.name()),
+            None => "interrupted".to_string(),
+        };
+        format!("{how}; not run or not finished: {}", not_run.join(", "))
+    });
+    let meta = match &incomplete {
+        Some(why) => format!("{meta}incomplete: {why}.\n"),
+        None => meta,
+    };
+    export::write_text(&a.out, export::METADATA_TXT, &meta)?;
+    results.metadata = meta;
+    if !results.is_empty() {
+        plot::write_summary(&a.out, &results)?;
+        let charts = plot::draw_everything(&a.out, &results)?;
+        println!(
+            "{}",
+            fit(
+                &format!(
+                    "wrote {}/: the CSV files of {}, {}/*.hlog, summary.md, metadata.txt, {}",
+                    a.out.display(),
+                    count(finished.len(), "phase"),
+                    export::HIST_DIR,
+                    count(charts.len(), "chart")
+                ),
+                2
+            )
+        );
+    }
+    print_problems(&results);
+    if finished.contains(&Phase::Repeated) {
+        // Last, so that it is what a run ends with.
+        print_verdict(&results.repeated);
+    }
+    if let Some((phase, e)) = broke {
+        return Err(e.context(format!(
+            "bench-all stopped in the {} phase; the finished phases are in {}/",
+            phase.name(),
+            a.out.display()
+        )));
+    }
+    if let Some(why) = incomplete {
+        println!(
+            "{}",
+            fit(
+                &format!("bench-all: {why}; the finished phases are kept"),
+                2
+            )
+        );
+        return Ok(Outcome::Interrupted);
+    }
+    Ok(if any_failed(&results) {
+        Outcome::Failed
+    } else {
+        Outcome::Passed
+    })
+}
+
+/// Start the servers the run measures: ours, the module if it answers, the outside ones,
+/// as `--only` picks.
+fn start_targets(
+    a: &BenchAllArgs,
+    outside: &[(String, String)],
+    only: Option<&[String]>,
+) -> Result<Vec<Target>> {
+    let runs = |name: &str| only.is_none_or(|l| l.iter().any(|n| n == name));
     let mut targets = Vec::new();
     for engine in ["uring", "epoll"] {
         if runs(engine) {
@@ -359,7 +387,7 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
             ),
         }
     }
-    for (name, command) in &outside {
+    for (name, command) in outside {
         if runs(name) {
             targets.push(servers::start_outside(name, command)?);
         }
@@ -379,204 +407,138 @@ pub fn run(a: &BenchAllArgs) -> Result<bool> {
             )
         );
     }
-    let points: Vec<(usize, usize)> = profile
-        .sizes
-        .iter()
-        .flat_map(|&s| profile.conns.iter().map(move |&c| (c, s)))
-        .collect();
-    let n = targets.len();
-    let n_udp = targets.iter().filter(|t| t.udp.is_some()).count();
-    let udp_points = profile.udp_points();
-    let (t_secs, l_secs, b_secs) = profile.step_secs();
-    let (ut_secs, ul_secs) = profile.udp_step_secs();
-    // The repeated points' rates come from the latency phase; their number is known now.
-    let planned_repeats = all_repeat::points(
-        &profile.conns,
-        &profile.sizes,
-        &profile.latency_percents,
-        &vec![0.0; profile.latency_percents.len()],
-    );
-    let rep_open = planned_repeats.iter().filter(|p| p.open).count();
-    let rep_closed = planned_repeats.len() - rep_open;
-    let rounds = profile.repeat_rounds as usize;
-    let steps = n * (points.len() + profile.latency_percents.len() + 1)
-        + n_udp * (udp_points.len() + profile.udp_latency_percents.len())
-        + n * rounds * planned_repeats.len();
-    let planned = n as f64
-        * (points.len() as f64 * t_secs + profile.latency_percents.len() as f64 * l_secs + b_secs)
-        + n_udp as f64
-            * (udp_points.len() as f64 * ut_secs
-                + profile.udp_latency_percents.len() as f64 * ul_secs)
-        + (n * rounds) as f64 * (rep_closed as f64 * t_secs + rep_open as f64 * l_secs);
+    Ok(targets)
+}
+
+/// The plan, in a few lines, before the first step.
+fn announce(a: &BenchAllArgs, p: &Profile, targets: &[Target], plan: &Plan) {
+    let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+    let rounds = p.repeat_rounds as usize;
+    let repeated = plan.count(Phase::Repeated) / (targets.len() * rounds).max(1);
     println!(
-        "bench-all: {} ({}), about {}, writing to {}/\n  \
-         TCP: {}, {}, a burst\n  UDP: {}, {}\n  repeated: {} x {}",
-        count(n, "server"),
-        targets
-            .iter()
-            .map(|t| t.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        format_eta(planned),
+        "bench-all: {} ({}), {} steps, about {}, writing to {}/\n  \
+         TCP: {}, {}, a burst\n  UDP: {}, {}\n  repeated: {} x {}\n  \
+         Ctrl-C stops after the step in progress and keeps the finished phases",
+        count(targets.len(), "server"),
+        names.join(", "),
+        plan.steps.len(),
+        format_eta(plan.secs()),
         a.out.display(),
-        count(points.len(), "closed-loop point"),
-        count(profile.latency_percents.len(), "open-loop rate"),
-        count(udp_points.len(), "closed-loop point"),
-        count(profile.udp_latency_percents.len(), "open-loop rate"),
-        count(planned_repeats.len(), "target point"),
+        count(p.conns.len() * p.sizes.len(), "closed-loop point"),
+        count(p.latency_percents.len(), "open-loop rate"),
+        count(p.udp_sockets.len() * p.udp_sizes.len(), "closed-loop point"),
+        count(p.udp_latency_percents.len(), "open-loop rate"),
+        count(repeated, "target point"),
         count(rounds, "round"),
     );
-    let mut progress = Progress::new(steps, planned);
-    let mut logs = Logs::new();
-    let run_start = Instant::now();
-    let ctx = Ctx {
-        args: a,
-        profile: &profile,
-        run_start,
-    };
-    let rows = ctx.throughput(&targets, &points, &mut progress, &mut logs)?;
-    let lat_rows = ctx.latency(&targets, &rows, &mut progress, &mut logs)?;
-    let (burst_rows, burst_errors) = ctx.burst(&targets, &mut progress, &mut logs)?;
-    let mut udp_rows = ctx.udp(&targets, &udp_points, &mut progress, &mut logs)?;
-    udp_rows.extend(ctx.udp_latency(&targets, &udp_rows, &mut progress, &mut logs)?);
-    let repeat_points = all_repeat::points(
-        &profile.conns,
-        &profile.sizes,
-        &profile.latency_percents,
-        &all_repeat::latency_rates(&lat_rows),
-    );
-    let repeated = ctx.repeated(
-        &targets,
-        &repeat_points,
-        profile.repeat_rounds,
-        &mut progress,
-    )?;
-    progress.done();
-    // A server that died mid-run made every later point's errors: say so, with its words.
-    for t in &targets {
-        t.check_alive()?;
-    }
-    let memory = ctx.memory(&targets)?;
+}
 
-    let placement = format!(
-        "servers pinned to CPU 0 (one worker); load generator: {} thread(s) on CPU(s) {:?}",
-        a.client_threads.unwrap_or(a.client_cpus.len()),
-        a.client_cpus
-    );
-    let meta = machine::metadata(&targets, &placement, &a.note);
-    drop(targets);
-    results::write_csv(&a.out, &rows)?;
-    write(
-        &a.out.join("latency.csv"),
-        &results::latency_to_csv(&lat_rows),
-    )?;
-    write(
-        &a.out.join("burst.csv"),
-        &results::burst_to_csv(&burst_rows),
-    )?;
-    write(&a.out.join(plot::UDP_CSV), &results::udp_to_csv(&udp_rows))?;
-    write(&a.out.join(plot::MEMORY_CSV), &memory)?;
-    write(&a.out.join(all_repeat::REPEATED_CSV), &repeated)?;
-    write(&a.out.join("metadata.txt"), &meta)?;
-    let hist_dir = a.out.join(plot::HIST_DIR);
+/// Write `phase`'s files (and every histogram log so far); returns their names.
+fn write_phase(dir: &Path, phase: Phase, r: &Results, logs: &Logs, note: &str) -> Result<String> {
+    let name = r.write_phase(dir, phase)?;
+    let hist_dir = dir.join(export::HIST_DIR);
     std::fs::create_dir_all(&hist_dir)
         .with_context(|| format!("creating {}", hist_dir.display()))?;
-    for (server, entries) in &logs {
-        let comment = format!("ringecho bench-all: server {server}\n{}", a.note);
+    for (server, entries) in logs {
+        let comment = format!("ringecho bench-all: server {server}\n{note}");
         hlog::write(
             &hist_dir.join(format!("{server}.hlog")),
             comment.trim_end(),
             entries,
         )?;
     }
-    plot::write_summary(&a.out)?;
-    let charts = plot::draw_everything(&a.out)?;
-    println!(
-        "wrote {}/: 6 CSV files, {}/*.hlog, summary.md, metadata.txt, {}",
-        a.out.display(),
-        plot::HIST_DIR,
-        count(charts.len(), "chart")
-    );
-    let mut bad: Vec<String> = rows
-        .iter()
-        .filter(|r| r.errors > 0 || r.stalled > 0 || r.echoes_per_sec == 0.0)
-        .map(|r| {
+    Ok(if logs.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}, {}/", export::HIST_DIR)
+    })
+}
+
+/// Whether any point failed by the rule (broken or no echoes), the burst included.
+fn any_failed(r: &Results) -> bool {
+    r.throughput.iter().any(Judged::failed)
+        || r.latency.iter().any(Judged::failed)
+        || r.udp.iter().any(Judged::failed)
+        || r.repeated.iter().any(Judged::failed)
+        || r.burst_failed.iter().any(|(_, n)| *n > 0)
+}
+
+/// Every measurement the rule leaves out, one line each (with why).
+fn print_problems(r: &Results) {
+    let mut bad: Vec<String> = Vec::new();
+    let mut note = |label: String, row: &dyn Fn() -> String| {
+        let why = row();
+        if !why.is_empty() {
+            bad.push(format!("{label}: {why}"));
+        }
+    };
+    for x in &r.throughput {
+        note(
+            format!("{} {} conns x {} B", x.server, x.conns, x.size),
+            &|| validity::describe(&x.reasons()),
+        );
+    }
+    for x in &r.latency {
+        note(
+            format!("{} open loop at {:.0}/s", x.server, x.rate),
+            &|| validity::describe(&x.reasons()),
+        );
+    }
+    for x in &r.udp {
+        let point = if x.is_open() {
             format!(
-                "{} {} conns x {} B: {}",
-                r.server,
-                r.conns,
-                r.size,
-                problems(r).trim_start_matches(", ")
+                "open loop at {:.0}/s ({} sockets x {} B)",
+                x.rate, x.sockets, x.size
             )
-        })
-        .collect();
-    bad.extend(
-        lat_rows
-            .iter()
-            .filter(|r| r.errors > 0 || r.unfinished > 0 || !saturation(r).is_empty())
-            .map(|r| {
-                format!(
-                    "{} open loop at {:.0}/s: {} errors, {} of {} messages unfinished{}",
-                    r.server,
-                    r.rate,
-                    r.errors,
-                    r.unfinished,
-                    r.scheduled,
-                    saturation(r)
-                )
-            }),
-    );
-    bad.extend(
-        udp_rows
-            .iter()
-            .filter(|r| !super::all_udp::problems(r).is_empty())
-            .map(|r| {
-                format!(
-                    "{} UDP {}: {}",
-                    r.server,
-                    super::all_udp::point(r),
-                    super::all_udp::problems(r).trim_start_matches(", ")
-                )
-            }),
-    );
-    let measured = all_repeat::parse(&repeated).context(all_repeat::REPEATED_CSV)?;
-    let analysis = all_repeat::Analysis::of(&measured);
-    bad.extend(analysis.left_out.iter().map(|l| {
-        let why: Vec<String> = l.reasons.iter().map(ToString::to_string).collect();
-        format!(
+        } else {
+            format!("{} sockets x {} B", x.sockets, x.size)
+        };
+        note(format!("{} UDP {point}", x.server), &|| {
+            validity::describe(&x.reasons())
+        });
+    }
+    for (server, n) in &r.burst_failed {
+        note(format!("{server} burst"), &|| {
+            if *n > 0 {
+                format!("{n} connections FAILED (no echo)")
+            } else {
+                String::new()
+            }
+        });
+    }
+    for l in all_repeat::Analysis::of(&r.repeated).left_out {
+        bad.push(format!(
             "{} {}, repeated round {}: left out: {}",
             l.server,
             l.point,
             l.round,
-            why.join("; ")
-        )
-    }));
+            validity::describe(&l.reasons)
+        ));
+    }
     if !bad.is_empty() {
         println!("points with problems (see summary.md):");
         for b in &bad {
             println!("{}", fit(&format!("  {b}"), 4));
         }
     }
-    // Last, so that it is what a run ends with.
-    let verdict = analysis.verdict();
-    for line in verdict.render(false) {
+}
+
+/// The verdict, or why there is none.
+fn print_verdict(rows: &[all_repeat::Measurement]) {
+    if let Some(none) = all_repeat::no_baseline(rows) {
+        println!("{}", fit(&format!("verdict: {none}"), 4));
+        return;
+    }
+    for line in all_repeat::Analysis::of(rows).verdict().render(false) {
         println!("{}", fit(&line, 4));
     }
-    if let Some(none) = all_repeat::no_baseline(&measured) {
-        println!("{}", fit(&format!("verdict: {none}"), 4));
-    }
-    // Wrong bytes, resets and failed connects are failures, and so is a UDP point that
-    // got nothing back; starvation, a rate not kept and UDP loss are results about the
-    // server. So is an undecided target point: the verdict says so, and which rounds were
-    // left out and why, but a busy host is not a failed run (the Quick start's first
-    // command, and the VM run, whose open loop is always harness-bound, must not fail on
-    // it).
-    Ok(rows.iter().all(|r| r.errors == 0)
-        && lat_rows.iter().all(|r| r.errors == 0)
-        && burst_errors == 0
-        && udp_rows
-            .iter()
-            .all(|r| r.errors == 0 && r.echoes_per_sec > 0.0))
+}
+
+/// A measured row, its progress line, and its histograms.
+pub(super) struct Measured<R> {
+    pub(super) row: R,
+    pub(super) line: String,
+    pub(super) logs: Vec<hlog::Entry>,
 }
 
 /// What every phase needs.
@@ -587,7 +549,8 @@ pub(super) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Load threads for a closed-loop point of `conns` connections.
+    /// Load threads for a closed-loop point over `conns` connections (or sockets):
+    /// `--client-threads`, else one per client CPU, never more than connections.
     pub(super) fn client_threads(&self, conns: usize) -> usize {
         let t = self
             .args
@@ -596,339 +559,403 @@ impl Ctx<'_> {
         t.clamp(1, conns.max(1))
     }
 
-    /// Memory: the RSS growth of a freshly started server of each process target's engine
-    /// with 10,000 connections (or the profile's largest count, if more) open and idle;
-    /// returns `memory.csv`'s text. Fresh, because a server that already held that many
-    /// connections keeps the memory it grew for them, so RSS would not move. Fewer
+    /// Run `step` against its server, add its rows to `results` and its histograms to
+    /// `logs`, and say how it went.
+    fn step(
+        &self,
+        step: &Step,
+        targets: &[Target],
+        results: &mut Results,
+        logs: &mut Logs,
+        progress: &mut Progress,
+    ) -> Result<()> {
+        let t = targets
+            .get(step.server)
+            .ok_or_else(|| Error::msg("a step for a server that is not running"))?;
+        let name = &t.name;
+        let udp_addr = || {
+            t.udp
+                .ok_or_else(|| Error::msg(format!("{name} serves no UDP")))
+        };
+        let (line, notes, entries) = match step.work {
+            Work::Closed { conns, size } => {
+                progress.starting(format!("{name} {conns} conns x {size} B"));
+                let m = self.closed(t, conns, size)?;
+                let notes = m.row.problems.clone();
+                results.throughput.push(m.row);
+                (m.line, notes, m.logs)
+            }
+            Work::Open {
+                conns,
+                size,
+                percent,
+            } => {
+                let rate = open_rate(&results.throughput, conns, size, percent);
+                progress.starting(format!("{name} open loop at {rate:.0}/s"));
+                let m = self.open(t, (conns, size, percent), rate)?;
+                let notes = m.row.problems.clone();
+                results.latency.push(m.row);
+                (m.line, notes, m.logs)
+            }
+            Work::Burst { threads, rounds } => {
+                progress.starting(format!("{name} burst"));
+                let (rows, failed, line, entry) = self.burst(t, threads, rounds)?;
+                results.burst.extend(rows);
+                results.burst_failed.push((name.clone(), failed));
+                (line, String::new(), vec![entry])
+            }
+            Work::UdpClosed { sockets, size } => {
+                progress.starting(format!("{name} UDP {sockets} sockets x {size} B"));
+                let m = self.udp_closed(t, udp_addr()?, sockets, size)?;
+                let notes = m.row.problems.clone();
+                results.udp.push(m.row);
+                (m.line, notes, m.logs)
+            }
+            Work::UdpOpen {
+                sockets,
+                size,
+                percent,
+            } => {
+                progress.starting(format!("{name} UDP open loop at {percent}%"));
+                let m = self.udp_open(t, udp_addr()?, (sockets, size, percent), &results.udp)?;
+                let notes = m.row.problems.clone();
+                results.udp.push(m.row);
+                (m.line, notes, m.logs)
+            }
+            Work::Repeat {
+                point,
+                round,
+                rounds,
+            } => {
+                let rate = if point.open {
+                    open_rate(
+                        &results.throughput,
+                        point.conns,
+                        point.size,
+                        all_repeat::OPEN_PERCENT,
+                    )
+                } else {
+                    0.0
+                };
+                progress.starting(format!("{name} repeated round {round}/{rounds}"));
+                let (m, line) = self.repeat(t, &point, (round, rounds), rate)?;
+                let notes = if m.problems.is_empty() {
+                    String::new()
+                } else {
+                    format!("LEFT OUT: {}", m.problems)
+                };
+                results.repeated.push(m);
+                (line, notes, Vec::new())
+            }
+            Work::Memory { conns } => {
+                progress.starting(format!("{name} memory, {conns} idle connections"));
+                let (rows, line) = self.memory(t, conns)?;
+                results.memory.extend(rows);
+                (line, String::new(), Vec::new())
+            }
+        };
+        logs.entry(name.clone()).or_default().extend(entries);
+        progress.finished(step, &line, &notes);
+        Ok(())
+    }
+
+    /// Idle-connection memory of `t`: the RSS growth of a freshly started server with
+    /// `conns` connections open and idle. Fresh, because a server that already held that
+    /// many connections keeps the memory it grew for them, so RSS would not move; fewer
     /// connections would hide in RSS's page granularity. The module, which has no
     /// process, gets two rows in kernel memory instead (see `idle::run_kernel`).
-    fn memory(&self, targets: &[Target]) -> Result<String> {
-        let conns = self
-            .profile
-            .conns
-            .iter()
-            .copied()
-            .max()
-            .unwrap_or(0)
-            .max(10_000);
-        let mut csv = String::from("server,conns,rss_before_kib,rss_after_kib,bytes_per_conn\n");
-        for t in targets.iter().filter(|t| t.pid().is_some()) {
-            let fresh = match &t.command {
-                Some(command) => servers::start_outside(&t.name, command)?,
-                None => servers::start_server(&t.name)?,
-            };
-            let pid = fresh
-                .pid()
-                .ok_or_else(|| Error::msg("a server without a process"))?;
-            let r = super::idle::run(fresh.addr, pid, conns, Duration::from_secs(1))?;
-            println!(
-                "memory {:<6} {} idle: RSS {} -> {} KiB, {:.0} B per connection{}",
-                t.name,
-                r.conns,
-                r.rss_before_kib,
-                r.rss_after_kib,
-                r.bytes_per_conn(),
-                if r.failed > 0 {
-                    format!(" ({} failed to connect)", r.failed)
-                } else {
-                    String::new()
-                }
-            );
-            csv += &format!(
-                "{},{},{},{},{:.1}\n",
-                t.name,
-                r.conns,
-                r.rss_before_kib,
-                r.rss_after_kib,
-                r.bytes_per_conn()
-            );
-        }
-        for t in targets.iter().filter(|t| t.pid().is_none()) {
-            let (own, slab) = match super::idle::run_kernel(t.addr, conns, Duration::from_secs(1)) {
+    fn memory(&self, t: &Target, conns: usize) -> Result<(Vec<MemoryRow>, String)> {
+        let settle = Duration::from_secs(1);
+        if t.pid().is_none() {
+            let (own, slab) = match super::idle::run_kernel(t.addr, conns, settle) {
                 Ok(r) => r,
                 Err(e) => {
-                    eprintln!("memory {}: not measured: {e}", t.name);
-                    continue;
+                    return Ok((
+                        Vec::new(),
+                        format!("{:<6} memory not measured: {e}", t.name),
+                    ))
                 }
             };
-            for (label, r) in [
+            let rows: Vec<MemoryRow> = [
                 ("module allocations", own),
                 ("slab growth incl. both ends' sockets", slab),
-            ] {
-                let line = format!(
-                    "memory {:<6} {} idle: kernel memory ({label}) {} -> {} KiB, {:.0} B per \
-                     connection",
-                    t.name,
-                    r.conns,
-                    r.rss_before_kib,
-                    r.rss_after_kib,
-                    r.bytes_per_conn()
-                );
-                println!("{}", fit(&line, 4));
-                csv += &format!(
-                    "{} (kernel memory: {label}),{},{},{},{:.1}\n",
-                    t.name,
-                    r.conns,
-                    r.rss_before_kib,
-                    r.rss_after_kib,
-                    r.bytes_per_conn()
-                );
-            }
+            ]
+            .into_iter()
+            .map(|(label, r)| memory_row(&format!("{} (kernel memory: {label})", t.name), &r))
+            .collect();
+            let line = format!(
+                "{:<6} {} idle: module {:.0} B, slab {:.0} B per connection",
+                t.name, own.conns, rows[0].bytes_per_conn, rows[1].bytes_per_conn
+            );
+            return Ok((rows, line));
         }
-        Ok(csv)
+        let fresh = match &t.command {
+            Some(command) => servers::start_outside(&t.name, command)?,
+            None => servers::start_server(&t.name)?,
+        };
+        let pid = fresh
+            .pid()
+            .ok_or_else(|| Error::msg("a server without a process"))?;
+        let r = super::idle::run(fresh.addr, pid, conns, settle)?;
+        let line = format!(
+            "{:<6} {} idle: RSS {} -> {} KiB, {:.0} B per connection{}",
+            t.name,
+            r.conns,
+            r.rss_before_kib,
+            r.rss_after_kib,
+            r.bytes_per_conn(),
+            if r.failed > 0 {
+                format!(" ({} failed to connect)", r.failed)
+            } else {
+                String::new()
+            }
+        );
+        Ok((vec![memory_row(&t.name, &r)], line))
     }
 
-    /// The closed-loop matrix.
-    fn throughput(
-        &self,
-        targets: &[Target],
-        points: &[(usize, usize)],
-        progress: &mut Progress,
-        logs: &mut Logs,
-    ) -> Result<Vec<Row>> {
+    /// One closed-loop point against `t`.
+    fn closed(&self, t: &Target, conns: usize, size: usize) -> Result<Measured<ThroughputRow>> {
         let p = self.profile;
-        let mut rows = Vec::new();
-        for &(conns, size) in points {
-            for t in targets {
-                progress.starting(format!("{} {conns} conns x {size} B", t.name));
-                let spec = LoadSpec {
-                    addr: t.addr,
-                    conns,
-                    size,
-                    warmup: p.warmup,
-                    duration: p.secs,
-                    threads: self.client_threads(conns),
-                    cpus: self.args.client_cpus.clone(),
-                    seed: (conns * 31 + size) as u64,
-                    server_pid: t.pid(),
-                };
-                let began = self.run_start.elapsed();
-                let r = loadgen::run(&spec)?;
-                let row = to_row(&t.name, conns, size, &r);
-                progress.finished_noting(
-                    p.step_secs().0,
-                    &format!(
-                        "{:<6} {:>5} conns x {:>5} B: {:>7.0} echoes/s, p99 {:>7}",
-                        t.name,
-                        conns,
-                        size,
-                        row.echoes_per_sec,
-                        format_us(row.p99_us),
-                    ),
-                    &problems(&row),
-                );
-                logs.entry(t.name.clone()).or_default().push(hlog::Entry {
-                    tag: format!("throughput:c{conns}-s{size}"),
-                    start: began + p.warmup,
-                    length: p.secs,
-                    hist: r.latency,
-                });
-                rows.push(row);
-            }
-        }
-        Ok(rows)
+        let threads = self.client_threads(conns);
+        let spec = LoadSpec {
+            addr: t.addr,
+            conns,
+            size,
+            warmup: p.warmup,
+            duration: p.secs,
+            threads,
+            cpus: self.args.client_cpus.clone(),
+            seed: (conns * 31 + size) as u64,
+            server_pid: t.pid(),
+        };
+        let began = self.run_start.elapsed();
+        let r = loadgen::run(&spec)?;
+        let row = to_row(&t.name, conns, size, threads, &r);
+        let line = format!(
+            "{:<6} {:>5} conns x {:>5} B: {:>7.0} echoes/s, p99 {:>7}",
+            t.name,
+            conns,
+            size,
+            row.echoes_per_sec,
+            format_us(row.p99_us),
+        );
+        let logs = vec![hlog::Entry {
+            tag: format!("throughput:c{conns}-s{size}"),
+            start: began + p.warmup,
+            length: p.secs,
+            hist: r.latency,
+        }];
+        Ok(Measured { row, line, logs })
     }
 
-    /// Open loop at fractions of epoll's closed-loop peak at the latency point.
-    fn latency(
+    /// The open loop at `rate` (`pct`% of epoll's closed-loop peak at the point).
+    fn open(
         &self,
-        targets: &[Target],
-        rows: &[Row],
-        progress: &mut Progress,
-        logs: &mut Logs,
-    ) -> Result<Vec<LatencyRow>> {
+        t: &Target,
+        (conns, size, pct): (usize, usize, u32),
+        rate: f64,
+    ) -> Result<Measured<LatencyRow>> {
         let p = self.profile;
-        let (conns, size) = (p.latency_conns, p.latency_size);
-        let at_point = |r: &&Row| r.conns == conns as u64 && r.size == size as u64;
-        let reference = rows
-            .iter()
-            .filter(at_point)
-            .find(|r| r.server == "epoll")
-            .or_else(|| {
-                rows.iter()
-                    .filter(at_point)
-                    .max_by(|a, b| a.echoes_per_sec.total_cmp(&b.echoes_per_sec))
-            })
-            .map_or(10_000.0, |r| r.echoes_per_sec)
-            .max(100.0);
-        let mut out = Vec::new();
-        for &pct in &p.latency_percents {
-            let rate = ((reference * f64::from(pct) / 100.0) / 100.0)
-                .round()
-                .max(1.0)
-                * 100.0;
-            let tag = LatencyTag {
-                fraction: pct,
-                rate: rate as u64,
-                conns: conns as u64,
-                size: size as u64,
-            };
-            for t in targets {
-                progress.starting(format!("{} open loop at {rate:.0}/s", t.name));
-                let spec = OpenSpec {
-                    load: LoadSpec {
-                        addr: t.addr,
-                        conns,
-                        size,
-                        warmup: p.warmup,
-                        duration: p.latency_secs,
-                        // One thread per client CPU: two threads sharing a CPU delay each
-                        // other's scheduled sends, which the corrected latency would
-                        // charge to the server.
-                        threads: self.args.client_cpus.len().clamp(1, conns),
-                        cpus: self.args.client_cpus.clone(),
-                        seed: u64::from(pct) * 7919 + size as u64,
-                        server_pid: t.pid(),
-                    },
-                    rate,
-                };
-                let began = self.run_start.elapsed();
-                let r = openloop::run(&spec)?;
-                let secs = r.window.as_secs_f64();
-                let row = LatencyRow {
-                    server: t.name.clone(),
-                    conns: conns as u64,
-                    size: size as u64,
-                    rate,
-                    achieved: r.echoes as f64 / secs,
-                    scheduled: r.scheduled,
-                    unfinished: r.unfinished,
-                    corrected: Percentiles::of(&r.corrected),
-                    uncorrected: Percentiles::of(&r.uncorrected),
-                    machine_us_per_echo: r
-                        .machine_cpu
-                        .map_or(f64::NAN, |m| m.as_secs_f64() * 1e6 / r.echoes.max(1) as f64),
-                    client_cpu_pct: r.client_cpu.as_secs_f64() / secs * 100.0,
-                    lag_p99_us: Percentiles::of(&r.send_lag).p99,
-                    errors: r.errors.total(),
-                };
-                progress.finished_noting(
-                    p.step_secs().1,
-                    &format!(
-                        "{:<6} open {rate:>6.0}/s ({pct}%): p99 {} (uncorr. {})",
-                        t.name,
-                        format_us(row.corrected.p99),
-                        format_us(row.uncorrected.p99),
-                    ),
-                    &format!(
-                        "{}{}{}",
-                        if row.unfinished > 0 {
-                            format!(", rate not kept ({} unfinished)", row.unfinished)
-                        } else {
-                            String::new()
-                        },
-                        if row.errors > 0 {
-                            format!(", {} ERRORS", row.errors)
-                        } else {
-                            String::new()
-                        },
-                        saturation(&row)
-                    ),
-                );
-                let log = logs.entry(t.name.clone()).or_default();
-                for (kind, h) in [("corrected", r.corrected), ("uncorrected", r.uncorrected)] {
-                    log.push(hlog::Entry {
-                        tag: tag.tag(kind),
-                        start: began + p.warmup,
-                        length: p.latency_secs,
-                        hist: h,
-                    });
-                }
-                out.push(row);
-            }
-        }
-        Ok(out)
+        let tag = LatencyTag {
+            fraction: pct,
+            rate: rate as u64,
+            conns: conns as u64,
+            size: size as u64,
+        };
+        let spec = OpenSpec {
+            load: LoadSpec {
+                addr: t.addr,
+                conns,
+                size,
+                warmup: p.warmup,
+                duration: p.latency_secs,
+                // One thread per client CPU: two threads sharing a CPU delay each other's
+                // scheduled sends, which the corrected latency would charge to the server.
+                threads: self.args.client_cpus.len().clamp(1, conns),
+                cpus: self.args.client_cpus.clone(),
+                seed: u64::from(pct) * 7919 + size as u64,
+                server_pid: t.pid(),
+            },
+            rate,
+        };
+        let began = self.run_start.elapsed();
+        let r = openloop::run(&spec)?;
+        let row = latency_row(&t.name, conns, size, rate, &r);
+        let line = format!(
+            "{:<6} open {rate:>6.0}/s ({pct}%): p99 {} (uncorr. {})",
+            t.name,
+            format_us(row.c_p99_us),
+            format_us(row.u_p99_us),
+        );
+        let logs = open_logs(
+            |kind| tag.tag(kind),
+            (began + p.warmup, p.latency_secs),
+            r.corrected,
+            r.uncorrected,
+        );
+        Ok(Measured { row, line, logs })
     }
 
-    /// The seed's burst against each server.
+    /// The seed's burst against `t`: its rows, its line, its histogram.
     fn burst(
         &self,
-        targets: &[Target],
-        progress: &mut Progress,
-        logs: &mut Logs,
-    ) -> Result<(Vec<(String, super::burst::Sample)>, u64)> {
-        let p = self.profile;
-        let (mut samples, mut errors) = (Vec::new(), 0);
-        for t in targets {
-            progress.starting(format!("{} burst", t.name));
-            let began = self.run_start.elapsed();
-            let r = super::burst::run(
-                t.addr,
-                p.burst_threads,
-                p.burst_rounds,
-                Duration::from_secs(10),
-            )?;
-            progress.finished(
-                p.step_secs().2,
-                &format!(
-                    "{:<6} burst {} x {}: response p50 {}, p99 {}{}",
-                    t.name,
-                    p.burst_threads,
-                    count(p.burst_rounds as usize, "round"),
-                    format_us(Percentiles::of(&r.response).p50),
-                    format_us(Percentiles::of(&r.response).p99),
-                    if r.errors > 0 {
-                        format!(", {} FAILED connections", r.errors)
-                    } else {
-                        String::new()
-                    }
-                ),
-            );
-            logs.entry(t.name.clone()).or_default().push(hlog::Entry {
-                tag: format!("burst:n{}-r{}", p.burst_threads, p.burst_rounds),
-                start: began,
-                length: self.run_start.elapsed().saturating_sub(began),
-                hist: r.response.clone(),
-            });
-            errors += r.errors;
-            samples.extend(r.samples.into_iter().map(|s| (t.name.clone(), s)));
-        }
-        Ok((samples, errors))
-    }
-}
-
-/// Above this send-lag p99 the load generator, not the server, set the pace.
-pub(super) const LAG_SATURATED_US: f64 = 100.0;
-
-/// ", load generator behind ..." when the open-loop client could not keep its own
-/// schedule, or "".
-fn saturation(r: &LatencyRow) -> String {
-    if r.lag_p99_us > LAG_SATURATED_US {
-        format!(
-            ", load generator behind (send lag p99 {}): measures the harness",
-            format_us(r.lag_p99_us)
-        )
-    } else {
-        String::new()
-    }
-}
-
-/// ", 3 ERRORS (wrong bytes/closed/connect), 12 stalled connections" or "".
-fn problems(r: &Row) -> String {
-    let mut s = String::new();
-    if r.errors > 0 {
-        s += &format!(
-            ", {} ERRORS (wrong bytes, resets or failed connects)",
-            r.errors
+        t: &Target,
+        threads: usize,
+        rounds: u32,
+    ) -> Result<(Vec<BurstRow>, u64, String, hlog::Entry)> {
+        let began = self.run_start.elapsed();
+        let r = super::burst::run(t.addr, threads, rounds, Duration::from_secs(10))?;
+        let p = Percentiles::of(&r.response);
+        let line = format!(
+            "{:<6} burst {} x {}: response p50 {}, p99 {}{}",
+            t.name,
+            threads,
+            count(rounds as usize, "round"),
+            format_us(p.p50),
+            format_us(p.p99),
+            if r.errors > 0 {
+                format!(", {} FAILED connections", r.errors)
+            } else {
+                String::new()
+            }
         );
+        let entry = hlog::Entry {
+            tag: format!("burst:n{threads}-r{rounds}"),
+            start: began,
+            length: self.run_start.elapsed().saturating_sub(began),
+            hist: r.response.clone(),
+        };
+        let rows: Vec<BurstRow> = r.samples.iter().map(|s| BurstRow::of(&t.name, s)).collect();
+        Ok((rows, r.errors, line, entry))
     }
-    if r.stalled > 0 {
-        s += &format!(", {} connections starved for the whole window", r.stalled);
-    }
-    if r.echoes_per_sec == 0.0 {
-        s += ", no echo completed";
-    }
-    s
 }
 
-pub(super) fn to_row(server: &str, conns: usize, size: usize, r: &loadgen::LoadResult) -> Row {
+/// An open-loop point's two histogram log entries, tagged `tag("corrected")` and
+/// `tag("uncorrected")`, over the window (start, length) of the run.
+pub(super) fn open_logs(
+    tag: impl Fn(&str) -> String,
+    (start, length): (Duration, Duration),
+    corrected: hdrhistogram::Histogram<u64>,
+    uncorrected: hdrhistogram::Histogram<u64>,
+) -> Vec<hlog::Entry> {
+    [("corrected", corrected), ("uncorrected", uncorrected)]
+        .into_iter()
+        .map(|(kind, hist)| hlog::Entry {
+            tag: tag(kind),
+            start,
+            length,
+            hist,
+        })
+        .collect()
+}
+
+/// Epoll's figure among `at_point` (server, echoes/s), else the best server's, else
+/// 10,000; never below 100: the peak an open-loop rate is a fraction of.
+pub(super) fn peak_reference<'a>(at_point: impl Iterator<Item = (&'a str, f64)>) -> f64 {
+    let v: Vec<(&str, f64)> = at_point.collect();
+    v.iter()
+        .find(|(s, _)| *s == "epoll")
+        .or_else(|| v.iter().max_by(|a, b| a.1.total_cmp(&b.1)))
+        .map_or(10_000.0, |r| r.1)
+        .max(100.0)
+}
+
+/// `pct`% of `reference`, rounded to a hundred, at least 100.
+pub(super) fn fraction_of(reference: f64, pct: u32) -> f64 {
+    ((reference * f64::from(pct) / 100.0) / 100.0)
+        .round()
+        .max(1.0)
+        * 100.0
+}
+
+/// The open-loop rate at `pct`% of the closed-loop peak at (conns, size) in `closed`.
+fn open_rate(closed: &[ThroughputRow], conns: usize, size: usize, pct: u32) -> f64 {
+    let at = closed
+        .iter()
+        .filter(|r| r.conns == conns as u64 && r.size == size as u64)
+        .map(|r| (r.server.as_str(), r.echoes_per_sec));
+    fraction_of(peak_reference(at), pct)
+}
+
+/// An open-loop result as its row, judged.
+pub(super) fn latency_row(
+    server: &str,
+    conns: usize,
+    size: usize,
+    rate: f64,
+    r: &openloop::OpenResult,
+) -> LatencyRow {
+    let secs = r.window.as_secs_f64();
+    let nan = f64::NAN;
+    let mut row = LatencyRow {
+        server: server.into(),
+        conns: conns as u64,
+        size: size as u64,
+        rate,
+        achieved: r.echoes as f64 / secs,
+        scheduled: r.scheduled,
+        unfinished: r.unfinished,
+        c_p50_us: nan,
+        c_p90_us: nan,
+        c_p99_us: nan,
+        c_p999_us: nan,
+        c_p9999_us: nan,
+        c_max_us: nan,
+        u_p50_us: nan,
+        u_p90_us: nan,
+        u_p99_us: nan,
+        u_p999_us: nan,
+        u_p9999_us: nan,
+        u_max_us: nan,
+        machine_us_per_echo: r
+            .machine_cpu
+            .map_or(f64::NAN, |m| m.as_secs_f64() * 1e6 / r.echoes.max(1) as f64),
+        client_cpu_pct: r.client_cpu.as_secs_f64() / secs * 100.0,
+        lag_p99_us: {
+            // No samples (every connection busy at its slot) is no figure, not 0.
+            let lag = Percentiles::of(&r.send_lag);
+            if lag.count > 0 {
+                lag.p99
+            } else {
+                f64::NAN
+            }
+        },
+        errors: r.errors.failures(),
+        echoes: Some(r.echoes),
+        problems: String::new(),
+    };
+    row.set_latency(
+        &Percentiles::of(&r.corrected),
+        &Percentiles::of(&r.uncorrected),
+    );
+    results::judge(row)
+}
+
+fn memory_row(server: &str, r: &super::idle::IdleResult) -> MemoryRow {
+    MemoryRow {
+        server: server.into(),
+        conns: r.conns as u64,
+        rss_before_kib: r.rss_before_kib,
+        rss_after_kib: r.rss_after_kib,
+        bytes_per_conn: r.bytes_per_conn(),
+    }
+}
+
+/// A closed-loop result as its row, judged.
+pub(super) fn to_row(
+    server: &str,
+    conns: usize,
+    size: usize,
+    threads: usize,
+    r: &loadgen::LoadResult,
+) -> ThroughputRow {
     let secs = r.window.as_secs_f64();
     let per = |d: Option<Duration>| match d {
         Some(d) if r.echoes > 0 => d.as_secs_f64() * 1e6 / r.echoes as f64,
         _ => f64::NAN,
     };
     let p = Percentiles::of(&r.latency);
-    Row {
+    results::judge(ThroughputRow {
         server: server.into(),
         workload: "throughput".into(),
         conns: conns as u64,
@@ -944,16 +971,19 @@ pub(super) fn to_row(server: &str, conns: usize, size: usize, r: &loadgen::LoadR
         client_us_per_echo: per(Some(r.client_cpu)),
         server_us_per_echo: per(r.server_cpu),
         client_cpu_pct: r.client_cpu.as_secs_f64() / secs * 100.0,
-        errors: r.errors.connect + r.errors.mismatch + r.errors.closed,
+        errors: r.errors.failures(),
         stalled: r.errors.stalled,
-    }
+        echoes: Some(r.echoes),
+        load_threads: Some(threads as u64),
+        problems: String::new(),
+    })
 }
 
 /// The console's line width: every line bench-all prints fits it.
 const COLUMNS: usize = 80;
 
 /// `line` wrapped at spaces to [`COLUMNS`], continuation lines indented by `indent`.
-fn fit(line: &str, indent: usize) -> String {
+pub(super) fn fit(line: &str, indent: usize) -> String {
     let mut out = String::new();
     let mut width = 0;
     for (i, word) in line.split(' ').enumerate() {
@@ -974,13 +1004,14 @@ fn fit(line: &str, indent: usize) -> String {
     out
 }
 
-fn write(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+/// "1 open-loop rate", "3 open-loop rates".
+pub(super) fn count(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{count, fit, format_eta, COLUMNS};
+    use super::{count, fit, fraction_of, peak_reference, COLUMNS};
 
     #[test]
     fn long_lines_wrap_at_spaces_with_an_indent() {
@@ -1002,12 +1033,30 @@ mod tests {
     }
 
     #[test]
-    fn eta_and_counts_read_as_words() {
-        assert_eq!(format_eta(-3.0), "0s");
-        assert_eq!(format_eta(42.4), "42s");
-        assert_eq!(format_eta(59.6), "1m00s");
-        assert_eq!(format_eta(462.0), "7m42s");
-        assert_eq!(format_eta(3725.0), "1h02m");
+    fn rates_are_fractions_of_epolls_peak() {
+        let at = [("uring", 90_000.0), ("epoll", 71_234.0)];
+        assert_eq!(peak_reference(at.into_iter()), 71_234.0);
+        assert_eq!(
+            peak_reference(at[..1].iter().copied()),
+            90_000.0,
+            "no epoll"
+        );
+        assert_eq!(
+            peak_reference(std::iter::empty()),
+            10_000.0,
+            "nothing measured"
+        );
+        assert_eq!(
+            peak_reference([("epoll", 3.0)].into_iter()),
+            100.0,
+            "a floor"
+        );
+        assert_eq!(fraction_of(71_234.0, 50), 35_600.0);
+        assert_eq!(fraction_of(100.0, 1), 100.0, "at least 100");
+    }
+
+    #[test]
+    fn counts_read_as_words() {
         assert_eq!(count(1, "open-loop rate"), "1 open-loop rate");
         assert_eq!(count(3, "open-loop rate"), "3 open-loop rates");
         assert_eq!(count(0, "chart"), "0 charts");

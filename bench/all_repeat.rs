@@ -4,77 +4,28 @@
 //! lands on one server's turn), so a ratio is taken inside each round, where both servers
 //! saw the same machine, and the median of those per-round ratios is reported.
 //!
-//! A round only counts when both of its measurements are valid ([`invalid_reasons`]): a
+//! A round only counts when both of its measurements are valid (the one rule, in
+//! `validity.rs`): a
 //! host that stalls for part of the phase produces rounds that measured the stall, and a
 //! median over them is a number about the host. Too few valid rounds and the median reads
 //! *undecided* instead of a number.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
-use super::all::{Ctx, Progress, LAG_SATURATED_US};
-use super::csv::{self, Fields, Layout};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::all::Ctx;
 use super::hist::{format_us, Percentiles};
 use super::loadgen::{self, LoadSpec};
 use super::openloop::{self, OpenSpec};
-use super::results::LatencyRow;
 use super::servers::Target;
-use crate::error::{Context, Result};
-
-/// Where the repeated measurements go inside a results directory.
-pub const REPEATED_CSV: &str = "repeated.csv";
-
-/// The columns every file has had; files written before the validity columns existed
-/// have only these, and are still read (their rounds are judged on what they kept).
-const LEGACY_HEADER: &str = "kind,conns,size,rate,round,server,echoes_per_sec,\
-                             machine_us_per_echo,server_us_per_echo,p50_us,p99_us,errors";
-
-const HEADER: &str = "kind,conns,size,rate,round,server,echoes_per_sec,machine_us_per_echo,\
-                      server_us_per_echo,p50_us,p99_us,errors,echoes,scheduled,unfinished,\
-                      stalled,client_cpu_pct,load_threads,lag_p99_us,valid,reasons";
-
-const LAYOUT: Layout = Layout {
-    header: Some(HEADER),
-    what: "repeated",
-    width: 21,
-};
-
-const LEGACY_LAYOUT: Layout = Layout {
-    header: Some(LEGACY_HEADER),
-    what: "repeated",
-    width: 12,
-};
+use super::validity::{self, Judged, Observed, Reason};
+use crate::error::Result;
 
 /// The closed-loop points the targets name: (connections, message size).
 const CLOSED_POINTS: [(usize, usize); 3] = [(100, 64), (1000, 64), (100, 65536)];
 /// The open-loop rate the targets name, as a percentage of epoll's peak.
-const OPEN_PERCENT: u32 = 50;
-
-/// An open-loop measurement that achieved less than this share of its rate measured a
-/// server (or host) that could not keep the schedule, not its latency at that rate: a
-/// healthy point here achieves the rate exactly (every message due in the window is
-/// echoed), and 10% slack leaves room for the window's edges.
-pub const MIN_RATE_KEPT: f64 = 0.9;
-
-/// Fewer echoes than this in the measured window and a measurement is invalid: a p99 of
-/// under 1,000 samples rests on fewer than ten of them, and a healthy target point here
-/// makes 25,000 or more per second (the slowest, 100 × 64 KiB), so a count this low
-/// means the host stalled for most of the window.
-pub const MIN_ECHOES: u64 = 1000;
-
-/// Open loop: a corrected p50 above one slot of a connection's schedule (connections ÷
-/// rate) means most messages were due while their connection's previous message was
-/// still out: the point measured a queue, not the latency at that rate. A healthy point
-/// here has a p50 of about 20 µs against a slot of over 1 ms. The load generator's send
-/// lag cannot show this: it is sampled only where the connection was idle at its slot,
-/// so a backlog leaves it with no samples at all.
-pub fn backlog_slot_us(conns: u64, rate: f64) -> f64 {
-    conns as f64 / rate * 1e6
-}
-
-/// A closed-loop load thread busy for at least this share of its CPU, %, is the limit:
-/// both servers answer as fast as they are asked, so the ratio is the client's.
-pub const CLIENT_LIMIT_PCT: f64 = 90.0;
+pub const OPEN_PERCENT: u32 = 50;
 
 /// Valid rounds a median needs before it is a number: at least half the rounds, and at
 /// least two. A median of one round is the single measurement this phase exists to
@@ -84,63 +35,44 @@ pub fn min_valid_rounds(rounds: usize) -> usize {
     rounds.div_ceil(2).max(2)
 }
 
-/// One point to repeat.
+/// One point the targets name, to measure again: closed loop, or open loop at
+/// [`OPEN_PERCENT`] of epoll's peak (the rate is resolved from the throughput phase).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Point {
-    /// Closed loop (`rate` is 0) or open loop at `rate` messages/s.
+pub struct TargetPoint {
     pub open: bool,
     /// Connections.
     pub conns: usize,
     /// Message size, bytes.
     pub size: usize,
-    /// Open loop: messages per second (0 for the closed loop).
-    pub rate: f64,
 }
 
-/// The points of `profile`'s matrix that the targets name, and the open-loop rate at
-/// 50% of epoll's peak if the latency phase ran one (`rates` are its rates in the order
-/// of the profile's percentages).
-pub fn points(conns: &[usize], sizes: &[usize], percents: &[u32], rates: &[f64]) -> Vec<Point> {
-    let mut v: Vec<Point> = CLOSED_POINTS
+/// The target points `profile`'s matrix measures: the closed-loop ones its connections
+/// and sizes include, and the open-loop one if the latency phase runs [`OPEN_PERCENT`].
+pub fn targets(conns: &[usize], sizes: &[usize], percents: &[u32]) -> Vec<TargetPoint> {
+    let mut v: Vec<TargetPoint> = CLOSED_POINTS
         .iter()
         .filter(|(c, s)| conns.contains(c) && sizes.contains(s))
-        .map(|&(conns, size)| Point {
+        .map(|&(conns, size)| TargetPoint {
             open: false,
             conns,
             size,
-            rate: 0.0,
         })
         .collect();
-    if let Some(&rate) = percents
-        .iter()
-        .position(|&p| p == OPEN_PERCENT)
-        .and_then(|i| rates.get(i))
-    {
-        v.push(Point {
+    if percents.contains(&OPEN_PERCENT) {
+        v.push(TargetPoint {
             open: true,
             conns: 100,
             size: 64,
-            rate,
         });
     }
     v
 }
 
-/// The distinct rates of the latency phase's rows, in the order they ran.
-pub fn latency_rates(rows: &[LatencyRow]) -> Vec<f64> {
-    let mut rates: Vec<f64> = Vec::new();
-    for r in rows {
-        if !rates.contains(&r.rate) {
-            rates.push(r.rate);
-        }
-    }
-    rates
-}
-
 /// One measurement of the repeated phase: one line of `repeated.csv`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Measurement {
-    /// Open loop (at `rate`) or closed loop.
+    /// Open loop (at `rate`) or closed loop: the `kind` column, `open` or `closed`.
+    #[serde(rename = "kind", with = "loop_kind")]
     pub open: bool,
     /// Connections.
     pub conns: u64,
@@ -150,7 +82,7 @@ pub struct Measurement {
     pub rate: f64,
     /// Round, from 1.
     pub round: u32,
-    /// `uring`, `epoll` or `kernel`.
+    /// `uring`, `epoll`, `kernel` or an outside server's name.
     pub server: String,
     /// Echoes per second (open loop: achieved).
     pub echoes_per_sec: f64,
@@ -164,121 +96,75 @@ pub struct Measurement {
     /// Wrong bytes, resets, failed connects.
     pub errors: u64,
     /// Echoes in the measured window. This and the fields below are `None` when read
-    /// from a file written before they were kept.
+    /// from a file written before they were kept (or holding `NaN` for them).
+    #[serde(default, deserialize_with = "::csv::invalid_option")]
     pub echoes: Option<u64>,
     /// Open loop: messages due in the window, and those not echoed by the end of the
     /// drain (0 and 0 for the closed loop).
+    #[serde(default, deserialize_with = "::csv::invalid_option")]
     pub scheduled: Option<u64>,
+    #[serde(default, deserialize_with = "::csv::invalid_option")]
     pub unfinished: Option<u64>,
     /// Closed loop: connections that made no progress in the whole window.
+    #[serde(default, deserialize_with = "::csv::invalid_option")]
     pub stalled: Option<u64>,
     /// Load generator CPU, % of one CPU, and its threads.
+    #[serde(default, deserialize_with = "finite")]
     pub client_cpu_pct: Option<f64>,
+    #[serde(default, deserialize_with = "::csv::invalid_option")]
     pub load_threads: Option<u64>,
-    /// Open loop: p99 of the load generator's own send lateness, µs (NaN: closed loop).
+    /// Open loop: p99 of the load generator's own send lateness, µs (none: closed loop,
+    /// or no connection was idle at its slot).
+    #[serde(default, deserialize_with = "finite")]
     pub lag_p99_us: Option<f64>,
+    /// The validity rule's reasons ("" when valid), as [`Measurement::judged`] sets them.
+    #[serde(default)]
+    pub problems: String,
 }
 
-/// Why a measurement does not count.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Reason {
-    /// Wrong bytes, resets or failed connects.
-    Errors(u64),
-    /// Nothing came back.
-    NoEchoes,
-    /// Echoes in the window, under [`MIN_ECHOES`].
-    TooFewEchoes(u64),
-    /// Open loop: achieved below [`MIN_RATE_KEPT`] of the rate.
-    RateNotKept { achieved: f64, rate: f64 },
-    /// Open loop: messages due in the window never echoed.
-    Unfinished { unfinished: u64, scheduled: u64 },
-    /// Closed loop: connections that made no progress in the whole window.
-    Stalled(u64),
-    /// Open loop: the load generator's send lag p99, µs, above [`LAG_SATURATED_US`].
-    LoadGeneratorBehind(f64),
-    /// Open loop: corrected p50 above one slot ([`backlog_slot_us`]), both µs.
-    Backlogged { p50_us: f64, slot_us: f64 },
-}
+/// `open` / `closed` for the `kind` column.
+mod loop_kind {
+    use super::{Deserialize, Deserializer, Serializer};
 
-// No commas: the reasons go into one CSV field.
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Reason::Errors(n) => write!(f, "{n} errors (wrong bytes/resets/failed connects)"),
-            Reason::NoEchoes => write!(f, "no echo completed"),
-            Reason::TooFewEchoes(n) => write!(f, "only {n} echoes (floor {MIN_ECHOES})"),
-            Reason::RateNotKept { achieved, rate } => write!(
-                f,
-                "rate not kept: {achieved:.0} of {rate:.0}/s ({:.0}%; floor {:.0}%)",
-                achieved / rate * 100.0,
-                MIN_RATE_KEPT * 100.0
-            ),
-            Reason::Unfinished {
-                unfinished,
-                scheduled,
-            } => write!(f, "{unfinished} of {scheduled} messages unfinished"),
-            Reason::Stalled(n) => write!(f, "{n} connections stalled for the whole window"),
-            Reason::Backlogged { p50_us, slot_us } => write!(
-                f,
-                "backlogged: corrected p50 {p50_us:.0} µs above one slot of a connection \
-                 ({slot_us:.0} µs)"
-            ),
-            Reason::LoadGeneratorBehind(lag) => write!(
-                f,
-                "load generator behind (send lag p99 {lag:.0} µs; limit {LAG_SATURATED_US:.0}): \
-                 it measured the harness"
-            ),
+    pub fn serialize<S: Serializer>(open: &bool, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if *open { "open" } else { "closed" })
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "open" => Ok(true),
+            "closed" => Ok(false),
+            other => Err(serde::de::Error::custom(format!(
+                "kind {other:?}: expected open or closed"
+            ))),
         }
     }
 }
 
-/// The one validity rule of the repeated phase: every reason `m` does not count, none
-/// when it is valid. A figure the file did not keep (`None`) is not checked.
-pub fn invalid_reasons(m: &Measurement) -> Vec<Reason> {
-    let mut why = Vec::new();
-    if m.errors > 0 {
-        why.push(Reason::Errors(m.errors));
+/// An optional figure: empty, unparsable or NaN are none.
+fn finite<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<f64>, D::Error> {
+    Ok(::csv::invalid_option(d)?.filter(|v: &f64| !v.is_nan()))
+}
+
+impl Judged for Measurement {
+    fn observed(&self) -> Observed {
+        Observed {
+            open: self.open,
+            conns: self.conns,
+            rate: self.rate,
+            echoes: self.echoes,
+            echoes_per_sec: self.echoes_per_sec,
+            errors: self.errors,
+            scheduled: self.scheduled,
+            unfinished: self.unfinished,
+            stalled: self.stalled,
+            lag_p99_us: self.lag_p99_us,
+            queued_p50_us: self.open.then_some(self.p50_us),
+            client_cpu_pct: self.client_cpu_pct,
+            load_threads: self.load_threads,
+            ..Observed::default()
+        }
     }
-    let none = match m.echoes {
-        Some(n) => n == 0,
-        None => m.echoes_per_sec <= 0.0 || !m.echoes_per_sec.is_finite(),
-    };
-    if none {
-        why.push(Reason::NoEchoes);
-    } else if let Some(n) = m.echoes.filter(|&n| n < MIN_ECHOES) {
-        why.push(Reason::TooFewEchoes(n));
-    }
-    if m.open {
-        if m.rate > 0.0 && !none && m.echoes_per_sec < MIN_RATE_KEPT * m.rate {
-            why.push(Reason::RateNotKept {
-                achieved: m.echoes_per_sec,
-                rate: m.rate,
-            });
-        }
-        if let (Some(unfinished), Some(scheduled)) = (m.unfinished, m.scheduled) {
-            if unfinished > 0 {
-                why.push(Reason::Unfinished {
-                    unfinished,
-                    scheduled,
-                });
-            }
-        }
-        if let Some(lag) = m.lag_p99_us.filter(|&l| l > LAG_SATURATED_US) {
-            why.push(Reason::LoadGeneratorBehind(lag));
-        }
-        if m.rate > 0.0 {
-            let slot_us = backlog_slot_us(m.conns, m.rate);
-            if m.p50_us > slot_us {
-                why.push(Reason::Backlogged {
-                    p50_us: m.p50_us,
-                    slot_us,
-                });
-            }
-        }
-    } else if let Some(n) = m.stalled.filter(|&n| n > 0) {
-        why.push(Reason::Stalled(n));
-    }
-    why
 }
 
 impl Measurement {
@@ -294,172 +180,52 @@ impl Measurement {
         }
     }
 
-    /// Whether the load generator was the limit (closed loop: its threads at least
-    /// [`CLIENT_LIMIT_PCT`] busy): the client's CPU share then, or `None`.
+    /// Whether the load generator was the limit: the client's CPU share then, or `None`.
     pub fn client_bound(&self) -> Option<f64> {
-        let (pct, threads) = (self.client_cpu_pct?, self.load_threads?.max(1));
-        (!self.open && pct >= CLIENT_LIMIT_PCT * threads as f64).then_some(pct)
+        validity::client_bound(&self.observed())
     }
 
-    /// One line of `repeated.csv`, with the rule's verdict in the last two columns.
-    fn to_csv_line(&self) -> String {
-        let reasons: Vec<String> = invalid_reasons(self)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        let opt = |v: Option<u64>| v.map_or("NaN".to_string(), |v| v.to_string());
-        let optf = |v: Option<f64>, d: usize| v.map_or("NaN".to_string(), |v| format!("{v:.d$}"));
-        format!(
-            "{},{},{},{:.0},{},{},{:.1},{:.3},{:.3},{:.1},{:.1},{},{},{},{},{},{},{},{},{},{}\n",
-            if self.open { "open" } else { "closed" },
-            self.conns,
-            self.size,
-            self.rate,
-            self.round,
-            self.server,
-            self.echoes_per_sec,
-            self.machine_us_per_echo,
-            self.server_us_per_echo,
-            self.p50_us,
-            self.p99_us,
-            self.errors,
-            opt(self.echoes),
-            opt(self.scheduled),
-            opt(self.unfinished),
-            opt(self.stalled),
-            optf(self.client_cpu_pct, 1),
-            opt(self.load_threads),
-            optf(self.lag_p99_us, 1),
-            reasons.is_empty(),
-            reasons.join("; ")
-        )
+    /// With the `problems` column set from the rule.
+    pub fn judged(mut self) -> Measurement {
+        self.problems = validity::describe(&self.reasons());
+        self
     }
-}
-
-/// The columns both layouts share.
-fn parse_common(f: &Fields<'_>) -> Option<Measurement> {
-    let open = match f.str(0)? {
-        "open" => true,
-        "closed" => false,
-        _ => return None,
-    };
-    Some(Measurement {
-        open,
-        conns: f.parse(1)?,
-        size: f.parse(2)?,
-        rate: f.parse(3)?,
-        round: f.parse(4)?,
-        server: f.str(5)?.to_string(),
-        echoes_per_sec: f.parse(6)?,
-        machine_us_per_echo: f.parse(7)?,
-        server_us_per_echo: f.parse(8)?,
-        p50_us: f.parse(9)?,
-        p99_us: f.parse(10)?,
-        errors: f.parse(11)?,
-        echoes: None,
-        scheduled: None,
-        unfinished: None,
-        stalled: None,
-        client_cpu_pct: None,
-        load_threads: None,
-        lag_p99_us: None,
-    })
-}
-
-/// `repeated.csv`'s measurements, from either layout. `valid` and `reasons` are not read
-/// back: the rule is applied again to the figures, so they cannot disagree with it.
-pub fn parse(text: &str) -> Result<Vec<Measurement>> {
-    if text.lines().next() == Some(LEGACY_HEADER) {
-        return csv::rows(text, &LEGACY_LAYOUT, parse_common);
-    }
-    csv::rows(text, &LAYOUT, |f| {
-        // "NaN" where a figure does not apply: none.
-        let opt = |i: usize| -> Option<Option<u64>> {
-            match f.str(i)? {
-                "NaN" => Some(None),
-                s => s.parse().ok().map(Some),
-            }
-        };
-        let optf = |i: usize| -> Option<Option<f64>> {
-            let v: f64 = f.parse(i)?;
-            Some((!v.is_nan()).then_some(v))
-        };
-        Some(Measurement {
-            echoes: opt(12)?,
-            scheduled: opt(13)?,
-            unfinished: opt(14)?,
-            stalled: opt(15)?,
-            client_cpu_pct: optf(16)?,
-            load_threads: opt(17)?,
-            lag_p99_us: optf(18)?,
-            ..parse_common(f)?
-        })
-    })
 }
 
 impl Ctx<'_> {
-    /// Every point, `rounds` times, servers interleaved inside each point of each round,
-    /// in reverse order every other round (A B, B A, ...): a machine that drifts faster or
-    /// slower during a round then favours no server; returns `repeated.csv`'s text.
-    pub(super) fn repeated(
+    /// One measurement of `pt` against `t` in `round` of `rounds` (`rate`: the open
+    /// loop's, 0 for the closed loop), with its progress line; judged.
+    pub(super) fn repeat(
         &self,
-        targets: &[Target],
-        points: &[Point],
-        rounds: u32,
-        progress: &mut Progress,
-    ) -> Result<String> {
-        let (closed_secs, open_secs) = self.profile.repeat_step_secs();
-        let mut csv = format!("{HEADER}\n");
-        for round in 1..=rounds {
-            for pt in points {
-                let forward = round % 2 == 1;
-                let order: Vec<&Target> = if forward {
-                    targets.iter().collect()
-                } else {
-                    targets.iter().rev().collect()
-                };
-                for t in order {
-                    let what = describe(pt);
-                    progress.starting(format!("{} {what}, round {round}/{rounds}", t.name));
-                    let m = self.measure(t, pt, round)?;
-                    if m.errors > 0 || m.echoes == Some(0) {
-                        // A server that died explains its errors better than they do.
-                        t.check_alive()?;
-                    }
-                    let line = if pt.open {
-                        format!(
-                            "corrected p50 {}, p99 {}",
-                            format_us(m.p50_us),
-                            format_us(m.p99_us)
-                        )
-                    } else {
-                        format!(
-                            "{:.0} echoes/s, {:.2} µs/echo",
-                            m.echoes_per_sec, m.machine_us_per_echo
-                        )
-                    };
-                    let why: Vec<String> = invalid_reasons(&m)
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect();
-                    let left = if why.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; LEFT OUT: {}", why.join("; "))
-                    };
-                    progress.finished(
-                        if pt.open { open_secs } else { closed_secs },
-                        &format!("{:<6} {what} r{round}/{rounds}: {line}{left}", t.name),
-                    );
-                    csv += &m.to_csv_line();
-                }
-            }
+        t: &Target,
+        pt: &TargetPoint,
+        (round, rounds): (u32, u32),
+        rate: f64,
+    ) -> Result<(Measurement, String)> {
+        let m = self.measure(t, pt, round, rate)?;
+        if m.errors > 0 || m.echoes == Some(0) {
+            // A server that died explains its errors better than they do.
+            t.check_alive()?;
         }
-        Ok(csv)
+        let what = describe(pt, rate);
+        let figure = if pt.open {
+            format!(
+                "corrected p50 {}, p99 {}",
+                format_us(m.p50_us),
+                format_us(m.p99_us)
+            )
+        } else {
+            format!(
+                "{:.0} echoes/s, {:.2} µs/echo",
+                m.echoes_per_sec, m.machine_us_per_echo
+            )
+        };
+        let line = format!("{:<6} {what} r{round}/{rounds}: {figure}", t.name);
+        Ok((m.judged(), line))
     }
 
-    /// One measurement of `pt` against `t`.
-    fn measure(&self, t: &Target, pt: &Point, round: u32) -> Result<Measurement> {
+    /// The measurement itself.
+    fn measure(&self, t: &Target, pt: &TargetPoint, round: u32, rate: f64) -> Result<Measurement> {
         let p = self.profile;
         let threads = if pt.open {
             // As in the latency phase: one thread per client CPU.
@@ -482,7 +248,7 @@ impl Ctx<'_> {
             open: pt.open,
             conns: pt.conns as u64,
             size: pt.size as u64,
-            rate: pt.rate,
+            rate,
             round,
             server: t.name.clone(),
             echoes_per_sec: 0.0,
@@ -498,12 +264,10 @@ impl Ctx<'_> {
             client_cpu_pct: None,
             load_threads: Some(threads as u64),
             lag_p99_us: None,
+            problems: String::new(),
         };
         if pt.open {
-            let r = openloop::run(&OpenSpec {
-                load,
-                rate: pt.rate,
-            })?;
+            let r = openloop::run(&OpenSpec { load, rate })?;
             let c = Percentiles::of(&r.corrected);
             let secs = r.window.as_secs_f64();
             let per_echo = |d: Option<std::time::Duration>| match d {
@@ -516,7 +280,7 @@ impl Ctx<'_> {
                 server_us_per_echo: per_echo(r.server_cpu),
                 p50_us: c.p50,
                 p99_us: c.p99,
-                errors: r.errors.total(),
+                errors: r.errors.failures(),
                 echoes: Some(r.echoes),
                 scheduled: Some(r.scheduled),
                 unfinished: Some(r.unfinished),
@@ -530,7 +294,7 @@ impl Ctx<'_> {
             })
         } else {
             let r = loadgen::run(&load)?;
-            let row = super::all::to_row(&t.name, pt.conns, pt.size, &r);
+            let row = super::all::to_row(&t.name, pt.conns, pt.size, threads, &r);
             Ok(Measurement {
                 echoes_per_sec: row.echoes_per_sec,
                 machine_us_per_echo: row.machine_us_per_echo,
@@ -538,7 +302,7 @@ impl Ctx<'_> {
                 p50_us: row.p50_us,
                 p99_us: row.p99_us,
                 errors: row.errors,
-                echoes: Some(r.echoes),
+                echoes: row.echoes,
                 stalled: Some(row.stalled),
                 client_cpu_pct: Some(row.client_cpu_pct),
                 ..base
@@ -548,9 +312,9 @@ impl Ctx<'_> {
 }
 
 /// A point as the console's progress lines name it (short: they fit 80 columns).
-fn describe(pt: &Point) -> String {
+fn describe(pt: &TargetPoint, rate: f64) -> String {
     if pt.open {
-        format!("open {:.0}/s, {} x {} B", pt.rate, pt.conns, pt.size)
+        format!("open {rate:.0}/s, {} x {} B", pt.conns, pt.size)
     } else {
         format!("{} x {} B", pt.conns, pt.size)
     }
@@ -605,7 +369,7 @@ pub enum Median {
 impl Median {
     /// "1.02× (0.99–1.29)", "undecided (1 of 7 rounds valid)" or "n/a (why)"; `bold`
     /// marks the figure to quote in Markdown.
-    fn render(&self, bold: bool) -> String {
+    pub fn render(&self, bold: bool) -> String {
         match self {
             Median::Decided {
                 median, min, max, ..
@@ -657,7 +421,7 @@ pub struct LeftOut {
     pub point: String,
     pub round: u32,
     pub server: String,
-    /// Every reason [`invalid_reasons`] gave, none left out.
+    /// Every reason the rule gave, none left out.
     pub reasons: Vec<Reason>,
 }
 
@@ -691,7 +455,7 @@ impl Analysis {
             if !r.contains(&m.round) {
                 r.push(m.round);
             }
-            let reasons = invalid_reasons(m);
+            let reasons = m.reasons();
             if !reasons.is_empty() {
                 left_out.push(LeftOut {
                     point: point.clone(),
@@ -739,8 +503,7 @@ impl Analysis {
                     .iter()
                     .map(|r| {
                         let (a, b) = (mine.get(r)?, base.get(r)?);
-                        (invalid_reasons(a).is_empty() && invalid_reasons(b).is_empty())
-                            .then_some((*a, *b))
+                        (a.valid() && b.valid()).then_some((*a, *b))
                     })
                     .collect();
                 let valid: Vec<(&Measurement, &Measurement)> =
@@ -988,104 +751,18 @@ pub fn no_baseline(rows: &[Measurement]) -> Option<String> {
     )
 }
 
-/// The verdict of `repeated.csv`'s text, as summary.md opens with it ("" without epoll).
-pub fn verdict_md(text: &str) -> Result<String> {
-    let rows = parse(text).context(REPEATED_CSV)?;
-    if let Some(none) = no_baseline(&rows) {
-        return Ok(format!("**Verdict**: {none}\n\n"));
-    }
-    let lines = Analysis::of(&rows).verdict().render(true);
-    Ok(if lines.is_empty() {
-        String::new()
-    } else {
-        lines.join("\n") + "\n\n"
-    })
-}
-
-/// `repeated.csv` as a Markdown section: per point and server, the ratio to epoll in
-/// each round, their median over valid rounds, and the rounds left out with their
-/// reasons. Empty if there is no epoll row to compare with.
-pub fn repeated_md(text: &str) -> Result<String> {
-    let rows = parse(text).context(REPEATED_CSV)?;
-    let a = Analysis::of(&rows);
-    if a.comparisons.is_empty() {
-        return Ok(String::new());
-    }
-    let mut s = format!(
-        "\n## Repeated points (the performance targets)\n\nThe points the targets name, \
-         measured again in rounds with the servers interleaved; each cell is the ratio to \
-         epoll *in the same round* (one round on a shared machine can swing by a factor of \
-         ten). A round counts only when both of its measurements are valid; the median of \
-         the valid rounds' ratios, with their min–max, is the figure to quote. With valid \
-         rounds fewer than half the rounds, or fewer than two, it reads *undecided*. `—`: \
-         a round left out (listed below, with why); `n/a`: a figure missing or zero.\n\n\
-         A measurement is invalid with errors, with no echo or fewer than {MIN_ECHOES} in \
-         its window, with connections stalled for the whole window (closed loop), or, in \
-         the open loop, with the rate not kept (achieved below {:.0}% of it), messages \
-         left unfinished, a corrected p50 above one slot of a connection's schedule \
-         (connections ÷ rate: the messages queued), or the load generator's send lag p99 \
-         above {LAG_SATURATED_US:.0} µs (it measured the harness). Where the load generator's CPU was at \
-         {CLIENT_LIMIT_PCT:.0}% or more in most valid rounds, the ratio is the client's \
-         and the note says so.\n\n\
-         | point | server | measure | per round | median (min–max) | note |\n\
-         |---|---|---|---|---|---|\n",
-        MIN_RATE_KEPT * 100.0
-    );
-    for c in &a.comparisons {
-        for m in &c.measures {
-            let cells: Vec<String> = m
-                .cells
-                .iter()
-                .map(|cell| match cell {
-                    Cell::Ratio(r) => format!("{r:.2}"),
-                    Cell::Invalid => "—".to_string(),
-                    Cell::NoFigure(_) => "n/a".to_string(),
-                })
-                .collect();
-            let mut notes: Vec<String> = Vec::new();
-            if let (Some(pct), "echoes/s") = (c.client_bound, m.name) {
-                notes.push(format!(
-                    "load generator at its limit (client CPU {pct:.0}%)"
-                ));
-            }
-            // Each n/a cell's reason, unless the median already gives it.
-            if !matches!(m.median, Median::NotApplicable(_)) {
-                for (round, cell) in c.rounds.iter().zip(&m.cells) {
-                    if let Cell::NoFigure(why) = cell {
-                        notes.push(format!("n/a in round {round}: {why}"));
-                    }
-                }
-            }
-            let note = notes.join("; ");
-            s += &format!(
-                "| {} | {} | {} | {} | {} | {note} |\n",
-                c.point,
-                c.server,
-                m.name,
-                cells.join(", "),
-                m.median.render(true)
-            );
-        }
-    }
-    if !a.left_out.is_empty() {
-        s += "\n### Rounds left out (problems)\n\n";
-        for l in &a.left_out {
-            let why: Vec<String> = l.reasons.iter().map(ToString::to_string).collect();
-            s += &format!(
-                "- {}, round {}, {}: {}\n",
-                l.point,
-                l.round,
-                l.server,
-                why.join("; ")
-            );
-        }
-    }
-    Ok(s)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::export::{csv, markdown};
+    use super::super::validity::{LAG_SATURATED_US, MIN_ECHOES, MIN_RATE_KEPT};
     use super::*;
+
+    /// Rows read back from the CSV they write, judged again.
+    fn round_trip(rows: &[Measurement]) -> Vec<Measurement> {
+        let text = csv::to_string(rows).expect("writes");
+        let back: Vec<Measurement> = csv::from_str(&text).expect("reads");
+        back.into_iter().map(Measurement::judged).collect()
+    }
 
     /// A valid closed-loop measurement of 100 × 64 B.
     #[test]
@@ -1120,6 +797,7 @@ mod tests {
             client_cpu_pct: Some(50.0),
             load_threads: Some(1),
             lag_p99_us: None,
+            problems: String::new(),
         }
     }
 
@@ -1136,14 +814,6 @@ mod tests {
         }
     }
 
-    fn csv_of(rows: &[Measurement]) -> String {
-        let mut s = format!("{HEADER}\n");
-        for r in rows {
-            s += &r.to_csv_line();
-        }
-        s
-    }
-
     #[test]
     fn median_of_odd_even_and_non_finite() {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
@@ -1153,26 +823,24 @@ mod tests {
     }
 
     #[test]
-    fn points_are_the_targets_that_the_profile_measures() {
-        let quick = points(&[1, 10, 100], &[64, 4096], &[50], &[71300.0]);
+    fn targets_are_the_points_that_the_profile_measures() {
+        let quick = targets(&[1, 10, 100], &[64, 4096], &[50]);
         assert_eq!(quick.len(), 2);
         assert!(!quick[0].open && quick[0].conns == 100 && quick[0].size == 64);
-        assert!(quick[1].open && quick[1].rate == 71300.0);
-        let full = points(
+        assert!(quick[1].open);
+        let full = targets(
             &[1, 10, 100, 1000, 10000],
             &[64, 512, 4096, 65536],
             &[25, 50, 75],
-            &[1.0, 2.0, 3.0],
         );
         assert_eq!(full.len(), 4);
-        assert_eq!(full[3].rate, 2.0, "the 50% rate");
-        assert!(points(&[1], &[64], &[25], &[1.0]).is_empty());
+        assert!(targets(&[1], &[64], &[25]).is_empty());
     }
 
     #[test]
     fn a_clean_measurement_has_no_reason() {
-        assert_eq!(invalid_reasons(&closed(1, "uring", 1e5, 9.0)), vec![]);
-        assert_eq!(invalid_reasons(&open(1, "uring", 30.0)), vec![]);
+        assert_eq!(Judged::reasons(&closed(1, "uring", 1e5, 9.0)), vec![]);
+        assert_eq!(Judged::reasons(&open(1, "uring", 30.0)), vec![]);
     }
 
     #[test]
@@ -1250,7 +918,7 @@ mod tests {
             ),
         ];
         for (m, want) in cases {
-            assert_eq!(invalid_reasons(&m), vec![want.clone()], "{m:?}");
+            assert_eq!(Judged::reasons(&m), vec![want.clone()], "{m:?}");
             assert!(!want.to_string().contains(','), "one CSV field: {want}");
         }
         // At the floors themselves, still valid.
@@ -1258,26 +926,26 @@ mod tests {
             echoes: Some(MIN_ECHOES),
             ..c.clone()
         };
-        assert_eq!(invalid_reasons(&at), vec![]);
+        assert_eq!(Judged::reasons(&at), vec![]);
         let kept = Measurement {
             echoes_per_sec: MIN_RATE_KEPT * 50_000.0,
             lag_p99_us: Some(LAG_SATURATED_US),
             p50_us: 2000.0,
             ..o.clone()
         };
-        assert_eq!(invalid_reasons(&kept), vec![]);
+        assert_eq!(Judged::reasons(&kept), vec![]);
         // Stalled is the closed loop's; the open loop counts unfinished messages instead.
         let open_stalled = Measurement {
             stalled: Some(5),
             ..o
         };
-        assert_eq!(invalid_reasons(&open_stalled), vec![]);
+        assert_eq!(Judged::reasons(&open_stalled), vec![]);
         // A busy load generator is a note about the ratio, not a broken measurement.
         let busy = Measurement {
             client_cpu_pct: Some(99.0),
             ..c
         };
-        assert_eq!(invalid_reasons(&busy), vec![]);
+        assert_eq!(Judged::reasons(&busy), vec![]);
         assert_eq!(busy.client_bound(), Some(99.0));
     }
 
@@ -1293,7 +961,7 @@ mod tests {
             p50_us: 2.6e6,
             ..open(1, "uring", 3.9e6)
         };
-        let why = invalid_reasons(&slow);
+        let why = Judged::reasons(&slow);
         assert!(
             matches!(why[0], Reason::RateNotKept { .. })
                 && matches!(why[2], Reason::Backlogged { .. })
@@ -1308,22 +976,31 @@ mod tests {
             ..closed(1, "epoll", 0.0, 9.0)
         };
         assert_eq!(
-            invalid_reasons(&crawl),
+            Judged::reasons(&crawl),
             vec![Reason::TooFewEchoes(114), Reason::Stalled(40)]
         );
     }
 
     #[test]
     fn legacy_files_are_judged_on_what_they_kept() {
-        let text = format!(
-            "{LEGACY_HEADER}\n\
-             closed,1000,64,0,1,uring,140000.0,13.0,6.0,7000.0,9000.0,0\n\
-             closed,1000,64,0,1,epoll,0.0,NaN,NaN,NaN,NaN,0\n"
-        );
-        let rows = parse(&text).expect("legacy parses");
+        let text = "kind,conns,size,rate,round,server,echoes_per_sec,machine_us_per_echo,\
+                    server_us_per_echo,p50_us,p99_us,errors\n\
+                    closed,1000,64,0,1,uring,140000.0,13.0,6.0,7000.0,9000.0,0\n\
+                    closed,1000,64,0,1,epoll,0.0,NaN,NaN,NaN,NaN,0\n";
+        let rows: Vec<Measurement> = csv::from_str(text).expect("legacy parses");
         assert_eq!(rows[0].echoes, None);
-        assert_eq!(invalid_reasons(&rows[0]), vec![]);
-        assert_eq!(invalid_reasons(&rows[1]), vec![Reason::NoEchoes]);
+        assert_eq!(rows[0].reasons(), vec![]);
+        assert_eq!(rows[1].reasons(), vec![Reason::NoEchoes]);
+        // A file of the layout before this one: NaN where a figure did not apply, and
+        // the rule's verdict in `valid,reasons`, which is judged again, not read.
+        let text = "kind,conns,size,rate,round,server,echoes_per_sec,machine_us_per_echo,\
+                    server_us_per_echo,p50_us,p99_us,errors,echoes,scheduled,unfinished,\
+                    stalled,client_cpu_pct,load_threads,lag_p99_us,valid,reasons\n\
+                    open,100,64,50000,1,epoll,50000.0,4.0,2.0,10.0,20.0,0,250000,250000,0,\
+                    NaN,50.0,1,5.0,false,made up\n";
+        let rows: Vec<Measurement> = csv::from_str(text).expect("parses");
+        assert_eq!((rows[0].stalled, rows[0].lag_p99_us), (None, Some(5.0)));
+        assert_eq!(rows[0].clone().judged().problems, "", "judged again");
     }
 
     #[test]
@@ -1409,7 +1086,7 @@ mod tests {
                 ..m.clone()
             })
             .collect();
-        let md = repeated_md(&csv_of(&open_rows)).expect("renders");
+        let md = markdown::repeated(&open_rows);
         assert!(
             md.contains(
                 "| server CPU per echo | n/a, 1.00, 1.00 | **1.00×** (1.00–1.00) | n/a in \
@@ -1425,8 +1102,8 @@ mod tests {
     }
 
     #[test]
-    fn csv_round_trips_and_keeps_the_verdict_columns() {
-        let rows = vec![
+    fn csv_round_trips_and_keeps_the_verdict_column() {
+        let rows: Vec<Measurement> = vec![
             closed(1, "uring", 2e5, 9.0),
             Measurement {
                 stalled: Some(3),
@@ -1436,28 +1113,30 @@ mod tests {
                 lag_p99_us: Some(250.0),
                 ..open(1, "uring", 30.0)
             },
-        ];
-        let text = csv_of(&rows);
-        let back = parse(&text).expect("parses");
-        assert_eq!(back.len(), 3);
-        assert_eq!(back[1].stalled, Some(3));
-        assert_eq!(back[0].lag_p99_us, None, "NaN: the closed loop has no lag");
-        assert_eq!(back[2].lag_p99_us, Some(250.0));
+        ]
+        .into_iter()
+        .map(Measurement::judged)
+        .collect();
+        let text = csv::to_string(&rows).expect("writes");
+        let back = round_trip(&rows);
+        assert_eq!(back, rows);
+        assert_eq!(back[0].lag_p99_us, None, "the closed loop has no lag");
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[1].ends_with(",true,"), "{}", lines[1]);
+        assert!(lines[0].starts_with("kind,conns,size,rate,round,server,"));
+        assert!(lines[1].starts_with("closed,100,64,"), "{}", lines[1]);
+        assert!(lines[1].ends_with(",1,,"), "{}", lines[1]);
         assert!(
-            lines[2].ends_with(",false,3 connections stalled for the whole window"),
+            lines[2].ends_with(",3 connections stalled for the whole window"),
             "{}",
             lines[2]
         );
-        assert!(
-            lines[3].contains(",false,load generator behind"),
-            "{}",
-            lines[3]
-        );
-        let e = parse(&format!("{HEADER}\nclosed,100\n")).expect_err("short row");
-        assert_eq!(e.to_string(), "line 2: malformed");
-        assert!(parse("kind,whatever\n").is_err(), "unknown header");
+        assert!(lines[3].contains(",load generator behind"), "{}", lines[3]);
+        let e = csv::from_str::<Measurement>(&format!("{}\nclosed,100\n", lines[0]))
+            .expect_err("short row");
+        assert!(e.to_string().starts_with("line 2: "), "{e}");
+        let e = csv::from_str::<Measurement>(&text.replacen("closed", "shut", 1))
+            .expect_err("bad kind");
+        assert!(e.to_string().contains("expected open or closed"), "{e}");
     }
 
     #[test]
@@ -1490,8 +1169,7 @@ mod tests {
             }
             rows.push(e);
         }
-        let text = csv_of(&rows);
-        let md = repeated_md(&text).expect("renders");
+        let md = markdown::repeated(&rows);
         assert!(
             md.contains(
                 "| 100 conns × 64 B | uring | echoes/s | 2.00, —, 1.10 | **1.55×** (1.10–2.00) \
@@ -1520,7 +1198,7 @@ mod tests {
         );
         assert!(!md.contains("**0.50×** (0.50–0.50) | undecided"), "{md}");
 
-        let v = Analysis::of(&parse(&text).expect("parses")).verdict();
+        let v = Analysis::of(&round_trip(&rows)).verdict();
         assert!(!v.decided(), "the open loop is undecided");
         let lines = v.render(false);
         assert_eq!(lines.len(), 4, "{lines:#?}");
@@ -1541,7 +1219,7 @@ mod tests {
             "{}",
             lines[3]
         );
-        let vmd = verdict_md(&text).expect("renders");
+        let vmd = markdown::verdict(&rows);
         assert!(vmd.starts_with("**Verdict**"), "{vmd}");
         assert!(
             vmd.contains("- 100 conns × 64 B, echoes/s: uring **1.55×**"),
@@ -1574,18 +1252,18 @@ mod tests {
 
     #[test]
     fn nothing_to_compare_is_no_section_and_no_ratios() {
-        let only_uring = csv_of(&[closed(1, "uring", 1e5, 9.0)]);
-        assert_eq!(repeated_md(&only_uring).expect("parses"), "");
+        let only_uring = [closed(1, "uring", 1e5, 9.0)];
+        assert_eq!(markdown::repeated(&only_uring), "");
         // Without epoll the verdict says why there are no ratios rather than vanish.
         assert_eq!(
-            verdict_md(&only_uring).expect("parses"),
+            markdown::verdict(&only_uring),
             format!(
                 "**Verdict**: {}\n\n",
-                no_baseline(&[closed(1, "uring", 1e5, 9.0)]).expect("none")
+                no_baseline(&only_uring).expect("none")
             )
         );
-        let only_epoll = csv_of(&[closed(1, "epoll", 1e5, 9.0)]);
-        assert_eq!(repeated_md(&only_epoll).expect("parses"), "");
-        assert_eq!(verdict_md(&only_epoll).expect("parses"), "");
+        let only_epoll = [closed(1, "epoll", 1e5, 9.0)];
+        assert_eq!(markdown::repeated(&only_epoll), "");
+        assert_eq!(markdown::verdict(&only_epoll), "");
     }
 }

@@ -45,6 +45,27 @@ impl Percentiles {
         }
     }
 
+    /// p50, p90, p99, p99.9, p99.99 and max: the six columns every CSV file keeps of a
+    /// latency (flat, since a CSV row cannot nest).
+    pub fn columns(&self) -> [f64; 6] {
+        [
+            self.p50, self.p90, self.p99, self.p999, self.p9999, self.max,
+        ]
+    }
+
+    /// Back from [`Percentiles::columns`]; the count is 0, since the files keep none.
+    pub fn from_columns([p50, p90, p99, p999, p9999, max]: [f64; 6]) -> Percentiles {
+        Percentiles {
+            count: 0,
+            p50,
+            p90,
+            p99,
+            p999,
+            p9999,
+            max,
+        }
+    }
+
     /// `p50 12.3 µs p90 ... max 1.27 s`, each value in its own unit ([`format_us`]).
     pub fn describe(&self) -> String {
         format!(

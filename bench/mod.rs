@@ -7,7 +7,7 @@ pub mod all_udp;
 pub mod burst;
 pub mod chart;
 pub mod cpu;
-pub mod csv;
+pub mod export;
 pub mod gate;
 pub mod hist;
 pub mod hlog;
@@ -15,12 +15,15 @@ pub mod idle;
 pub mod loadgen;
 pub mod machine;
 pub mod openloop;
+pub mod plan;
 pub mod plot;
 pub mod results;
 pub mod servers;
+pub mod stop;
 pub mod udp;
 pub mod udp_seq;
 pub mod udp_sys;
+pub mod validity;
 
 use std::time::Duration;
 
@@ -28,6 +31,7 @@ use clap::{Args, Subcommand};
 
 use crate::error::{Error, Result};
 use hist::Percentiles;
+use validity::Judged;
 
 /// `ringecho bench` flags.
 #[derive(Debug, Clone, Args)]
@@ -346,6 +350,7 @@ fn latency(a: &LatencyArgs) -> Result<bool> {
     );
     let r = openloop::run(&spec)?;
     println!("{}", latency_report(&r));
+    let row = all::latency_row("server", spec.load.conns, spec.load.size, spec.rate, &r);
     if let Some(path) = &a.hlog {
         let entries =
             [("corrected", &r.corrected), ("uncorrected", &r.uncorrected)].map(|(kind, h)| {
@@ -359,7 +364,7 @@ fn latency(a: &LatencyArgs) -> Result<bool> {
         hlog::write(path, "ringecho bench latency", &entries)?;
         println!("  wrote both histograms to {}", path.display());
     }
-    Ok(r.errors.total() == 0 && r.echoes > 0)
+    Ok(verdict(&row))
 }
 
 /// The human-readable result lines of an open-loop run.
@@ -397,7 +402,7 @@ pub fn latency_report(r: &openloop::OpenResult) -> String {
               the corrected percentiles include the backlog";
     }
     let e = r.errors;
-    s += &if e.total() == 0 {
+    s += &if e.failures() == 0 {
         "\n  errors: none (every byte checked)".to_string()
     } else {
         format!(
@@ -545,13 +550,12 @@ fn burst_cmd(a: &BurstArgs) -> Result<bool> {
     }
     println!("  connect  {}", Percentiles::of(&connect).describe());
     if let Some(path) = &a.csv {
-        let rows: Vec<(String, burst::Sample)> = r
+        let rows: Vec<results::BurstRow> = r
             .samples
             .iter()
-            .map(|s| ("server".to_string(), *s))
+            .map(|s| results::BurstRow::of("server", s))
             .collect();
-        std::fs::write(path, results::burst_to_csv(&rows))
-            .map_err(|e| Error::from(e).context(format!("writing {}", path.display())))?;
+        export::csv::write(path, &rows)?;
         println!("  wrote {} rows to {}", rows.len(), path.display());
     }
     if r.errors > 0 {
@@ -569,7 +573,23 @@ fn throughput(a: &ThroughputArgs) -> Result<bool> {
     println!("throughput {}: {}", spec.addr, LoadArgs::describe(&spec));
     let r = loadgen::run(&spec)?;
     println!("{}", report(&r));
-    Ok(r.errors.total() == 0 && r.echoes > 0)
+    let row = all::to_row("server", spec.conns, spec.size, spec.threads, &r);
+    Ok(verdict(&row))
+}
+
+/// The validity rule's line for a `bench` measurement, as bench-all judges the same
+/// point; whether the run passes (no broken or missing echoes).
+fn verdict(row: &impl Judged) -> bool {
+    let why = row.reasons();
+    if why.is_empty() {
+        println!("  valid: every check of bench-all's validity rule passed");
+    } else {
+        println!("  INVALID: {}", validity::describe(&why));
+    }
+    if let Some(pct) = validity::client_bound(&row.observed()) {
+        println!("  note: the load generator was the limit (client CPU {pct:.0}%)");
+    }
+    !row.failed()
 }
 
 /// The human-readable result lines.
@@ -598,16 +618,19 @@ pub fn report(r: &loadgen::LoadResult) -> String {
         r.client_cpu.as_secs_f64() / secs * 100.0
     );
     let e = r.errors;
-    s += &if e.total() == 0 {
+    s += &if e.failures() == 0 {
         "\n  errors: none (every byte checked)".to_string()
     } else {
         format!(
-            "\n  ERRORS: {} connect, {} wrong bytes, {} closed by server, {} stalled",
-            e.connect, e.mismatch, e.closed, e.stalled
+            "\n  ERRORS: {} connect, {} wrong bytes, {} closed by server",
+            e.connect, e.mismatch, e.closed
         )
     };
-    if r.echoes == 0 {
-        s += "\n  ERROR: no echo completed in the measured window";
+    if e.stalled > 0 {
+        s += &format!(
+            "\n  stalled: {} connections made no progress in the whole window",
+            e.stalled
+        );
     }
     s
 }

@@ -9,17 +9,23 @@ use hdrhistogram::Histogram;
 
 use super::all_repeat::Measurement;
 use super::chart::{self, Series};
-use super::results::{LatencyRow, Row, UdpRow};
-use super::{all, all_repeat, all_udp, csv, hist, hlog, results};
-use crate::error::{Context, Error, Result};
-
-/// Where the per-server histogram logs go inside a results directory.
-pub const HIST_DIR: &str = "histograms";
+use super::export::{self, markdown, Results, HIST_DIR, SUMMARY_MD};
+use super::results::{BurstRow, LatencyRow, ThroughputRow, UdpRow};
+use super::validity::{self, Judged};
+use super::{hist, hlog, results};
+use crate::error::{Context, Result};
 
 /// `ringecho plot DIR`: redraw every chart, and `summary.md`, from `DIR`'s data.
 pub fn plot(dir: &Path) -> Result<bool> {
-    let charts = draw_everything(dir)?;
-    write_summary(dir)?;
+    let results = Results::read(dir)?;
+    if results.is_empty() {
+        crate::bail!(
+            "{} holds no ringecho results (no throughput.csv, latency.csv, udp.csv, ...)",
+            dir.display()
+        );
+    }
+    write_summary(dir, &results)?;
+    let charts = draw_everything(dir, &results)?;
     println!(
         "redrew summary.md and {} charts in {}: {}",
         charts.len(),
@@ -29,126 +35,17 @@ pub fn plot(dir: &Path) -> Result<bool> {
     Ok(true)
 }
 
-/// The `note:` line of `DIR/metadata.txt` (where the run was measured), or "".
-pub fn read_note(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("metadata.txt"))
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("note: ").map(str::to_string))
-        })
-        .unwrap_or_default()
-}
-
-/// The UDP results file inside a results directory.
-pub const UDP_CSV: &str = "udp.csv";
-
-/// `DIR/summary.md` from `throughput.csv`, `latency.csv` and `udp.csv` (if any) and
-/// `metadata.txt`.
-pub fn write_summary(dir: &Path) -> Result<()> {
-    let rows = results::read_csv(dir)?;
-    let lat_path = dir.join("latency.csv");
-    let latency = match std::fs::read_to_string(&lat_path) {
-        Ok(text) => {
-            results::latency_from_csv(&text).with_context(|| lat_path.display().to_string())?
-        }
-        Err(_) => Vec::new(),
-    };
-    let udp = read_udp(dir)?;
-    let meta = std::fs::read_to_string(dir.join("metadata.txt")).unwrap_or_default();
-    let mut md = results::summary_md(&rows, &latency, &udp, &meta);
-    // Optional sections go before the machine section, which closes the summary.
-    let mut extra = String::new();
-    if let Ok(text) = std::fs::read_to_string(dir.join(all_repeat::REPEATED_CSV)) {
-        extra += &all_repeat::repeated_md(&text)?;
-        // The verdict opens the summary, under its title.
-        let verdict = all_repeat::verdict_md(&text)?;
-        if let Some(at) = md.find("\n\n") {
-            md.insert_str(at + 2, &verdict);
-        }
-    }
-    if let Ok(text) = std::fs::read_to_string(dir.join(MEMORY_CSV)) {
-        extra += &memory_md(&text);
-    }
-    match md.find("\n## Machine") {
-        Some(at) => md.insert_str(at, &extra),
-        None => md += &extra,
-    }
-    let path = dir.join("summary.md");
-    std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))
-}
-
-/// Where the idle-connection memory measurement goes inside a results directory.
-pub const MEMORY_CSV: &str = "memory.csv";
-
-/// `memory.csv` as a Markdown section.
-fn memory_md(text: &str) -> String {
-    let mut s = String::from(
-        "\n## Memory per idle connection\n\nServer RSS before and with the connections open \
-         and idle (kernel socket memory is not in RSS).\n\n\
-         | server | idle conns | RSS before KiB | RSS with them KiB | bytes per connection |\n\
-         |---|---:|---:|---:|---:|\n",
-    );
-    for (_, line) in csv::data_lines(text) {
-        s += &format!("| {} |\n", line.replace(',', " | "));
-    }
-    s
-}
-
-/// `DIR/udp.csv`'s rows; none if the run had no UDP phase.
-pub fn read_udp(dir: &Path) -> Result<Vec<UdpRow>> {
-    let path = dir.join(UDP_CSV);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => results::udp_from_csv(&text).with_context(|| path.display().to_string()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(Error::from(e).context(format!("reading {}", path.display()))),
-    }
-}
-
-/// One round of `repeated.csv`: bench-all's measurement and its validity, by the
-/// repeated phase's one rule ([`all_repeat::invalid_reasons`]), so a chart marks exactly
-/// the rounds the summary leaves out.
-pub struct Round {
-    pub m: Measurement,
-    /// Why the rule leaves it out; empty when it counts.
-    pub reasons: Vec<String>,
-}
-
-impl Round {
-    /// Counted by the rule.
-    pub fn valid(&self) -> bool {
-        self.reasons.is_empty()
-    }
-}
-
-/// `DIR/repeated.csv`'s rounds, in either of its layouts; none if the run had no repeated
-/// phase.
-pub fn read_rounds(dir: &Path) -> Result<Vec<Round>> {
-    let path = dir.join(all_repeat::REPEATED_CSV);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::from(e).context(format!("reading {}", path.display()))),
-    };
-    let ms = all_repeat::parse(&text).with_context(|| path.display().to_string())?;
-    Ok(ms
-        .into_iter()
-        .map(|m| Round {
-            reasons: all_repeat::invalid_reasons(&m)
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
-            m,
-        })
-        .collect())
+/// `DIR/summary.md` from `results`.
+pub fn write_summary(dir: &Path, results: &Results) -> Result<()> {
+    export::write_text(dir, SUMMARY_MD, &markdown::summary(results))
 }
 
 /// A whisker from valid rounds' `get` (none with fewer than two), and the invalid
 /// rounds' values as loose hollow points; with the count of valid rounds.
 fn spread_of(
-    rounds: &[&Round],
+    rounds: &[&Measurement],
     x: f64,
-    get: &dyn Fn(&Round) -> f64,
+    get: &dyn Fn(&Measurement) -> f64,
 ) -> (Option<chart::Spread>, Vec<(f64, f64)>, usize) {
     let vals: Vec<f64> = rounds
         .iter()
@@ -171,46 +68,38 @@ fn spread_of(
 }
 
 /// Notes naming the invalid rounds of `rounds`, with the rule's reasons.
-fn invalid_notes(rounds: &[&Round]) -> Vec<String> {
+fn invalid_notes(rounds: &[&Measurement]) -> Vec<String> {
     rounds
         .iter()
         .filter(|r| !r.valid())
         .map(|r| {
             format!(
                 "{}, {} conns x {} B, repeated round {}: left out ({}); hollow, not in the whisker.",
-                r.m.server,
-                r.m.conns,
-                r.m.size,
-                r.m.round,
-                r.reasons.join("; ")
+                r.server,
+                r.conns,
+                r.size,
+                r.round,
+                validity::describe(&r.reasons())
             )
         })
         .collect()
 }
 
-/// Why a closed-loop row is unreliable, "" if it is not: the same problems bench-all
-/// reports (errors, starved connections, no echo at all).
-fn row_problem(r: &Row) -> String {
-    let mut v = Vec::new();
-    if r.errors > 0 {
-        v.push(format!("{} errors", r.errors));
-    }
-    if r.stalled > 0 {
-        v.push(format!("{} connections starved", r.stalled));
-    }
-    if r.echoes_per_sec == 0.0 {
-        v.push("no echo completed".into());
-    }
-    v.join(", ")
-}
-
 /// A value read off a result row, and off a repeated round (None: not repeated).
-type Metric<'a> = (&'a dyn Fn(&Row) -> f64, Option<&'a dyn Fn(&Round) -> f64>);
+type Metric<'a> = (
+    &'a dyn Fn(&ThroughputRow) -> f64,
+    Option<&'a dyn Fn(&Measurement) -> f64>,
+);
 
 /// Per message size, `throughput_*B.png` (MB/s from 64 KiB up, where bandwidth is the
 /// measure), `cpu_per_echo_*B.png` and `latency_p99_*B.png` against connections, one
 /// line per server; repeated points get their rounds' spread, flagged rows are hollow.
-pub fn draw_all(dir: &Path, rows: &[Row], rounds: &[Round], note: &str) -> Result<Vec<String>> {
+pub fn draw_all(
+    dir: &Path,
+    rows: &[ThroughputRow],
+    rounds: &[Measurement],
+    note: &str,
+) -> Result<Vec<String>> {
     let mut servers: Vec<&str> = rows.iter().map(|r| r.server.as_str()).collect();
     servers.sort();
     servers.dedup();
@@ -222,12 +111,12 @@ pub fn draw_all(dir: &Path, rows: &[Row], rounds: &[Round], note: &str) -> Resul
         let mbps = size >= 64 * 1024;
         let mb = move |eps: f64| eps * size as f64 / 1e6;
         // A round keeps echoes/s only; its MB/s is the same product the main run's is.
-        let tp_row = move |r: &Row| if mbps { r.mb_per_sec } else { r.echoes_per_sec };
-        let tp_round = move |r: &Round| {
+        let tp_row = move |r: &ThroughputRow| if mbps { r.mb_per_sec } else { r.echoes_per_sec };
+        let tp_round = move |r: &Measurement| {
             if mbps {
-                mb(r.m.echoes_per_sec)
+                mb(r.echoes_per_sec)
             } else {
-                r.m.echoes_per_sec
+                r.echoes_per_sec
             }
         };
         let (tp_title, tp_desc) = if mbps {
@@ -257,8 +146,8 @@ pub fn draw_all(dir: &Path, rows: &[Row], rounds: &[Round], note: &str) -> Resul
                 chart::Axis::Linear,
                 chart::Unit::Micros,
                 (
-                    &|r: &Row| r.machine_us_per_echo,
-                    Some(&|r: &Round| r.m.machine_us_per_echo),
+                    &|r: &ThroughputRow| r.machine_us_per_echo,
+                    Some(&|r: &Measurement| r.machine_us_per_echo),
                 ),
             ),
             (
@@ -267,7 +156,10 @@ pub fn draw_all(dir: &Path, rows: &[Row], rounds: &[Round], note: &str) -> Resul
                 "p99 latency (log scale)",
                 chart::Axis::Log,
                 chart::Unit::Micros,
-                (&|r: &Row| r.p99_us, Some(&|r: &Round| r.m.p99_us)),
+                (
+                    &|r: &ThroughputRow| r.p99_us,
+                    Some(&|r: &Measurement| r.p99_us),
+                ),
             ),
         ];
         for (stem, title, y_desc, y, unit, (get, get_round)) in charts {
@@ -276,7 +168,7 @@ pub fn draw_all(dir: &Path, rows: &[Row], rounds: &[Round], note: &str) -> Resul
             let series: Vec<Series> = servers
                 .iter()
                 .filter_map(|srv| {
-                    let mine: Vec<&Row> = rows
+                    let mine: Vec<&ThroughputRow> = rows
                         .iter()
                         .filter(|r| r.server == *srv && r.size == size)
                         .collect();
@@ -288,7 +180,7 @@ pub fn draw_all(dir: &Path, rows: &[Row], rounds: &[Round], note: &str) -> Resul
                         mine.iter().map(|r| (r.conns as f64, get(r))).collect(),
                     );
                     for r in &mine {
-                        let p = row_problem(r);
+                        let p = validity::describe(&r.reasons());
                         if !p.is_empty() {
                             s.flagged.push(r.conns as f64);
                             notes.push(format!(
@@ -297,13 +189,10 @@ pub fn draw_all(dir: &Path, rows: &[Row], rounds: &[Round], note: &str) -> Resul
                             ));
                         }
                         let Some(gr) = get_round else { continue };
-                        let rs: Vec<&Round> = rounds
+                        let rs: Vec<&Measurement> = rounds
                             .iter()
                             .filter(|x| {
-                                !x.m.open
-                                    && x.m.server == *srv
-                                    && x.m.conns == r.conns
-                                    && x.m.size == size
+                                !x.open && x.server == *srv && x.conns == r.conns && x.size == size
                             })
                             .collect();
                         let (spread, loose, n) = spread_of(&rs, r.conns as f64, gr);
@@ -370,7 +259,7 @@ fn draw_burst_response(
 /// Per datagram size, `udp_pps_*B.png`: closed-loop echoes/s against client sockets,
 /// one line per server; points with errors, loss or a lagging generator hollow.
 fn draw_udp(dir: &Path, rows: &[UdpRow], note: &str) -> Result<Vec<String>> {
-    let closed: Vec<&UdpRow> = rows.iter().filter(|r| r.corrected.is_none()).collect();
+    let closed: Vec<&UdpRow> = rows.iter().filter(|r| !r.is_open()).collect();
     let mut sizes: Vec<u64> = closed.iter().map(|r| r.size).collect();
     sizes.sort();
     sizes.dedup();
@@ -394,14 +283,10 @@ fn draw_udp(dir: &Path, rows: &[UdpRow], note: &str) -> Result<Vec<String>> {
                         .collect(),
                 );
                 for r in &mine {
-                    let p = all_udp::problems(r);
+                    let p = validity::describe(&r.reasons());
                     if !p.is_empty() {
                         s.flagged.push(r.sockets as f64);
-                        notes.push(format!(
-                            "{srv} at {} sockets: {}.",
-                            r.sockets,
-                            p.trim_start_matches(", ")
-                        ));
+                        notes.push(format!("{srv} at {} sockets: {p}.", r.sockets));
                     }
                 }
                 s
@@ -435,35 +320,21 @@ fn draw_udp(dir: &Path, rows: &[UdpRow], note: &str) -> Result<Vec<String>> {
     Ok(written)
 }
 
-/// Every chart the data in `dir` supports; returns the files written.
-pub fn draw_everything(dir: &Path) -> Result<Vec<String>> {
-    let note = read_note(dir);
-    let rows = results::read_csv(dir)?;
-    let rounds = read_rounds(dir)?;
-    let mut charts = draw_all(dir, &rows, &rounds, &note)?;
-    let burst = dir.join("burst.csv");
-    if burst.exists() {
-        let text = std::fs::read_to_string(&burst)
-            .with_context(|| format!("reading {}", burst.display()))?;
-        let samples =
-            results::burst_from_csv(&text).with_context(|| burst.display().to_string())?;
-        charts.extend(draw_burst(dir, &samples, &note)?);
+/// Every chart `results` (read from `dir`, where the charts go) supports; returns the
+/// files written.
+pub fn draw_everything(dir: &Path, results: &Results) -> Result<Vec<String>> {
+    let note = results.note();
+    let mut charts = draw_all(dir, &results.throughput, &results.repeated, &note)?;
+    if !results.burst.is_empty() {
+        charts.extend(draw_burst(dir, &results.burst, &note)?);
     }
-    let udp = read_udp(dir)?;
-    charts.extend(draw_udp(dir, &udp, &note)?);
+    charts.extend(draw_udp(dir, &results.udp, &note)?);
     let hist_dir = dir.join(HIST_DIR);
     if hist_dir.is_dir() {
-        let lat_path = dir.join("latency.csv");
-        let latency = match std::fs::read_to_string(&lat_path) {
-            Ok(text) => {
-                results::latency_from_csv(&text).with_context(|| lat_path.display().to_string())?
-            }
-            Err(_) => Vec::new(),
-        };
         let data = OpenData {
-            latency: &latency,
-            udp: &udp,
-            rounds: &rounds,
+            latency: &results.latency,
+            udp: &results.udp,
+            rounds: &results.repeated,
         };
         charts.extend(draw_spectra(dir, &hist_dir, &note, &data)?);
     }
@@ -471,20 +342,16 @@ pub fn draw_everything(dir: &Path) -> Result<Vec<String>> {
 }
 
 /// The seed's rank-vs-response chart and the response-time percentile spectrum.
-fn draw_burst(
-    dir: &Path,
-    samples: &[(String, super::burst::Sample)],
-    note: &str,
-) -> Result<Vec<String>> {
+fn draw_burst(dir: &Path, samples: &[BurstRow], note: &str) -> Result<Vec<String>> {
     let mut by_server: BTreeMap<&str, Vec<super::burst::Sample>> = BTreeMap::new();
-    for (srv, x) in samples {
-        by_server.entry(srv).or_default().push(*x);
+    for x in samples {
+        by_server.entry(&x.server).or_default().push(x.sample());
     }
     let means: Vec<(String, Vec<(u32, f64)>)> = by_server
         .iter()
         .map(|(srv, mine)| (srv.to_string(), super::burst::mean_by_rank(mine)))
         .collect();
-    let rounds = samples.iter().map(|(_, x)| x.round + 1).max().unwrap_or(0);
+    let rounds = samples.iter().map(|x| x.round + 1).max().unwrap_or(0);
     let mut written = vec![draw_burst_response(dir, &means, rounds, note)?];
     let spectra: Vec<Series> = by_server
         .iter()
@@ -496,7 +363,7 @@ fn draw_burst(
             Series::new(*srv, chart::spectrum(&h))
         })
         .collect();
-    let conns = samples.iter().map(|(_, x)| x.rank + 1).max().unwrap_or(0);
+    let conns = samples.iter().map(|x| x.rank + 1).max().unwrap_or(0);
     let name = "burst_percentiles.png".to_string();
     chart::draw_spectrum(
         &dir.join(&name),
@@ -612,29 +479,7 @@ type Line = (String, String, Histogram<u64>);
 pub struct OpenData<'a> {
     pub latency: &'a [LatencyRow],
     pub udp: &'a [UdpRow],
-    pub rounds: &'a [Round],
-}
-
-/// Why an open-loop TCP row is unreliable, "" if it is not: errors, unfinished messages,
-/// or a load generator that fell behind its schedule (bench-all's saturation rule).
-fn latency_problem(r: &LatencyRow) -> String {
-    let mut v = Vec::new();
-    if r.errors > 0 {
-        v.push(format!("{} errors", r.errors));
-    }
-    if r.unfinished > 0 {
-        v.push(format!(
-            "{} of {} messages unfinished (not in the percentiles)",
-            r.unfinished, r.scheduled
-        ));
-    }
-    if r.lag_p99_us > all::LAG_SATURATED_US {
-        v.push(format!(
-            "load generator behind (send lag p99 {}): measures the harness",
-            chart::duration(r.lag_p99_us)
-        ));
-    }
-    v.join("; ")
+    pub rounds: &'a [Measurement],
 }
 
 /// One spectrum chart per open-loop point, TCP (`latency_spectrum_*pct.png`) and UDP
@@ -683,7 +528,7 @@ fn draw_spectra(dir: &Path, hist_dir: &Path, note: &str, data: &OpenData) -> Res
         let mut faded = Vec::new();
         for r in data.latency {
             if r.conns == p.conns && r.size == p.size && same_rate(r.rate) {
-                let why = latency_problem(r);
+                let why = validity::describe(&r.reasons());
                 if !why.is_empty() {
                     notes.push(format!("{} (pale): {why}.", r.server));
                     faded.push(r.server.clone());
@@ -696,20 +541,23 @@ fn draw_spectra(dir: &Path, hist_dir: &Path, note: &str, data: &OpenData) -> Res
         let mut most = 0;
         for s in series.iter_mut().filter(|s| !s.dashed) {
             let server = s.name.split(' ').next().unwrap_or("").to_string();
-            let rs: Vec<&Round> = data
+            let rs: Vec<&Measurement> = data
                 .rounds
                 .iter()
                 .filter(|r| {
-                    r.m.open
-                        && r.m.server == server
-                        && r.m.conns == p.conns
-                        && r.m.size == p.size
-                        && same_rate(r.m.rate)
+                    r.open
+                        && r.server == server
+                        && r.conns == p.conns
+                        && r.size == p.size
+                        && same_rate(r.rate)
                 })
                 .collect();
             for (x, get) in [
-                (50.0, &(|r: &Round| r.m.p50_us) as &dyn Fn(&Round) -> f64),
-                (99.0, &|r: &Round| r.m.p99_us),
+                (
+                    50.0,
+                    &(|r: &Measurement| r.p50_us) as &dyn Fn(&Measurement) -> f64,
+                ),
+                (99.0, &|r: &Measurement| r.p99_us),
             ] {
                 let (spread, loose, n) = spread_of(&rs, x, get);
                 most = most.max(n);
@@ -748,7 +596,7 @@ fn draw_spectra(dir: &Path, hist_dir: &Path, note: &str, data: &OpenData) -> Res
             .udp
             .iter()
             .filter(|r| {
-                r.corrected.is_some()
+                r.is_open()
                     && r.sockets == p.sockets
                     && r.size == p.size
                     && r.fraction == p.fraction
@@ -767,18 +615,9 @@ fn draw_spectra(dir: &Path, hist_dir: &Path, note: &str, data: &OpenData) -> Res
                     100.0 - r.loss_pct
                 ));
             }
-            if r.lag_p99_us > all::LAG_SATURATED_US || r.errors > 0 {
-                let mut why = Vec::new();
-                if r.errors > 0 {
-                    why.push(format!("{} errors (wrong bytes or duplicates)", r.errors));
-                }
-                if r.lag_p99_us > all::LAG_SATURATED_US {
-                    why.push(format!(
-                        "load generator behind (send lag p99 {}): measures the harness",
-                        chart::duration(r.lag_p99_us)
-                    ));
-                }
-                notes.push(format!("{} (pale): {}.", r.server, why.join("; ")));
+            let why = validity::describe(&r.reasons());
+            if !why.is_empty() {
+                notes.push(format!("{} (pale): {why}.", r.server));
                 faded.push(r.server.clone());
             }
         }
@@ -890,19 +729,15 @@ closed,100,64,0,2,uring,150000,13,6.3,640,950,2
         let dir = std::env::temp_dir().join(format!("ringecho-rounds-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
-        assert!(read_rounds(&dir).expect("no file").is_empty());
-        std::fs::write(dir.join(all_repeat::REPEATED_CSV), REPEATED_OLD).expect("write");
-        let old = read_rounds(&dir).expect("old layout");
+        assert!(Results::read(&dir).expect("no file").repeated.is_empty());
+        std::fs::write(dir.join(export::REPEATED_CSV), REPEATED_OLD).expect("write");
+        let old = Results::read(&dir).expect("old layout").repeated;
         assert_eq!(old.len(), 3);
         assert!(old[0].valid() && old[1].valid());
         assert!(!old[2].valid(), "a round with errors does not count");
-        assert!(
-            old[2].reasons[0].contains("2 errors"),
-            "{:?}",
-            old[2].reasons
-        );
-        let refs: Vec<&Round> = old.iter().filter(|r| r.m.server == "uring").collect();
-        let (spread, loose, n) = spread_of(&refs, 100.0, &|r| r.m.echoes_per_sec);
+        assert!(old[2].problems.contains("2 errors"), "{}", old[2].problems);
+        let refs: Vec<&Measurement> = old.iter().filter(|r| r.server == "uring").collect();
+        let (spread, loose, n) = spread_of(&refs, 100.0, &|r| r.echoes_per_sec);
         assert_eq!(n, 1);
         assert!(spread.is_none(), "one valid round is no spread");
         assert_eq!(loose, vec![(100.0, 150000.0)]);
@@ -953,7 +788,7 @@ closed,100,64,0,2,uring,150000,13,6.3,640,950,2
             }
         }
         std::fs::write(dir.join("throughput.csv"), tp).expect("write");
-        std::fs::write(dir.join(all_repeat::REPEATED_CSV), REPEATED_OLD).expect("write");
+        std::fs::write(dir.join(export::REPEATED_CSV), REPEATED_OLD).expect("write");
         let header = "server,workload,sockets,size,window,rate,fraction,echoes_per_sec,\
 mb_per_sec,sent,lost,loss_pct,late,p50_us,p90_us,p99_us,p999_us,p9999_us,max_us,\
 c_p50_us,c_p90_us,c_p99_us,c_p999_us,c_p9999_us,c_max_us,\
@@ -963,7 +798,7 @@ machine_us_per_echo,client_us_per_echo,server_us_per_echo,client_cpu_pct,lag_p99
             + &udp_line("uring", false, 8, 1000, 20)
             + &udp_line("uring", true, 64, 10000, 9675)
             + &udp_line("epoll", true, 64, 10000, 10000);
-        std::fs::write(dir.join(UDP_CSV), udp).expect("write");
+        std::fs::write(dir.join(export::UDP_CSV), udp).expect("write");
         let point = UdpLatencyTag {
             fraction: 75,
             rate: 50000,
@@ -994,7 +829,12 @@ machine_us_per_echo,client_us_per_echo,server_us_per_echo,client_cpu_pct,lag_p99
             &[entry("corrected", &empty), entry("uncorrected", &empty)],
         )
         .expect("hlog");
-        let charts = draw_everything(&dir).expect("draws");
+        let results = Results::read(&dir).expect("reads");
+        assert!(
+            results.throughput.iter().any(|r| !r.valid()),
+            "stalled rows"
+        );
+        let charts = draw_everything(&dir, &results).expect("draws");
         for c in [
             "throughput_64B.png",
             "throughput_65536B.png",

@@ -1,17 +1,18 @@
-//! Benchmark results as data: one row per server × workload point, written to and read
-//! back from CSV (so charts can be redrawn without rerunning), and the `summary.md` table.
+//! Benchmark results as data: one typed row per measurement, one type per phase. The
+//! rows are the CSV records themselves (serde names every column after its field, so
+//! there are no positional fields), each says what it saw to the one validity rule
+//! ([`Judged`]), and everything downstream (summary.md, the charts, the console's
+//! problem list) is built from them.
 
-use std::fmt::Write as _;
-use std::path::Path;
+use serde::{Deserialize, Serialize};
 
-use super::csv::{self, Layout};
 use super::hist::Percentiles;
-use crate::error::{Context, Result};
+use super::validity::{self, Judged, Observed};
 
-/// One measured point.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    /// `uring`, `epoll` or `kernel`.
+/// One closed-loop point of the throughput matrix: `throughput.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThroughputRow {
+    /// `uring`, `epoll`, `kernel` or an outside server's name.
     pub server: String,
     /// `throughput` (closed loop).
     pub workload: String,
@@ -34,164 +35,37 @@ pub struct Row {
     pub client_cpu_pct: f64,
     /// Correctness failures: wrong bytes, connections closed by the server, failed connects.
     pub errors: u64,
-    /// Connections that made no progress during the whole measured window (starvation:
-    /// a result about the server, not a harness failure).
+    /// Connections that made no progress during the whole measured window.
     pub stalled: u64,
+    /// Echoes in the measured window, and the load threads (none in older files).
+    #[serde(default)]
+    pub echoes: Option<u64>,
+    #[serde(default)]
+    pub load_threads: Option<u64>,
+    /// The validity rule's reasons when the file was written ("" when valid); recomputed
+    /// on reading, so a file cannot disagree with the rule.
+    #[serde(default)]
+    pub problems: String,
 }
 
-const HEADER: &str = "server,workload,conns,size,echoes_per_sec,mb_per_sec,p50_us,p90_us,p99_us,p999_us,max_us,machine_us_per_echo,client_us_per_echo,server_us_per_echo,client_cpu_pct,errors,stalled";
-
-const LAYOUT: Layout = Layout {
-    header: Some(HEADER),
-    what: "results",
-    width: 17,
-};
-
-/// Rows as CSV text (with header).
-pub fn to_csv(rows: &[Row]) -> String {
-    let mut s = format!("{HEADER}\n");
-    for r in rows {
-        let _ = writeln!(
-            s,
-            "{},{},{},{},{:.1},{:.3},{:.2},{:.2},{:.2},{:.2},{:.2},{:.3},{:.3},{:.3},{:.1},{},{}",
-            r.server,
-            r.workload,
-            r.conns,
-            r.size,
-            r.echoes_per_sec,
-            r.mb_per_sec,
-            r.p50_us,
-            r.p90_us,
-            r.p99_us,
-            r.p999_us,
-            r.max_us,
-            r.machine_us_per_echo,
-            r.client_us_per_echo,
-            r.server_us_per_echo,
-            r.client_cpu_pct,
-            r.errors,
-            r.stalled
-        );
-    }
-    s
-}
-
-/// Parse CSV written by [`to_csv`]; errors name the line.
-pub fn from_csv(text: &str) -> Result<Vec<Row>> {
-    csv::rows(text, &LAYOUT, |f| {
-        Some(Row {
-            server: f.str(0)?.to_string(),
-            workload: f.str(1)?.to_string(),
-            conns: f.parse(2)?,
-            size: f.parse(3)?,
-            echoes_per_sec: f.parse(4)?,
-            mb_per_sec: f.parse(5)?,
-            p50_us: f.parse(6)?,
-            p90_us: f.parse(7)?,
-            p99_us: f.parse(8)?,
-            p999_us: f.parse(9)?,
-            max_us: f.parse(10)?,
-            machine_us_per_echo: f.parse(11)?,
-            client_us_per_echo: f.parse(12)?,
-            server_us_per_echo: f.parse(13)?,
-            client_cpu_pct: f.parse(14)?,
-            errors: f.parse(15)?,
-            stalled: f.parse(16)?,
-        })
-    })
-}
-
-/// Write `rows` to `dir/throughput.csv`.
-pub fn write_csv(dir: &Path, rows: &[Row]) -> Result<()> {
-    let p = dir.join("throughput.csv");
-    std::fs::write(&p, to_csv(rows)).with_context(|| format!("writing {}", p.display()))
-}
-
-/// Read `dir/throughput.csv`.
-pub fn read_csv(dir: &Path) -> Result<Vec<Row>> {
-    let p = dir.join("throughput.csv");
-    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-    from_csv(&text).with_context(|| p.display().to_string())
-}
-
-/// Whose closed-loop peak the open-loop rates are fractions of, as a possessive: epoll's
-/// when it ran, else the fastest server's at that point (`bench-all --only` without
-/// epoll), so that no text names a baseline that did not run.
-pub fn rate_reference<'a>(mut servers: impl Iterator<Item = &'a str>) -> &'static str {
-    if servers.any(|s| s == "epoll") {
-        "epoll's"
-    } else {
-        "the fastest server's"
-    }
-}
-
-/// A Markdown table of every point, servers side by side, plus each server's ratio to
-/// epoll at that point.
-pub fn summary_md(rows: &[Row], latency: &[LatencyRow], udp: &[UdpRow], meta: &str) -> String {
-    let mut s = String::from("# ringecho benchmark summary\n\n");
-    s += "Closed-loop ping-pong (one message in flight per connection), every byte checked. ";
-    s += "Compare servers within this run; absolute numbers drift between runs and machines.\n\n";
-    s += "| server | conns | size (B) | echoes/s | MB/s | p50 µs | p99 µs | p99.9 µs | machine CPU µs/echo | server CPU µs/echo | client CPU % | errors | stalled conns |\n";
-    s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
-    for r in rows {
-        let server_cpu = if r.server_us_per_echo.is_nan() {
-            "n/a".to_string()
-        } else {
-            format!("{:.2}", r.server_us_per_echo)
-        };
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {:.0} | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} | {} | {:.0} | {} | {} |",
-            r.server,
-            r.conns,
-            r.size,
-            r.echoes_per_sec,
-            r.mb_per_sec,
-            r.p50_us,
-            r.p99_us,
-            r.p999_us,
-            r.machine_us_per_echo,
-            server_cpu,
-            r.client_cpu_pct,
-            r.errors,
-            r.stalled
-        );
-    }
-    if !latency.is_empty() {
-        s += "\n## Open loop (fixed request rates)\n\n";
-        s += &format!(
-            "Each connection sends on a schedule; *corrected* latency counts from when a message \
-              was due (coordinated omission corrected), *uncorrected* from when it was sent. \
-              Rates are fractions of {reference} closed-loop echoes/s at the same point. \
-              *Unfinished*: messages due in the window that were not echoed in time \
-              (the rate was not kept). *Send lag p99*: how late the load generator sent \
-              messages whose connection was idle at their slot, its own lateness; where it \
-              is high, the point measures the harness, not the server. (It polls instead of \
-              sleeping between close slots, so its CPU share is not a measure of saturation.)\n\n",
-            reference = rate_reference(rows.iter().map(|r| r.server.as_str()))
-        );
-        s += "| server | conns | size (B) | rate /s | achieved /s | corrected p50 µs | p99 µs | p99.9 µs | p99.99 µs | uncorrected p50 µs | p99 µs | p99.99 µs | machine CPU µs/echo | client CPU % | send lag p99 µs | unfinished | errors |\n";
-        s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
-        for r in latency {
-            let (c, u) = (&r.corrected, &r.uncorrected);
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.0} | {:.1} | {} | {} |",
-                r.server, r.conns, r.size, r.rate, r.achieved, c.p50, c.p99, c.p999, c.p9999,
-                u.p50, u.p99, u.p9999, r.machine_us_per_echo, r.client_cpu_pct, r.lag_p99_us,
-                r.unfinished, r.errors
-            );
+impl Judged for ThroughputRow {
+    fn observed(&self) -> Observed {
+        Observed {
+            conns: self.conns,
+            echoes: self.echoes,
+            echoes_per_sec: self.echoes_per_sec,
+            errors: self.errors,
+            stalled: Some(self.stalled),
+            client_cpu_pct: Some(self.client_cpu_pct),
+            load_threads: self.load_threads,
+            ..Observed::default()
         }
     }
-    s += &udp_summary_md(udp);
-    s += "\n## Machine\n\n```\n";
-    s += meta;
-    s += "```\n";
-    s
 }
 
-/// One open-loop point: a server at a fixed request rate.
-#[derive(Debug, Clone, PartialEq)]
+/// One open-loop point: a server at a fixed request rate: `latency.csv` (`c_` columns
+/// corrected for coordinated omission, `u_` uncorrected).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LatencyRow {
     pub server: String,
     pub conns: u64,
@@ -203,75 +77,101 @@ pub struct LatencyRow {
     /// Messages due in the window, and those not echoed by the end of the drain.
     pub scheduled: u64,
     pub unfinished: u64,
-    /// From the scheduled send (coordinated omission corrected), µs.
-    pub corrected: Percentiles,
+    /// From the scheduled send, µs.
+    pub c_p50_us: f64,
+    pub c_p90_us: f64,
+    pub c_p99_us: f64,
+    pub c_p999_us: f64,
+    pub c_p9999_us: f64,
+    pub c_max_us: f64,
     /// From the actual send, µs.
-    pub uncorrected: Percentiles,
+    pub u_p50_us: f64,
+    pub u_p90_us: f64,
+    pub u_p99_us: f64,
+    pub u_p999_us: f64,
+    pub u_p9999_us: f64,
+    pub u_max_us: f64,
     /// Busy CPU of the whole machine per echo, µs.
     pub machine_us_per_echo: f64,
     /// Load generator CPU as a share of one CPU, %.
     pub client_cpu_pct: f64,
-    /// p99 of how late the load generator sent messages whose connection was idle, µs.
+    /// p99 of how late the load generator sent messages whose connection was idle, µs
+    /// (NaN: no such message).
     pub lag_p99_us: f64,
     /// Wrong bytes, connections closed by the server, failed connects.
     pub errors: u64,
+    /// Echoes in the measured window (none in older files).
+    #[serde(default)]
+    pub echoes: Option<u64>,
+    /// As [`ThroughputRow::problems`].
+    #[serde(default)]
+    pub problems: String,
 }
 
-const LATENCY_HEADER: &str = "server,conns,size,rate,achieved,scheduled,unfinished,\
-c_p50_us,c_p90_us,c_p99_us,c_p999_us,c_p9999_us,c_max_us,\
-u_p50_us,u_p90_us,u_p99_us,u_p999_us,u_p9999_us,u_max_us,\
-machine_us_per_echo,client_cpu_pct,lag_p99_us,errors";
+/// A getter and a setter for six latency columns (p50 to max) as one [`Percentiles`].
+macro_rules! percentile_columns {
+    ($get:ident, $set:ident, $what:literal: $p50:ident, $p90:ident, $p99:ident, $p999:ident,
+     $p9999:ident, $max:ident) => {
+        #[doc = concat!("The ", $what, " latency.")]
+        pub fn $get(&self) -> Percentiles {
+            Percentiles::from_columns([
+                self.$p50,
+                self.$p90,
+                self.$p99,
+                self.$p999,
+                self.$p9999,
+                self.$max,
+            ])
+        }
 
-const LATENCY_LAYOUT: Layout = Layout {
-    header: Some(LATENCY_HEADER),
-    what: "latency",
-    width: 23,
-};
+        #[doc = concat!("Set the ", $what, " latency's columns.")]
+        pub fn $set(&mut self, p: &Percentiles) {
+            [
+                self.$p50,
+                self.$p90,
+                self.$p99,
+                self.$p999,
+                self.$p9999,
+                self.$max,
+            ] = p.columns();
+        }
+    };
+}
 
-/// Open-loop rows as CSV (`c_` columns corrected, `u_` uncorrected).
-pub fn latency_to_csv(rows: &[LatencyRow]) -> String {
-    let mut s = format!("{LATENCY_HEADER}\n");
-    for r in rows {
-        let _ = write!(
-            s,
-            "{},{},{},{:.1},{:.1},{},{}",
-            r.server, r.conns, r.size, r.rate, r.achieved, r.scheduled, r.unfinished
-        );
-        csv::push_percentiles(&mut s, &r.corrected);
-        csv::push_percentiles(&mut s, &r.uncorrected);
-        let _ = writeln!(
-            s,
-            ",{:.3},{:.1},{:.2},{}",
-            r.machine_us_per_echo, r.client_cpu_pct, r.lag_p99_us, r.errors
-        );
+impl LatencyRow {
+    percentile_columns!(corrected, set_corrected, "corrected (from the scheduled send)":
+        c_p50_us, c_p90_us, c_p99_us, c_p999_us, c_p9999_us, c_max_us);
+    percentile_columns!(uncorrected, set_uncorrected, "uncorrected (from the actual send)":
+        u_p50_us, u_p90_us, u_p99_us, u_p999_us, u_p9999_us, u_max_us);
+
+    /// Set both latencies' columns.
+    pub fn set_latency(&mut self, corrected: &Percentiles, uncorrected: &Percentiles) {
+        self.set_corrected(corrected);
+        self.set_uncorrected(uncorrected);
     }
-    s
 }
 
-/// Parse [`latency_to_csv`]'s output; errors name the line.
-pub fn latency_from_csv(text: &str) -> Result<Vec<LatencyRow>> {
-    csv::rows(text, &LATENCY_LAYOUT, |f| {
-        Some(LatencyRow {
-            server: f.str(0)?.to_string(),
-            conns: f.parse(1)?,
-            size: f.parse(2)?,
-            rate: f.parse(3)?,
-            achieved: f.parse(4)?,
-            scheduled: f.parse(5)?,
-            unfinished: f.parse(6)?,
-            corrected: f.percentiles(7)?,
-            uncorrected: f.percentiles(13)?,
-            machine_us_per_echo: f.parse(19)?,
-            client_cpu_pct: f.parse(20)?,
-            lag_p99_us: f.parse(21)?,
-            errors: f.parse(22)?,
-        })
-    })
+impl Judged for LatencyRow {
+    fn observed(&self) -> Observed {
+        Observed {
+            open: true,
+            conns: self.conns,
+            rate: self.rate,
+            echoes: self.echoes,
+            echoes_per_sec: self.achieved,
+            errors: self.errors,
+            scheduled: Some(self.scheduled),
+            unfinished: Some(self.unfinished),
+            lag_p99_us: self.lag_p99_us.is_finite().then_some(self.lag_p99_us),
+            queued_p50_us: Some(self.c_p50_us),
+            ..Observed::default()
+        }
+    }
 }
 
 /// One UDP point: a server under the closed loop (`workload` `throughput`) or at a fixed
-/// rate (`latency`).
-#[derive(Debug, Clone, PartialEq)]
+/// rate (`latency`): `udp.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UdpRow {
     pub server: String,
     /// `throughput` (closed loop, peak packets/s) or `latency` (open loop, fixed rate).
@@ -297,9 +197,19 @@ pub struct UdpRow {
     pub loss_pct: f64,
     pub late: u64,
     /// From the actual send, µs (the open loop's "uncorrected").
-    pub latency: Percentiles,
-    /// Open loop only: from the scheduled send (coordinated omission corrected), µs.
-    pub corrected: Option<Percentiles>,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub p9999_us: f64,
+    pub max_us: f64,
+    /// Open loop only: from the scheduled send, µs (NaN for the closed loop).
+    pub c_p50_us: f64,
+    pub c_p90_us: f64,
+    pub c_p99_us: f64,
+    pub c_p999_us: f64,
+    pub c_p9999_us: f64,
+    pub c_max_us: f64,
     /// CPU per echo, µs: the whole machine, the load generator, the server process
     /// (NaN where unknown).
     pub machine_us_per_echo: f64,
@@ -311,197 +221,146 @@ pub struct UdpRow {
     pub lag_p99_us: f64,
     /// Wrong bytes and duplicate echoes.
     pub errors: u64,
+    /// Echoes in the measured window (none in older files).
+    #[serde(default)]
+    pub echoes: Option<u64>,
+    /// As [`ThroughputRow::problems`].
+    #[serde(default)]
+    pub problems: String,
 }
 
-const UDP_HEADER: &str = "server,workload,sockets,size,window,rate,fraction,echoes_per_sec,\
-mb_per_sec,sent,lost,loss_pct,late,\
-p50_us,p90_us,p99_us,p999_us,p9999_us,max_us,\
-c_p50_us,c_p90_us,c_p99_us,c_p999_us,c_p9999_us,c_max_us,\
-machine_us_per_echo,client_us_per_echo,server_us_per_echo,client_cpu_pct,lag_p99_us,errors";
-
-const UDP_LAYOUT: Layout = Layout {
-    header: Some(UDP_HEADER),
-    what: "UDP",
-    width: 31,
-};
-
-/// UDP rows as CSV (`c_` columns: corrected latency, NaN for the closed loop).
-pub fn udp_to_csv(rows: &[UdpRow]) -> String {
-    let mut s = format!("{UDP_HEADER}\n");
-    let nan = Percentiles {
-        count: 0,
-        p50: f64::NAN,
-        p90: f64::NAN,
-        p99: f64::NAN,
-        p999: f64::NAN,
-        p9999: f64::NAN,
-        max: f64::NAN,
-    };
-    for r in rows {
-        let _ = write!(
-            s,
-            "{},{},{},{},{},{:.1},{},{:.1},{:.3},{},{},{:.4},{}",
-            r.server,
-            r.workload,
-            r.sockets,
-            r.size,
-            r.window,
-            r.rate,
-            r.fraction,
-            r.echoes_per_sec,
-            r.mb_per_sec,
-            r.sent,
-            r.lost,
-            r.loss_pct,
-            r.late
-        );
-        csv::push_percentiles(&mut s, &r.latency);
-        csv::push_percentiles(&mut s, r.corrected.as_ref().unwrap_or(&nan));
-        let _ = writeln!(
-            s,
-            ",{:.3},{:.3},{:.3},{:.1},{:.2},{}",
-            r.machine_us_per_echo,
-            r.client_us_per_echo,
-            r.server_us_per_echo,
-            r.client_cpu_pct,
-            r.lag_p99_us,
-            r.errors
-        );
+impl UdpRow {
+    /// The open loop (fixed rate) rather than the closed loop.
+    pub fn is_open(&self) -> bool {
+        self.workload == "latency"
     }
-    s
+
+    percentile_columns!(latency, set_uncorrected, "uncorrected (from the actual send)":
+        p50_us, p90_us, p99_us, p999_us, p9999_us, max_us);
+    percentile_columns!(scheduled, set_scheduled, "corrected (from the scheduled send)":
+        c_p50_us, c_p90_us, c_p99_us, c_p999_us, c_p9999_us, c_max_us);
+
+    /// Open loop: latency from the scheduled send; none for the closed loop.
+    pub fn corrected(&self) -> Option<Percentiles> {
+        self.is_open().then(|| self.scheduled())
+    }
+
+    /// Set the latency columns (`corrected` none: the closed loop, NaN columns).
+    pub fn set_latency(&mut self, latency: &Percentiles, corrected: Option<&Percentiles>) {
+        self.set_uncorrected(latency);
+        let nan = Percentiles::from_columns([f64::NAN; 6]);
+        self.set_scheduled(corrected.unwrap_or(&nan));
+    }
 }
 
-/// Parse [`udp_to_csv`]'s output; errors name the line.
-pub fn udp_from_csv(text: &str) -> Result<Vec<UdpRow>> {
-    csv::rows(text, &UDP_LAYOUT, |f| {
-        let corrected = f.percentiles(19)?;
-        Some(UdpRow {
-            server: f.str(0)?.to_string(),
-            workload: f.str(1)?.to_string(),
-            sockets: f.parse(2)?,
-            size: f.parse(3)?,
-            window: f.parse(4)?,
-            rate: f.parse(5)?,
-            fraction: f.parse(6)?,
-            echoes_per_sec: f.parse(7)?,
-            mb_per_sec: f.parse(8)?,
-            sent: f.parse(9)?,
-            lost: f.parse(10)?,
-            loss_pct: f.parse(11)?,
-            late: f.parse(12)?,
-            latency: f.percentiles(13)?,
-            corrected: (!corrected.p50.is_nan()).then_some(corrected),
-            machine_us_per_echo: f.parse(25)?,
-            client_us_per_echo: f.parse(26)?,
-            server_us_per_echo: f.parse(27)?,
-            client_cpu_pct: f.parse(28)?,
-            lag_p99_us: f.parse(29)?,
-            errors: f.parse(30)?,
-        })
-    })
-}
-
-/// The UDP sections of `summary.md` ("" without UDP rows).
-fn udp_summary_md(rows: &[UdpRow]) -> String {
-    let mut s = String::new();
-    let closed: Vec<&UdpRow> = rows.iter().filter(|r| r.corrected.is_none()).collect();
-    let open: Vec<&UdpRow> = rows.iter().filter(|r| r.corrected.is_some()).collect();
-    let na = |v: f64| {
-        if v.is_nan() {
-            "n/a".to_string()
-        } else {
-            format!("{v:.2}")
-        }
-    };
-    if !closed.is_empty() {
-        s += "\n## UDP, closed loop (peak packets per second)\n\n";
-        s += "Many client sockets (source ports), each keeping *window* datagrams in flight, \
-              sent and received in batches; every echo checked byte-exact. *Lost*: sent in \
-              the window and not echoed within the timeout (*late*: echoed after that).\n\n";
-        s += "| server | sockets | size (B) | window | echoes/s | MB/s | lost | loss % | late | p50 µs | p99 µs | p99.9 µs | machine CPU µs/echo | server CPU µs/echo | client CPU % | errors |\n";
-        s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
-        for r in closed {
-            let p = &r.latency;
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {:.0} | {:.2} | {} | {:.3} | {} | {:.1} | {:.1} | {:.1} | {} | {} | {:.0} | {} |",
-                r.server, r.sockets, r.size, r.window, r.echoes_per_sec, r.mb_per_sec, r.lost,
-                r.loss_pct, r.late, p.p50, p.p99, p.p999, na(r.machine_us_per_echo),
-                na(r.server_us_per_echo), r.client_cpu_pct, r.errors
-            );
+impl Judged for UdpRow {
+    fn observed(&self) -> Observed {
+        Observed {
+            open: self.is_open(),
+            conns: self.sockets,
+            rate: self.rate,
+            echoes: self.echoes,
+            echoes_per_sec: self.echoes_per_sec,
+            errors: self.errors,
+            sent: Some(self.sent),
+            lost: Some(self.lost),
+            lag_p99_us: self.lag_p99_us.is_finite().then_some(self.lag_p99_us),
+            ..Observed::default()
         }
     }
-    if !open.is_empty() {
-        s += "\n## UDP, open loop (fixed rates)\n\n";
-        s += &format!(
-            "Datagrams sent on a schedule at fractions of {reference} UDP closed-loop peak, \
-              whatever comes back. *Corrected* latency counts from when a datagram was due, \
-              *uncorrected* from when it went out. *Lost*: due in the window and not echoed \
-              within the timeout (not in the percentiles). *Send lag p99*: how late the load \
-              generator sent, its own lateness; where it is high, the point measures the \
-              harness.\n\n",
-            reference = rate_reference(rows.iter().map(|r| r.server.as_str()))
-        );
-        s += "| server | sockets | size (B) | rate /s | achieved /s | lost | loss % | corrected p50 µs | p99 µs | p99.9 µs | p99.99 µs | uncorrected p50 µs | p99 µs | p99.99 µs | machine CPU µs/echo | client CPU % | send lag p99 µs | errors |\n";
-        s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
-        for r in open {
-            let u = &r.latency;
-            let Some(c) = &r.corrected else { continue };
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {:.0} | {:.0} | {} | {:.3} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.0} | {:.1} | {} |",
-                r.server, r.sockets, r.size, r.rate, r.echoes_per_sec, r.lost, r.loss_pct,
-                c.p50, c.p99, c.p999, c.p9999, u.p50, u.p99, u.p9999,
-                na(r.machine_us_per_echo), r.client_cpu_pct, r.lag_p99_us, r.errors
-            );
+}
+
+/// One connection of one burst round: `burst.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BurstRow {
+    pub server: String,
+    /// Round number (0-based).
+    pub round: u32,
+    /// Completion order within the round (0 = first echo back).
+    pub rank: u32,
+    /// connect() time, µs.
+    pub connect_us: f64,
+    /// Send to full echo, µs.
+    pub response_us: f64,
+}
+
+impl BurstRow {
+    /// `server`'s row of sample `s`.
+    pub fn of(server: &str, s: &super::burst::Sample) -> BurstRow {
+        BurstRow {
+            server: server.into(),
+            round: s.round,
+            rank: s.rank,
+            connect_us: s.connect_us,
+            response_us: s.response_us,
         }
     }
-    s
-}
 
-const BURST_HEADER: &str = "server,round,rank,connect_us,response_us";
-
-/// The header is skipped unread, as it always has been.
-const BURST_LAYOUT: Layout = Layout {
-    header: None,
-    what: "burst",
-    width: 5,
-};
-
-/// Burst samples as CSV: `server,round,rank,connect_us,response_us`.
-pub fn burst_to_csv(samples: &[(String, super::burst::Sample)]) -> String {
-    let mut s = format!("{BURST_HEADER}\n");
-    for (srv, x) in samples {
-        let _ = writeln!(
-            s,
-            "{srv},{},{},{:.1},{:.1}",
-            x.round, x.rank, x.connect_us, x.response_us
-        );
+    /// The sample, without the server.
+    pub fn sample(&self) -> super::burst::Sample {
+        super::burst::Sample {
+            round: self.round,
+            rank: self.rank,
+            connect_us: self.connect_us,
+            response_us: self.response_us,
+        }
     }
-    s
 }
 
-/// Parse [`burst_to_csv`]'s output; errors name the line.
-pub fn burst_from_csv(text: &str) -> Result<Vec<(String, super::burst::Sample)>> {
-    csv::rows(text, &BURST_LAYOUT, |f| {
-        Some((
-            f.str(0)?.to_string(),
-            super::burst::Sample {
-                round: f.parse(1)?,
-                rank: f.parse(2)?,
-                connect_us: f.parse(3)?,
-                response_us: f.parse(4)?,
-            },
-        ))
-    })
+/// Idle-connection memory of one server: `memory.csv`. The module, which has no
+/// process, has two rows in kernel memory, its name saying which.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemoryRow {
+    pub server: String,
+    /// Connections held open and idle (those that connected).
+    pub conns: u64,
+    pub rss_before_kib: u64,
+    pub rss_after_kib: u64,
+    pub bytes_per_conn: f64,
+}
+
+/// Fill in `row`'s `problems` column from the rule, as every row is before it is
+/// written and after it is read.
+pub fn judge<T: Judged + HasProblems>(mut row: T) -> T {
+    *row.problems_mut() = validity::describe(&row.reasons());
+    row
+}
+
+/// Rows with a `problems` column.
+pub trait HasProblems {
+    /// The column.
+    fn problems_mut(&mut self) -> &mut String;
+}
+
+macro_rules! has_problems {
+    ($($t:ty),*) => {$(
+        impl HasProblems for $t {
+            fn problems_mut(&mut self) -> &mut String {
+                &mut self.problems
+            }
+        }
+    )*};
+}
+has_problems!(ThroughputRow, LatencyRow, UdpRow);
+
+/// Whose closed-loop peak the open-loop rates are fractions of, as a possessive: epoll's
+/// when it ran, else the fastest server's at that point (`bench-all --only` without
+/// epoll), so that no text names a baseline that did not run.
+pub fn rate_reference<'a>(mut servers: impl Iterator<Item = &'a str>) -> &'static str {
+    if servers.any(|s| s == "epoll") {
+        "epoll's"
+    } else {
+        "the fastest server's"
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn row(server: &str, conns: u64) -> Row {
-        Row {
+    /// A healthy closed-loop row of `server` at `conns` × 64 B.
+    pub fn row(server: &str, conns: u64) -> ThroughputRow {
+        ThroughputRow {
             server: server.into(),
             workload: "throughput".into(),
             conns,
@@ -518,8 +377,104 @@ mod tests {
             server_us_per_echo: f64::NAN,
             client_cpu_pct: 55.0,
             errors: 0,
-            stalled: 3,
+            stalled: 0,
+            echoes: Some(49_382),
+            load_threads: Some(1),
+            problems: String::new(),
         }
+    }
+
+    /// An open-loop row at 50,000/s, latencies from `base` µs.
+    pub fn latency_row(server: &str, base: f64) -> LatencyRow {
+        let p = |base: f64| Percentiles {
+            count: 0,
+            p50: base,
+            p90: base + 1.0,
+            p99: base + 2.0,
+            p999: base + 3.0,
+            p9999: base + 4.5,
+            max: base + 100.0,
+        };
+        let mut r = LatencyRow {
+            server: server.into(),
+            conns: 100,
+            size: 64,
+            rate: 50000.0,
+            achieved: 49990.5,
+            scheduled: 100_000,
+            unfinished: 0,
+            c_p50_us: 0.0,
+            c_p90_us: 0.0,
+            c_p99_us: 0.0,
+            c_p999_us: 0.0,
+            c_p9999_us: 0.0,
+            c_max_us: 0.0,
+            u_p50_us: 0.0,
+            u_p90_us: 0.0,
+            u_p99_us: 0.0,
+            u_p999_us: 0.0,
+            u_p9999_us: 0.0,
+            u_max_us: 0.0,
+            machine_us_per_echo: 12.5,
+            client_cpu_pct: 40.0,
+            lag_p99_us: 3.25,
+            errors: 0,
+            echoes: Some(99_981),
+            problems: String::new(),
+        };
+        r.set_latency(&p(base * 2.0), &p(base));
+        r
+    }
+
+    /// A UDP row, open loop when `corrected` is some.
+    pub fn udp_row(server: &str, corrected: Option<Percentiles>) -> UdpRow {
+        let open = corrected.is_some();
+        let mut r = UdpRow {
+            server: server.into(),
+            workload: if open { "latency" } else { "throughput" }.into(),
+            sockets: 64,
+            size: 1472,
+            window: if open { 0 } else { 4 },
+            rate: if open { 50000.0 } else { 0.0 },
+            fraction: if open { 50 } else { 0 },
+            echoes_per_sec: 123456.5,
+            mb_per_sec: 181.75,
+            sent: 600_000,
+            lost: 3,
+            loss_pct: 0.0005,
+            late: 1,
+            p50_us: 0.0,
+            p90_us: 0.0,
+            p99_us: 0.0,
+            p999_us: 0.0,
+            p9999_us: 0.0,
+            max_us: 0.0,
+            c_p50_us: 0.0,
+            c_p90_us: 0.0,
+            c_p99_us: 0.0,
+            c_p999_us: 0.0,
+            c_p9999_us: 0.0,
+            c_max_us: 0.0,
+            machine_us_per_echo: 7.5,
+            client_us_per_echo: 3.25,
+            server_us_per_echo: f64::NAN,
+            client_cpu_pct: 88.0,
+            lag_p99_us: if open { 4.5 } else { f64::NAN },
+            errors: 0,
+            echoes: Some(599_997),
+            problems: String::new(),
+        };
+        let latency = Percentiles {
+            count: 0,
+            p50: 10.5,
+            p90: 11.0,
+            p99: 20.25,
+            p999: 30.0,
+            p9999: 40.0,
+            max: 99.0,
+        };
+        r.set_latency(&latency, corrected.as_ref());
+        r
     }
 
     #[test]
@@ -532,160 +487,69 @@ mod tests {
     }
 
     #[test]
-    fn csv_round_trips_every_field() {
-        let rows = vec![row("uring", 1), row("kernel", 10000)];
-        let back = from_csv(&to_csv(&rows)).expect("parse");
-        assert_eq!(back.len(), 2);
-        assert_eq!(back[1].server, "kernel");
-        assert_eq!(back[1].conns, 10000);
-        assert_eq!(back[0].p90_us, 12.25);
-        assert!(
-            back[0].server_us_per_echo.is_nan(),
-            "NaN survives for the module"
+    fn latency_columns_set_and_read_back() {
+        let r = latency_row("uring", 10.0);
+        assert_eq!(r.corrected().p50, 20.0);
+        assert_eq!(r.uncorrected().p9999, 14.5);
+        assert_eq!(r.c_max_us, 120.0);
+        let u = udp_row("epoll", None);
+        assert!(!u.is_open() && u.corrected().is_none() && u.c_p99_us.is_nan());
+        assert_eq!(u.latency().p99, 20.25);
+        let c = u.latency();
+        let o = udp_row("epoll", Some(c));
+        assert!(o.is_open());
+        assert_eq!(o.corrected(), Some(c));
+    }
+
+    #[test]
+    fn every_row_type_goes_through_the_one_rule() {
+        assert!(row("uring", 1).valid());
+        let stalled = ThroughputRow {
+            stalled: 4,
+            ..row("uring", 100)
+        };
+        assert_eq!(
+            stalled.reasons(),
+            vec![validity::Reason::Stalled(4)],
+            "stalls leave a point out"
         );
-    }
-
-    #[test]
-    fn latency_csv_round_trips() {
-        let p = |base: f64| Percentiles {
-            count: 0,
-            p50: base,
-            p90: base + 1.0,
-            p99: base + 2.0,
-            p999: base + 3.0,
-            p9999: base + 4.5,
-            max: base + 100.0,
+        assert!(!stalled.failed(), "but do not fail the run");
+        let broken = ThroughputRow {
+            errors: 1,
+            ..row("uring", 100)
         };
-        let r = LatencyRow {
-            server: "uring".into(),
-            conns: 100,
-            size: 64,
-            rate: 50000.0,
-            achieved: 49990.5,
-            scheduled: 100_000,
-            unfinished: 2,
-            corrected: p(20.0),
-            uncorrected: p(10.0),
-            machine_us_per_echo: 12.5,
-            client_cpu_pct: 40.0,
-            lag_p99_us: 3.25,
-            errors: 0,
+        assert!(broken.failed());
+        let few = ThroughputRow {
+            echoes: Some(12),
+            ..row("uring", 100)
         };
-        let back = latency_from_csv(&latency_to_csv(std::slice::from_ref(&r))).expect("parse");
-        assert_eq!(back, vec![r]);
-        assert!(latency_from_csv("x\n").is_err());
-        let bad = latency_to_csv(&[]) + "uring,1\n";
-        assert!(latency_from_csv(&bad)
-            .expect_err("short")
-            .to_string()
-            .contains("line 2"));
-    }
+        assert_eq!(few.reasons(), vec![validity::Reason::TooFewEchoes(12)]);
 
-    fn udp_row(workload: &str, corrected: Option<Percentiles>) -> UdpRow {
-        UdpRow {
-            server: "epoll".into(),
-            workload: workload.into(),
-            sockets: 64,
-            size: 1472,
-            window: if corrected.is_some() { 0 } else { 4 },
-            rate: if corrected.is_some() { 50000.0 } else { 0.0 },
-            fraction: if corrected.is_some() { 50 } else { 0 },
-            echoes_per_sec: 123456.5,
-            mb_per_sec: 181.75,
-            sent: 600_000,
-            lost: 3,
-            loss_pct: 0.0005,
-            late: 1,
-            latency: Percentiles {
-                count: 0,
-                p50: 10.5,
-                p90: 11.0,
-                p99: 20.25,
-                p999: 30.0,
-                p9999: 40.0,
-                max: 99.0,
-            },
-            corrected,
-            machine_us_per_echo: 7.5,
-            client_us_per_echo: 3.25,
-            server_us_per_echo: f64::NAN,
-            client_cpu_pct: 88.0,
-            lag_p99_us: if corrected.is_some() { 4.5 } else { f64::NAN },
-            errors: 0,
-        }
-    }
-
-    #[test]
-    fn udp_csv_round_trips_both_workloads() {
-        let c = Percentiles {
-            count: 0,
-            p50: 12.0,
-            p90: 13.0,
-            p99: 25.5,
-            p999: 31.0,
-            p9999: 45.0,
-            max: 120.0,
+        assert!(latency_row("uring", 10.0).valid());
+        let slow = LatencyRow {
+            achieved: 1000.0,
+            unfinished: 30,
+            ..latency_row("uring", 10.0)
         };
-        let rows = vec![udp_row("throughput", None), udp_row("latency", Some(c))];
-        let back = udp_from_csv(&udp_to_csv(&rows)).expect("parse");
-        assert_eq!(back.len(), 2);
-        assert_eq!(back[0].corrected, None, "NaN columns read back as none");
-        assert_eq!(back[1].corrected, Some(c));
-        assert!(back[0].server_us_per_echo.is_nan());
-        for (a, b) in rows.iter().zip(&back) {
-            // NaN != NaN: compare the rest field by field through a copy without it.
-            let strip = |r: &UdpRow| UdpRow {
-                server_us_per_echo: 0.0,
-                lag_p99_us: if r.lag_p99_us.is_nan() {
-                    -1.0
-                } else {
-                    r.lag_p99_us
-                },
-                ..r.clone()
-            };
-            assert_eq!(strip(a), strip(b));
-        }
-        assert!(udp_from_csv("nope\n").is_err());
-        let bad = udp_to_csv(&[]) + "epoll,throughput,64\n";
-        assert!(udp_from_csv(&bad)
-            .expect_err("short")
-            .to_string()
-            .contains("line 2"));
-        let md = summary_md(&[], &[], &rows, "");
-        assert!(md.contains("## UDP, closed loop") && md.contains("## UDP, open loop"));
-        assert_eq!(md.matches("\n| epoll | 64 | 1472 |").count(), 2, "{md}");
-    }
+        assert_eq!(slow.reasons().len(), 2, "{:?}", slow.reasons());
+        let mut behind = latency_row("uring", 10.0);
+        behind.lag_p99_us = 500.0;
+        assert_eq!(
+            behind.reasons(),
+            vec![validity::Reason::LoadGeneratorBehind(500.0)]
+        );
 
-    #[test]
-    fn burst_csv_round_trips() {
-        let x = super::super::burst::Sample {
-            round: 2,
-            rank: 7,
-            connect_us: 12.5,
-            response_us: 99.0,
+        assert!(udp_row("epoll", None).valid());
+        let lossy = UdpRow {
+            lost: 60_000,
+            ..udp_row("epoll", None)
         };
-        let back = burst_from_csv(&burst_to_csv(&[("epoll".into(), x)])).expect("parse");
-        assert_eq!(back.len(), 1);
-        assert_eq!((back[0].1.round, back[0].1.rank), (2, 7));
-        assert_eq!(back[0].1.response_us, 99.0);
-        let e = burst_from_csv("h\nx,1\n").expect_err("short row");
-        assert!(e.to_string().contains("line 2"), "{e}");
-    }
-
-    #[test]
-    fn malformed_csv_names_the_line() {
-        let mut text = to_csv(&[row("uring", 1)]);
-        text += "uring,throughput,oops\n";
-        let e = from_csv(&text).expect_err("malformed");
-        assert!(e.to_string().contains("line 3"), "{e}");
-        assert!(from_csv("a,b\n").is_err());
-    }
-
-    #[test]
-    fn summary_has_a_line_per_row_and_the_machine() {
-        let md = summary_md(&[row("uring", 1), row("epoll", 1)], &[], &[], "kernel: x\n");
-        assert_eq!(md.matches("\n| uring |").count(), 1);
-        assert_eq!(md.matches("\n| epoll |").count(), 1);
-        assert!(md.contains("| n/a |") && md.contains("kernel: x"));
+        assert!(matches!(
+            lossy.reasons()[..],
+            [validity::Reason::Lost { lost: 60_000, .. }]
+        ));
+        let judged = judge(lossy);
+        assert!(judged.problems.contains("60000 of 600000 datagrams lost"));
+        assert_eq!(judge(row("uring", 1)).problems, "");
     }
 }

@@ -28,8 +28,7 @@ pub struct Target {
     /// shown only when the server failed.
     pub stderr: StderrTail,
     /// An outside server's command line (`--server NAME=COMMAND`, `{port}` not yet
-    /// replaced): how the memory phase starts a fresh one, and the sign that its whole
-    /// process group is stopped (the `sh -c` and what it started).
+    /// replaced): how the memory phase starts a fresh one.
     pub command: Option<String>,
     /// The process whose CPU time and RSS are the server's, when that is not `child`:
     /// an outside server's `sh -c` may stay as a parent of the real server.
@@ -69,18 +68,12 @@ fn quote(tail: &StderrTail) -> String {
 impl Drop for Target {
     fn drop(&mut self) {
         if let Some(c) = &mut self.child {
-            // An outside server leads its own process group (see `start_outside`): the
-            // negative pid reaches the shell's children as well.
-            let group = self.command.is_some();
-            let pid = if group {
-                -(c.id() as i32)
-            } else {
-                c.id() as i32
-            };
-            // SAFETY: kill(2) on our own child's pid or group; SIGTERM lets it close
-            // cleanly.
+            // Every server leads its own process group (see `spawn_in_group`): the
+            // negative pid reaches whatever an outside server's shell started as well.
+            let group = -(c.id() as i32);
+            // SAFETY: kill(2) on our own child's group; SIGTERM lets it close cleanly.
             unsafe {
-                libc::kill(pid, libc::SIGTERM);
+                libc::kill(group, libc::SIGTERM);
             }
             let deadline = Instant::now() + Duration::from_secs(2);
             let mut exited = false;
@@ -91,17 +84,46 @@ impl Drop for Target {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            if group {
-                // The shell may have gone while something it started ignores SIGTERM.
-                // SAFETY: as above; ESRCH (nothing left in the group) is harmless.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
+            // The leader may have gone while something it started ignores SIGTERM.
+            // SAFETY: as above; ESRCH (nothing left in the group) is harmless.
+            unsafe {
+                libc::kill(group, libc::SIGKILL);
             }
             if !exited {
                 let _ = c.kill();
                 let _ = c.wait();
             }
+            live().retain(|&g| g != group);
+        }
+    }
+}
+
+/// The process groups of the servers running now (negative pids), for
+/// [`kill_all_now`].
+static LIVE: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+fn live() -> std::sync::MutexGuard<'static, Vec<i32>> {
+    // A poisoned lock only means a thread panicked holding it; the list is still good.
+    LIVE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Spawn `cmd` as the leader of a process group of its own, so that the terminal's
+/// Ctrl-C, which goes to the harness's group, does not reach it, and stopping the group
+/// stops all it started; it is recorded for [`kill_all_now`].
+fn spawn_in_group(cmd: &mut Command) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    let child = cmd.process_group(0).spawn()?;
+    live().push(-(child.id() as i32));
+    Ok(child)
+}
+
+/// SIGKILL every server still running: the harness is quitting at once (a second
+/// Ctrl-C) and no `Drop` will run.
+pub fn kill_all_now() {
+    for &group in live().iter() {
+        // SAFETY: kill(2) on a process group this harness started.
+        unsafe {
+            libc::kill(group, libc::SIGKILL);
         }
     }
 }
@@ -140,21 +162,22 @@ impl Target {
 /// Start `ringecho serve --engine NAME` on a free port, one worker pinned to CPU 0.
 pub fn start_server(engine: &str) -> Result<Target> {
     let exe = std::env::current_exe().context("finding the ringecho binary")?;
-    let mut child = Command::new(exe)
-        .args([
-            "serve",
-            "--engine",
-            engine,
-            "--port",
-            "0",
-            "--threads",
-            "1",
-            "--pin",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting the {engine} server"))?;
+    let mut child = spawn_in_group(
+        Command::new(exe)
+            .args([
+                "serve",
+                "--engine",
+                engine,
+                "--port",
+                "0",
+                "--threads",
+                "1",
+                "--pin",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .with_context(|| format!("starting the {engine} server"))?;
     let tail = StderrTail::default();
     if let Some(err) = child.stderr.take() {
         let t = Arc::clone(&tail);
@@ -226,7 +249,6 @@ pub fn start_outside(name: &str, command: &str) -> Result<Target> {
         .stderr(Stdio::piped());
     {
         use std::os::unix::process::CommandExt;
-        cmd.process_group(0);
         // SAFETY: between fork and exec only async-signal-safe calls: building a CPU set
         // on the stack and sched_setaffinity(2) on the child itself; its children inherit
         // the mask.
@@ -241,8 +263,7 @@ pub fn start_outside(name: &str, command: &str) -> Result<Target> {
             });
         }
     }
-    let mut child = cmd
-        .spawn()
+    let mut child = spawn_in_group(&mut cmd)
         .with_context(|| format!("starting the {name} server (sh -c {line:?})"))?;
     let tail = StderrTail::default();
     let mut t = Target {

@@ -55,11 +55,7 @@ const TRACKER_BUDGET: usize = 32 << 20;
 /// default, and bench-all's). Loopback echoes take microseconds; even a server with a
 /// 4 MiB receive queue full of 64-byte datagrams drains it in a few tens of ms.
 pub const TIMEOUT_SECS: f64 = 0.2;
-/// Loss, percent of the datagrams counted, above which `bench udp` fails (its
-/// `--max-loss` default) and bench-all lists the point under "points with problems".
-/// A correct server on loopback loses nothing while the datagrams in flight fit its
-/// receive buffer; more than this is a result worth a look, not noise.
-pub const MAX_LOSS_PCT: f64 = 1.0;
+pub use super::validity::MAX_LOSS_PCT;
 /// The largest UDP payload over IPv4.
 pub const MAX_SIZE: usize = 65_507;
 /// In-flight datagrams (sockets × window) a closed loop may ask for: more than any

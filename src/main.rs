@@ -53,7 +53,15 @@ fn main() -> ExitCode {
         }
         Command::Check(args) => ringecho::check::run(&args),
         Command::Bench(args) => ringecho::bench::run(&args),
-        Command::BenchAll(args) => ringecho::bench::all::run(&args),
+        Command::BenchAll(args) => {
+            use ringecho::bench::all::Outcome;
+            match ringecho::bench::all::run(&args) {
+                // As a shell reports a job stopped by SIGINT.
+                Ok(Outcome::Interrupted) => return ExitCode::from(130),
+                Ok(o) => Ok(o == Outcome::Passed),
+                Err(e) => Err(e),
+            }
+        }
         Command::Plot { dir } => ringecho::bench::plot::plot(&dir),
     };
     match result {

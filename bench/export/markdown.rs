@@ -1,0 +1,434 @@
+//! The Markdown exporter: `summary.md`, built from a results directory's typed rows.
+//! It opens with the verdict (the repeated phase's median ratios), then one table per
+//! phase, each row with the validity rule's notes, then the machine.
+
+use super::super::all_repeat::{self, Analysis, Cell, Measurement, Median};
+use super::super::results::{rate_reference, LatencyRow, MemoryRow, ThroughputRow, UdpRow};
+use super::super::validity::{
+    self, Judged, CLIENT_LIMIT_PCT, LAG_SATURATED_US, MAX_LOSS_PCT, MIN_ECHOES, MIN_RATE_KEPT,
+};
+use super::Results;
+
+/// A column's alignment.
+#[derive(Clone, Copy)]
+enum Align {
+    Left,
+    Right,
+}
+use Align::{Left, Right};
+
+/// One column of a table of `R`s: its heading, alignment, and what a row shows in it.
+struct Column<R: ?Sized> {
+    name: &'static str,
+    align: Align,
+    cell: fn(&R) -> String,
+}
+
+/// A column.
+fn col<R: ?Sized>(name: &'static str, align: Align, cell: fn(&R) -> String) -> Column<R> {
+    Column { name, align, cell }
+}
+
+/// A Markdown table of `rows` in `cols`.
+fn table<R: ?Sized>(cols: &[Column<R>], rows: &[&R]) -> String {
+    let names: Vec<&str> = cols.iter().map(|c| c.name).collect();
+    let rule: Vec<&str> = cols
+        .iter()
+        .map(|c| match c.align {
+            Left => "---",
+            Right => "---:",
+        })
+        .collect();
+    let mut s = format!("| {} |\n|{}|\n", names.join(" | "), rule.join("|"));
+    for r in rows {
+        let cells: Vec<String> = cols.iter().map(|c| (c.cell)(r)).collect();
+        s += &format!("| {} |\n", cells.join(" | "));
+    }
+    s
+}
+
+/// `v` with `d` decimals, "n/a" where it was not measured (NaN).
+fn num(v: f64, d: usize) -> String {
+    if v.is_nan() {
+        "n/a".into()
+    } else {
+        format!("{v:.d$}")
+    }
+}
+
+/// The notes column: the rule's reasons, and where the load generator was the limit.
+fn notes(row: &impl Judged) -> String {
+    let mut v = Vec::new();
+    let why = row.reasons();
+    if !why.is_empty() {
+        v.push(format!("**invalid**: {}", validity::describe(&why)));
+    }
+    if let Some(pct) = validity::client_bound(&row.observed()) {
+        v.push(format!(
+            "load generator at its limit (client CPU {pct:.0}%)"
+        ));
+    }
+    v.join("; ")
+}
+
+/// The whole summary.
+pub fn summary(r: &Results) -> String {
+    let mut s = String::from("# ringecho benchmark summary\n\n");
+    if let Some(line) = r.metadata.lines().find(|l| l.starts_with("incomplete: ")) {
+        s += &format!("**This run is {line}** The tables hold the phases that finished.\n\n");
+    }
+    s += &verdict(&r.repeated);
+    s += &throughput(&r.throughput);
+    s += &latency(&r.latency, &r.throughput);
+    s += &udp(&r.udp);
+    s += &repeated(&r.repeated);
+    s += &memory(&r.memory);
+    s += "\n## Machine\n\n```\n";
+    s += &r.metadata;
+    s += "```\n";
+    s
+}
+
+/// The verdict, as summary.md opens with it ("" without a repeated phase).
+pub fn verdict(rows: &[Measurement]) -> String {
+    if let Some(none) = all_repeat::no_baseline(rows) {
+        return format!("**Verdict**: {none}\n\n");
+    }
+    let lines = Analysis::of(rows).verdict().render(true);
+    if lines.is_empty() {
+        String::new()
+    } else {
+        lines.join("\n") + "\n\n"
+    }
+}
+
+/// What makes a measurement invalid, said once for every table.
+fn rule_text() -> String {
+    format!(
+        "A measurement is invalid (its row says why, it is drawn hollow and left out of \
+         every median) with errors, with no echo or fewer than {MIN_ECHOES} in its window, \
+         with connections stalled for the whole window (closed loop), with more than \
+         {MAX_LOSS_PCT}% of datagrams lost (UDP), or, in the open loop, with the rate not \
+         kept (achieved below {:.0}% of it), messages left unfinished, a corrected p50 \
+         above one slot of a connection's schedule (connections ÷ rate: the messages \
+         queued), or the load generator's send lag p99 above {LAG_SATURATED_US:.0} µs (it \
+         measured the harness). Where the load generator's CPU was at {CLIENT_LIMIT_PCT:.0}% \
+         or more per thread, the point compares the client, and the row says so.\n\n",
+        MIN_RATE_KEPT * 100.0
+    )
+}
+
+fn throughput(rows: &[ThroughputRow]) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "## Closed loop (throughput)\n\nPing-pong, one message in flight per connection, \
+         every byte checked. Compare servers within this run; absolute numbers drift \
+         between runs and machines.\n\n",
+    );
+    s += &rule_text();
+    let cols: [Column<ThroughputRow>; 14] = [
+        col("server", Left, |r| r.server.clone()),
+        col("conns", Right, |r| r.conns.to_string()),
+        col("size (B)", Right, |r| r.size.to_string()),
+        col("echoes/s", Right, |r| num(r.echoes_per_sec, 0)),
+        col("MB/s", Right, |r| num(r.mb_per_sec, 2)),
+        col("p50 µs", Right, |r| num(r.p50_us, 1)),
+        col("p99 µs", Right, |r| num(r.p99_us, 1)),
+        col("p99.9 µs", Right, |r| num(r.p999_us, 1)),
+        col("machine CPU µs/echo", Right, |r| {
+            num(r.machine_us_per_echo, 2)
+        }),
+        col("server CPU µs/echo", Right, |r| {
+            num(r.server_us_per_echo, 2)
+        }),
+        col("client CPU %", Right, |r| num(r.client_cpu_pct, 0)),
+        col("errors", Right, |r| r.errors.to_string()),
+        col("stalled conns", Right, |r| r.stalled.to_string()),
+        col("notes", Left, notes),
+    ];
+    s += &table(&cols, &rows.iter().collect::<Vec<_>>());
+    s
+}
+
+fn latency(rows: &[LatencyRow], closed: &[ThroughputRow]) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut s = format!(
+        "\n## Open loop (fixed request rates)\n\nEach connection sends on a schedule; \
+         *corrected* latency counts from when a message was due (coordinated omission \
+         corrected), *uncorrected* from when it was sent. Rates are fractions of \
+         {reference} closed-loop echoes/s at the same point. *Unfinished*: messages due \
+         in the window that were not echoed in time (the rate was not kept). *Send lag \
+         p99*: how late the load generator sent messages whose connection was idle at \
+         their slot, its own lateness. (It polls instead of sleeping between close slots, \
+         so its CPU share is not a measure of saturation.)\n\n",
+        reference = rate_reference(closed.iter().map(|r| r.server.as_str()))
+    );
+    let cols: [Column<LatencyRow>; 18] = [
+        col("server", Left, |r| r.server.clone()),
+        col("conns", Right, |r| r.conns.to_string()),
+        col("size (B)", Right, |r| r.size.to_string()),
+        col("rate /s", Right, |r| num(r.rate, 0)),
+        col("achieved /s", Right, |r| num(r.achieved, 0)),
+        col("corrected p50 µs", Right, |r| num(r.c_p50_us, 1)),
+        col("p99 µs", Right, |r| num(r.c_p99_us, 1)),
+        col("p99.9 µs", Right, |r| num(r.c_p999_us, 1)),
+        col("p99.99 µs", Right, |r| num(r.c_p9999_us, 1)),
+        col("uncorrected p50 µs", Right, |r| num(r.u_p50_us, 1)),
+        col("p99 µs", Right, |r| num(r.u_p99_us, 1)),
+        col("p99.99 µs", Right, |r| num(r.u_p9999_us, 1)),
+        col("machine CPU µs/echo", Right, |r| {
+            num(r.machine_us_per_echo, 2)
+        }),
+        col("client CPU %", Right, |r| num(r.client_cpu_pct, 0)),
+        col("send lag p99 µs", Right, |r| num(r.lag_p99_us, 1)),
+        col("unfinished", Right, |r| r.unfinished.to_string()),
+        col("errors", Right, |r| r.errors.to_string()),
+        col("notes", Left, notes),
+    ];
+    s += &table(&cols, &rows.iter().collect::<Vec<_>>());
+    s
+}
+
+fn udp(rows: &[UdpRow]) -> String {
+    let mut s = String::new();
+    let (open, closed): (Vec<&UdpRow>, Vec<&UdpRow>) = rows.iter().partition(|r| r.is_open());
+    if !closed.is_empty() {
+        s += "\n## UDP, closed loop (peak packets per second)\n\n\
+              Many client sockets (source ports), each keeping *window* datagrams in flight, \
+              sent and received in batches; every echo checked byte-exact. *Lost*: sent in \
+              the window and not echoed within the timeout (*late*: echoed after that).\n\n";
+        let cols: [Column<UdpRow>; 17] = [
+            col("server", Left, |r| r.server.clone()),
+            col("sockets", Right, |r| r.sockets.to_string()),
+            col("size (B)", Right, |r| r.size.to_string()),
+            col("window", Right, |r| r.window.to_string()),
+            col("echoes/s", Right, |r| num(r.echoes_per_sec, 0)),
+            col("MB/s", Right, |r| num(r.mb_per_sec, 2)),
+            col("lost", Right, |r| r.lost.to_string()),
+            col("loss %", Right, |r| num(r.loss_pct, 3)),
+            col("late", Right, |r| r.late.to_string()),
+            col("p50 µs", Right, |r| num(r.p50_us, 1)),
+            col("p99 µs", Right, |r| num(r.p99_us, 1)),
+            col("p99.9 µs", Right, |r| num(r.p999_us, 1)),
+            col("machine CPU µs/echo", Right, |r| {
+                num(r.machine_us_per_echo, 2)
+            }),
+            col("server CPU µs/echo", Right, |r| {
+                num(r.server_us_per_echo, 2)
+            }),
+            col("client CPU %", Right, |r| num(r.client_cpu_pct, 0)),
+            col("errors", Right, |r| r.errors.to_string()),
+            col("notes", Left, notes),
+        ];
+        s += &table(&cols, &closed);
+    }
+    if !open.is_empty() {
+        s += &format!(
+            "\n## UDP, open loop (fixed rates)\n\nDatagrams sent on a schedule at fractions \
+             of {reference} UDP closed-loop peak, whatever comes back. *Corrected* latency \
+             counts from when a datagram was due, *uncorrected* from when it went out. \
+             *Lost*: due in the window and not echoed within the timeout (not in the \
+             percentiles). *Send lag p99*: how late the load generator sent, its own \
+             lateness.\n\n",
+            reference = rate_reference(rows.iter().map(|r| r.server.as_str()))
+        );
+        let cols: [Column<UdpRow>; 19] = [
+            col("server", Left, |r| r.server.clone()),
+            col("sockets", Right, |r| r.sockets.to_string()),
+            col("size (B)", Right, |r| r.size.to_string()),
+            col("rate /s", Right, |r| num(r.rate, 0)),
+            col("achieved /s", Right, |r| num(r.echoes_per_sec, 0)),
+            col("lost", Right, |r| r.lost.to_string()),
+            col("loss %", Right, |r| num(r.loss_pct, 3)),
+            col("corrected p50 µs", Right, |r| num(r.c_p50_us, 1)),
+            col("p99 µs", Right, |r| num(r.c_p99_us, 1)),
+            col("p99.9 µs", Right, |r| num(r.c_p999_us, 1)),
+            col("p99.99 µs", Right, |r| num(r.c_p9999_us, 1)),
+            col("uncorrected p50 µs", Right, |r| num(r.p50_us, 1)),
+            col("p99 µs", Right, |r| num(r.p99_us, 1)),
+            col("p99.99 µs", Right, |r| num(r.p9999_us, 1)),
+            col("machine CPU µs/echo", Right, |r| {
+                num(r.machine_us_per_echo, 2)
+            }),
+            col("client CPU %", Right, |r| num(r.client_cpu_pct, 0)),
+            col("send lag p99 µs", Right, |r| num(r.lag_p99_us, 1)),
+            col("errors", Right, |r| r.errors.to_string()),
+            col("notes", Left, notes),
+        ];
+        s += &table(&cols, &open);
+    }
+    s
+}
+
+/// Per point and server, the ratio to epoll in each round, their median over valid
+/// rounds, and the rounds left out with their reasons ("" with nothing to compare).
+pub fn repeated(rows: &[Measurement]) -> String {
+    let a = Analysis::of(rows);
+    if a.comparisons.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "\n## Repeated points (the performance targets)\n\nThe points the targets name, \
+         measured again in rounds with the servers interleaved; each cell is the ratio to \
+         epoll *in the same round* (one round on a shared machine can swing by a factor of \
+         ten). A round counts only when both of its measurements are valid (the rule \
+         above); the median of the valid rounds' ratios, with their min–max, is the figure \
+         to quote. With valid rounds fewer than half the rounds, or fewer than two, it \
+         reads *undecided*. `—`: a round left out (listed below, with why); `n/a`: a \
+         figure missing or zero.\n\n",
+    );
+    let mut lines = Vec::new();
+    for c in &a.comparisons {
+        for m in &c.measures {
+            let cells: Vec<String> = m
+                .cells
+                .iter()
+                .map(|cell| match cell {
+                    Cell::Ratio(r) => format!("{r:.2}"),
+                    Cell::Invalid => "—".to_string(),
+                    Cell::NoFigure(_) => "n/a".to_string(),
+                })
+                .collect();
+            let mut notes: Vec<String> = Vec::new();
+            if let (Some(pct), "echoes/s") = (c.client_bound, m.name) {
+                notes.push(format!(
+                    "load generator at its limit (client CPU {pct:.0}%)"
+                ));
+            }
+            // Each n/a cell's reason, unless the median already gives it.
+            if !matches!(m.median, Median::NotApplicable(_)) {
+                for (round, cell) in c.rounds.iter().zip(&m.cells) {
+                    if let Cell::NoFigure(why) = cell {
+                        notes.push(format!("n/a in round {round}: {why}"));
+                    }
+                }
+            }
+            lines.push([
+                c.point.clone(),
+                c.server.clone(),
+                m.name.to_string(),
+                cells.join(", "),
+                m.median.render(true),
+                notes.join("; "),
+            ]);
+        }
+    }
+    let cols: [Column<[String; 6]>; 6] = [
+        col("point", Left, |r| r[0].clone()),
+        col("server", Left, |r| r[1].clone()),
+        col("measure", Left, |r| r[2].clone()),
+        col("per round", Left, |r| r[3].clone()),
+        col("median (min–max)", Left, |r| r[4].clone()),
+        col("note", Left, |r| r[5].clone()),
+    ];
+    s += &table(&cols, &lines.iter().collect::<Vec<_>>());
+    if !a.left_out.is_empty() {
+        s += "\n### Rounds left out (problems)\n\n";
+        for l in &a.left_out {
+            s += &format!(
+                "- {}, round {}, {}: {}\n",
+                l.point,
+                l.round,
+                l.server,
+                validity::describe(&l.reasons)
+            );
+        }
+    }
+    s
+}
+
+fn memory(rows: &[MemoryRow]) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "\n## Memory per idle connection\n\nServer RSS before and with the connections open \
+         and idle (kernel socket memory is not in RSS).\n\n",
+    );
+    let cols: [Column<MemoryRow>; 5] = [
+        col("server", Left, |r| r.server.clone()),
+        col("idle conns", Right, |r| r.conns.to_string()),
+        col("RSS before KiB", Right, |r| r.rss_before_kib.to_string()),
+        col("RSS with them KiB", Right, |r| r.rss_after_kib.to_string()),
+        col("bytes per connection", Right, |r| num(r.bytes_per_conn, 1)),
+    ];
+    s += &table(&cols, &rows.iter().collect::<Vec<_>>());
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::results::tests::{latency_row, row, udp_row};
+    use super::super::super::results::{judge, ThroughputRow};
+    use super::*;
+
+    #[test]
+    fn tables_have_a_line_per_row_and_the_machine() {
+        let r = Results {
+            throughput: vec![row("uring", 1), row("epoll", 1)],
+            metadata: "kernel: x\n".into(),
+            ..Results::default()
+        };
+        let md = summary(&r);
+        assert_eq!(md.matches("\n| uring |").count(), 1, "{md}");
+        assert_eq!(md.matches("\n| epoll |").count(), 1);
+        assert!(md.contains("| n/a |") && md.contains("kernel: x"));
+        assert!(!md.contains("## Open loop") && !md.contains("## UDP"));
+        assert!(!md.contains("incomplete"));
+    }
+
+    #[test]
+    fn an_invalid_row_says_why_and_a_client_bound_one_says_so() {
+        let stalled = judge(ThroughputRow {
+            stalled: 3,
+            ..row("uring", 100)
+        });
+        let busy = ThroughputRow {
+            client_cpu_pct: 97.0,
+            ..row("epoll", 100)
+        };
+        let md = throughput(&[stalled, busy]);
+        assert!(
+            md.contains("**invalid**: 3 connections stalled for the whole window |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| load generator at its limit (client CPU 97%) |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn udp_and_open_loop_sections_from_their_rows() {
+        let c = udp_row("epoll", None).latency();
+        let r = Results {
+            latency: vec![latency_row("epoll", 10.0)],
+            udp: vec![udp_row("epoll", None), udp_row("epoll", Some(c))],
+            ..Results::default()
+        };
+        let md = summary(&r);
+        assert!(md.contains("## Open loop") && md.contains("| epoll | 100 | 64 | 50000 |"));
+        assert!(md.contains("## UDP, closed loop") && md.contains("## UDP, open loop"));
+        assert_eq!(md.matches("\n| epoll | 64 | 1472 |").count(), 2, "{md}");
+        assert!(
+            md.contains("fractions of the fastest server's"),
+            "no epoll closed loop"
+        );
+    }
+
+    #[test]
+    fn an_incomplete_run_says_so_first() {
+        let r = Results {
+            throughput: vec![row("uring", 1)],
+            metadata: "incomplete: interrupted during latency; not run: burst, udp.\n".into(),
+            ..Results::default()
+        };
+        let md = summary(&r);
+        let at = md.find("**This run is incomplete").expect("said");
+        assert!(at < md.find("## Closed loop").expect("table"));
+    }
+}
