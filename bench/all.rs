@@ -922,6 +922,8 @@ pub(super) fn latency_row(
         },
         errors: r.errors.failures(),
         echoes: Some(r.echoes),
+        server_wait_pct: r.waits.pct(r.window).0,
+        client_wait_pct: r.waits.pct(r.window).1,
         problems: String::new(),
     };
     row.set_latency(
@@ -975,6 +977,8 @@ pub(super) fn to_row(
         stalled: r.errors.stalled,
         echoes: Some(r.echoes),
         load_threads: Some(threads as u64),
+        server_wait_pct: r.waits.pct(r.window).0,
+        client_wait_pct: r.waits.pct(r.window).1,
         problems: String::new(),
     })
 }

@@ -117,6 +117,12 @@ pub struct Measurement {
     /// or no connection was idle at its slot).
     #[serde(default, deserialize_with = "finite")]
     pub lag_p99_us: Option<f64>,
+    /// How long the server's and the load generator's threads waited for a CPU, % of
+    /// the window.
+    #[serde(default, deserialize_with = "finite")]
+    pub server_wait_pct: Option<f64>,
+    #[serde(default, deserialize_with = "finite")]
+    pub client_wait_pct: Option<f64>,
     /// The validity rule's reasons ("" when valid), as [`Measurement::judged`] sets them.
     #[serde(default)]
     pub problems: String,
@@ -162,6 +168,8 @@ impl Judged for Measurement {
             queued_p50_us: self.open.then_some(self.p50_us),
             client_cpu_pct: self.client_cpu_pct,
             load_threads: self.load_threads,
+            server_wait_pct: self.server_wait_pct,
+            client_wait_pct: self.client_wait_pct,
             ..Observed::default()
         }
     }
@@ -264,6 +272,8 @@ impl Ctx<'_> {
             client_cpu_pct: None,
             load_threads: Some(threads as u64),
             lag_p99_us: None,
+            server_wait_pct: None,
+            client_wait_pct: None,
             problems: String::new(),
         };
         if pt.open {
@@ -290,6 +300,8 @@ impl Ctx<'_> {
                     let lag = Percentiles::of(&r.send_lag);
                     (lag.count > 0).then_some(lag.p99)
                 },
+                server_wait_pct: r.waits.pct(r.window).0,
+                client_wait_pct: r.waits.pct(r.window).1,
                 ..base
             })
         } else {
@@ -305,6 +317,8 @@ impl Ctx<'_> {
                 echoes: row.echoes,
                 stalled: Some(row.stalled),
                 client_cpu_pct: Some(row.client_cpu_pct),
+                server_wait_pct: row.server_wait_pct,
+                client_wait_pct: row.client_wait_pct,
                 ..base
             })
         }
@@ -797,6 +811,8 @@ mod tests {
             client_cpu_pct: Some(50.0),
             load_threads: Some(1),
             lag_p99_us: None,
+            server_wait_pct: None,
+            client_wait_pct: None,
             problems: String::new(),
         }
     }
@@ -1124,7 +1140,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("kind,conns,size,rate,round,server,"));
         assert!(lines[1].starts_with("closed,100,64,"), "{}", lines[1]);
-        assert!(lines[1].ends_with(",1,,"), "{}", lines[1]);
+        assert!(lines[1].ends_with(",1,,,,"), "{}", lines[1]);
         assert!(
             lines[2].ends_with(",3 connections stalled for the whole window"),
             "{}",

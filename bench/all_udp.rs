@@ -179,6 +179,8 @@ fn to_row(server: &str, spec: &UdpSpec, fraction: Option<u32>, r: &UdpResult) ->
             .map_or(f64::NAN, |h| Percentiles::of(h).p99),
         errors: c.errors(),
         echoes: Some(c.echoes),
+        server_wait_pct: r.waits.pct(r.window).0,
+        client_wait_pct: r.waits.pct(r.window).1,
         problems: String::new(),
     };
     let corrected = r.corrected.as_ref().map(Percentiles::of);

@@ -50,6 +50,41 @@ pub fn parse_process_cpu(stat: &str) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
+/// Per thread of process `pid`, the time it has spent runnable but waiting for a CPU
+/// (`/proc/PID/task/TID/schedstat`, second field, ns): what a CPU hog or a noisy
+/// neighbour takes from it. Threads come and go, so a wait over a window is the sum of
+/// the deltas of the threads present at both ends ([`waited`]).
+pub fn task_waits(pid: u32) -> Option<Vec<(u32, u64)>> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut v: Vec<(u32, u64)> = tasks
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let tid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("schedstat")).ok()?;
+            Some((tid, parse_schedstat_wait(&stat)?))
+        })
+        .collect();
+    v.sort_unstable();
+    Some(v)
+}
+
+/// The run-queue wait, ns, of a `schedstat` line (`on-cpu-ns wait-ns timeslices`).
+pub fn parse_schedstat_wait(line: &str) -> Option<u64> {
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The total wait between two [`task_waits`] readings, over the threads in both.
+pub fn waited(before: &[(u32, u64)], after: &[(u32, u64)]) -> Duration {
+    let ns: u64 = after
+        .iter()
+        .filter_map(|(tid, w)| {
+            let i = before.binary_search_by_key(tid, |e| e.0).ok()?;
+            Some(w.saturating_sub(before[i].1))
+        })
+        .sum();
+    Duration::from_nanos(ns)
+}
+
 /// CPU time the calling thread has used.
 pub fn thread_cpu() -> Duration {
     let mut ts = libc::timespec {
@@ -79,6 +114,18 @@ mod tests {
     fn process_cpu_survives_odd_command_names() {
         let stat = "42 (my (odd) name) S 1 42 42 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0";
         assert_eq!(parse_process_cpu(stat), Some(325));
+    }
+
+    #[test]
+    fn waits_are_summed_over_the_threads_present_at_both_ends() {
+        assert_eq!(parse_schedstat_wait("1595110 4087732 2\n"), Some(4_087_732));
+        assert_eq!(parse_schedstat_wait("12"), None);
+        let before = [(1, 100), (2, 50), (3, 10)];
+        let after = [(1, 400), (3, 1_010), (4, 9_999)];
+        // Thread 2 exited, thread 4 is new: neither counts.
+        assert_eq!(waited(&before, &after), Duration::from_nanos(300 + 1_000));
+        assert!(task_waits(std::process::id()).is_some_and(|v| !v.is_empty()));
+        assert_eq!(task_waits(u32::MAX), None);
     }
 
     #[test]

@@ -96,6 +96,8 @@ pub struct LoadResult {
     pub machine_cpu: Option<Duration>,
     /// CPU of the server process inside the window.
     pub server_cpu: Option<Duration>,
+    /// Run-queue waits of the server's and the load generator's threads in the window.
+    pub waits: Waits,
     /// Problems seen.
     pub errors: Errors,
 }
@@ -141,7 +143,7 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult> {
         window: (window_start, window_end),
         server_pid: spec.server_pid,
     };
-    let (outs, machine_cpu, server_cpu) =
+    let (outs, sampled) =
         threads.run(|t, share| drive(spec, t, share, window_start, window_end))?;
     let mut result = LoadResult {
         echoes: 0,
@@ -149,8 +151,9 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult> {
         latency: hist::new_histogram(),
         window: window_end - window_start,
         client_cpu: Duration::ZERO,
-        machine_cpu,
-        server_cpu,
+        machine_cpu: sampled.machine_cpu,
+        server_cpu: sampled.server_cpu,
+        waits: sampled.waits,
         errors: Errors::default(),
     };
     for out in outs {
@@ -161,6 +164,36 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult> {
         result.errors.add(&out.errors);
     }
     Ok(result)
+}
+
+/// What the sampler saw of the machine and the server over the measured window.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Sampled {
+    /// Busy CPU of the whole machine, and of the server process.
+    pub machine_cpu: Option<Duration>,
+    pub server_cpu: Option<Duration>,
+    pub waits: Waits,
+}
+
+/// Time spent runnable but waiting for a CPU over the measured window, summed over the
+/// threads: the server's (none without a process, as for the module) and the load
+/// generator's own (this process). A CPU hog or a noisy neighbour on their CPUs shows
+/// here, where the echo figures alone would only look slow.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Waits {
+    pub server: Option<Duration>,
+    pub client: Option<Duration>,
+}
+
+impl Waits {
+    /// Each as a percentage of `window` (the wait summed over threads, so two threads
+    /// each waiting the whole window read 200%).
+    pub fn pct(&self, window: Duration) -> (Option<f64>, Option<f64>) {
+        let of = |d: Option<Duration>| {
+            d.map(|d| d.as_secs_f64() / window.as_secs_f64().max(1e-9) * 100.0)
+        };
+        (of(self.server), of(self.client))
+    }
 }
 
 /// Load threads sharing the connections, and the CPU sampling around their measured window;
@@ -185,7 +218,7 @@ impl Threads<'_> {
     pub fn run<T: Send>(
         &self,
         f: impl Fn(usize, usize) -> Result<T> + Sync,
-    ) -> Result<(Vec<T>, Option<Duration>, Option<Duration>)> {
+    ) -> Result<(Vec<T>, Sampled)> {
         if self.count > MAX_THREADS {
             crate::bail!(
                 "at most {MAX_THREADS} load threads (asked for {})",
@@ -196,7 +229,7 @@ impl Threads<'_> {
         let gate = Gate::new(self.count);
         let (window_start, window_end) = self.window;
         let server_pid = self.server_pid;
-        let (outs, (machine_cpu, server_cpu)) = std::thread::scope(|sc| {
+        let (outs, sampled) = std::thread::scope(|sc| {
             let mut handles = Vec::with_capacity(self.count);
             let mut failed = None;
             for t in 0..self.count {
@@ -232,16 +265,26 @@ impl Threads<'_> {
             let sampler = match failed {
                 Some(_) => None,
                 None => match std::thread::Builder::new().spawn_scoped(sc, move || {
+                    let waits = |pid: Option<u32>| pid.and_then(cpu::task_waits);
                     sleep_until(window_start);
                     let m0 = cpu::machine_busy();
                     let s0 = server_pid.and_then(cpu::process_cpu);
+                    let (sw0, cw0) = (waits(server_pid), waits(Some(std::process::id())));
                     sleep_until(window_end);
                     let m1 = cpu::machine_busy();
                     let s1 = server_pid.and_then(cpu::process_cpu);
-                    (
-                        m0.zip(m1).map(|(a, b)| b.saturating_sub(a)),
-                        s0.zip(s1).map(|(a, b)| b.saturating_sub(a)),
-                    )
+                    let (sw1, cw1) = (waits(server_pid), waits(Some(std::process::id())));
+                    let waited = |a: Option<Vec<(u32, u64)>>, b: Option<Vec<(u32, u64)>>| {
+                        a.zip(b).map(|(a, b)| cpu::waited(&a, &b))
+                    };
+                    Sampled {
+                        machine_cpu: m0.zip(m1).map(|(a, b)| b.saturating_sub(a)),
+                        server_cpu: s0.zip(s1).map(|(a, b)| b.saturating_sub(a)),
+                        waits: Waits {
+                            server: waited(sw0, sw1),
+                            client: waited(cw0, cw1),
+                        },
+                    }
                 }) {
                     Ok(h) => Some(h),
                     Err(e) => {
@@ -260,14 +303,14 @@ impl Threads<'_> {
                         .unwrap_or_else(|_| Err(Error::msg("load thread panicked")))
                 })
                 .collect();
-            let cpu = sampler.map_or((None, None), |h| h.join().unwrap_or((None, None)));
+            let sampled = sampler.map_or(Sampled::default(), |h| h.join().unwrap_or_default());
             match failed {
                 Some(e) => Err(e),
-                None => Ok((outs, cpu)),
+                None => Ok((outs, sampled)),
             }
         })?;
         let outs = outs.into_iter().collect::<Result<Vec<T>>>()?;
-        Ok((outs, machine_cpu, server_cpu))
+        Ok((outs, sampled))
     }
 }
 

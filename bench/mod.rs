@@ -397,6 +397,7 @@ pub fn latency_report(r: &openloop::OpenResult) -> String {
         "\n  client load: {:.0}% of one CPU",
         r.client_cpu.as_secs_f64() / secs * 100.0
     );
+    s += &waits_line(&r.waits, r.window);
     if r.unfinished > 0 {
         s += "\n  note: the rate was not kept (server or load generator saturated): \
               the corrected percentiles include the backlog";
@@ -577,6 +578,17 @@ fn throughput(a: &ThroughputArgs) -> Result<bool> {
     Ok(verdict(&row))
 }
 
+/// "\n  waiting for a CPU: server 0.3%, load generator 1.2% of the window".
+fn waits_line(w: &loadgen::Waits, window: Duration) -> String {
+    let (server, client) = w.pct(window);
+    let pct = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1}%"));
+    format!(
+        "\n  waiting for a CPU: server {}, load generator {} of the window",
+        pct(server),
+        pct(client)
+    )
+}
+
 /// The validity rule's line for a `bench` measurement, as bench-all judges the same
 /// point; whether the run passes (no broken or missing echoes).
 fn verdict(row: &impl Judged) -> bool {
@@ -617,6 +629,7 @@ pub fn report(r: &loadgen::LoadResult) -> String {
         "\n  client load: {:.0}% of one CPU",
         r.client_cpu.as_secs_f64() / secs * 100.0
     );
+    s += &waits_line(&r.waits, r.window);
     let e = r.errors;
     s += &if e.failures() == 0 {
         "\n  errors: none (every byte checked)".to_string()

@@ -68,6 +68,8 @@ pub struct OpenResult {
     pub machine_cpu: Option<Duration>,
     /// CPU of the server process inside the window.
     pub server_cpu: Option<Duration>,
+    /// Run-queue waits of the server's and the load generator's threads in the window.
+    pub waits: super::loadgen::Waits,
     /// Problems seen (stalled is not used: see `unfinished`).
     pub errors: Errors,
 }
@@ -274,7 +276,7 @@ pub fn run(open: &OpenSpec) -> Result<OpenResult> {
         window,
         server_pid: spec.server_pid,
     };
-    let (outs, machine_cpu, server_cpu) = pool.run(|t, share| {
+    let (outs, sampled) = pool.run(|t, share| {
         let rate = open.rate * share as f64 / spec.conns as f64;
         drive(spec, t, share, Schedule::new(start, rate, share), window)
     })?;
@@ -287,8 +289,9 @@ pub fn run(open: &OpenSpec) -> Result<OpenResult> {
         send_lag: hist::new_histogram(),
         window: spec.duration,
         client_cpu: Duration::ZERO,
-        machine_cpu,
-        server_cpu,
+        machine_cpu: sampled.machine_cpu,
+        server_cpu: sampled.server_cpu,
+        waits: sampled.waits,
         errors: Errors::default(),
     };
     for o in outs {

@@ -42,6 +42,12 @@ pub struct ThroughputRow {
     pub echoes: Option<u64>,
     #[serde(default)]
     pub load_threads: Option<u64>,
+    /// How long the server's and the load generator's threads waited for a CPU, % of
+    /// the window (none without a server process, or in older files).
+    #[serde(default)]
+    pub server_wait_pct: Option<f64>,
+    #[serde(default)]
+    pub client_wait_pct: Option<f64>,
     /// The validity rule's reasons when the file was written ("" when valid); recomputed
     /// on reading, so a file cannot disagree with the rule.
     #[serde(default)]
@@ -58,6 +64,8 @@ impl Judged for ThroughputRow {
             stalled: Some(self.stalled),
             client_cpu_pct: Some(self.client_cpu_pct),
             load_threads: self.load_threads,
+            server_wait_pct: self.server_wait_pct,
+            client_wait_pct: self.client_wait_pct,
             ..Observed::default()
         }
     }
@@ -103,6 +111,12 @@ pub struct LatencyRow {
     /// Echoes in the measured window (none in older files).
     #[serde(default)]
     pub echoes: Option<u64>,
+    /// How long the server's and the load generator's threads waited for a CPU, % of
+    /// the window (none without a server process, or in older files).
+    #[serde(default)]
+    pub server_wait_pct: Option<f64>,
+    #[serde(default)]
+    pub client_wait_pct: Option<f64>,
     /// As [`ThroughputRow::problems`].
     #[serde(default)]
     pub problems: String,
@@ -164,6 +178,8 @@ impl Judged for LatencyRow {
             unfinished: Some(self.unfinished),
             lag_p99_us: self.lag_p99_us.is_finite().then_some(self.lag_p99_us),
             queued_p50_us: Some(self.c_p50_us),
+            server_wait_pct: self.server_wait_pct,
+            client_wait_pct: self.client_wait_pct,
             ..Observed::default()
         }
     }
@@ -224,6 +240,12 @@ pub struct UdpRow {
     /// Echoes in the measured window (none in older files).
     #[serde(default)]
     pub echoes: Option<u64>,
+    /// How long the server's and the load generator's threads waited for a CPU, % of
+    /// the window (none without a server process, or in older files).
+    #[serde(default)]
+    pub server_wait_pct: Option<f64>,
+    #[serde(default)]
+    pub client_wait_pct: Option<f64>,
     /// As [`ThroughputRow::problems`].
     #[serde(default)]
     pub problems: String,
@@ -265,6 +287,8 @@ impl Judged for UdpRow {
             sent: Some(self.sent),
             lost: Some(self.lost),
             lag_p99_us: self.lag_p99_us.is_finite().then_some(self.lag_p99_us),
+            server_wait_pct: self.server_wait_pct,
+            client_wait_pct: self.client_wait_pct,
             ..Observed::default()
         }
     }
@@ -380,6 +404,8 @@ pub(super) mod tests {
             stalled: 0,
             echoes: Some(49_382),
             load_threads: Some(1),
+            server_wait_pct: Some(0.5),
+            client_wait_pct: Some(0.25),
             problems: String::new(),
         }
     }
@@ -420,6 +446,8 @@ pub(super) mod tests {
             lag_p99_us: 3.25,
             errors: 0,
             echoes: Some(99_981),
+            server_wait_pct: None,
+            client_wait_pct: Some(1.0),
             problems: String::new(),
         };
         r.set_latency(&p(base * 2.0), &p(base));
@@ -462,6 +490,8 @@ pub(super) mod tests {
             lag_p99_us: if open { 4.5 } else { f64::NAN },
             errors: 0,
             echoes: Some(599_997),
+            server_wait_pct: Some(2.0),
+            client_wait_pct: None,
             problems: String::new(),
         };
         let latency = Percentiles {

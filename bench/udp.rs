@@ -160,6 +160,8 @@ pub struct UdpResult {
     pub machine_cpu: Option<Duration>,
     /// CPU of the server process inside the window.
     pub server_cpu: Option<Duration>,
+    /// Run-queue waits of the server's and the load generator's threads in the window.
+    pub waits: super::loadgen::Waits,
     /// Send or receive calls that failed for a reason other than a full buffer or an
     /// ICMP error (e.g. the socket was shut), counted rather than fatal.
     pub io_errors: u64,
@@ -198,7 +200,7 @@ pub fn run(spec: &UdpSpec) -> Result<UdpResult> {
     // The run's tag: a stray datagram from another run (or a server echoing stale data)
     // does not check.
     let tag = (spec.seed as u32) ^ (std::process::id() << 8) ^ 0x5eed_u32;
-    let (outs, machine_cpu, server_cpu) = pool.run(|t, share| {
+    let (outs, sampled) = pool.run(|t, share| {
         // Socket ids are global: thread t's sockets follow those of threads 0..t.
         let first_id = t * (spec.sockets / threads) + t.min(spec.sockets % threads);
         drive(spec, t, share, first_id as u32, tag, start, window)
@@ -211,8 +213,9 @@ pub fn run(spec: &UdpSpec) -> Result<UdpResult> {
         send_lag: spec.rate.map(|_| hist::new_histogram()),
         window: spec.duration,
         client_cpu: Duration::ZERO,
-        machine_cpu,
-        server_cpu,
+        machine_cpu: sampled.machine_cpu,
+        server_cpu: sampled.server_cpu,
+        waits: sampled.waits,
         io_errors: 0,
     };
     for o in outs {

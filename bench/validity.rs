@@ -31,6 +31,13 @@ pub const CLIENT_LIMIT_PCT: f64 = 90.0;
 /// the survivors of a drop, not the echo path.
 pub const MAX_LOSS_PCT: f64 = 1.0;
 
+/// The server's or the load generator's threads waited for a CPU (runnable, not
+/// running) for more than this share of the window, %: something else had their CPU (a
+/// CPU hog, a noisy neighbour, a build), so the figures measure the host's load, not the
+/// echo path. Each side has a CPU of its own, so on a quiet host they wait for almost
+/// nothing.
+pub const MAX_CPU_WAIT_PCT: f64 = 10.0;
+
 /// Open loop over TCP: a corrected p50 above one slot of a connection's schedule
 /// (connections ÷ rate) means most messages were due while their connection's previous
 /// message was still out: the point measured a queue, not the latency at that rate. The
@@ -73,6 +80,10 @@ pub struct Observed {
     /// Closed loop: the load generator's CPU, % of one CPU, and its threads.
     pub client_cpu_pct: Option<f64>,
     pub load_threads: Option<u64>,
+    /// How long the server's and the load generator's threads waited for a CPU, % of
+    /// the window (none: no process to read, as for the module, or not kept).
+    pub server_wait_pct: Option<f64>,
+    pub client_wait_pct: Option<f64>,
 }
 
 /// Why a measurement does not count.
@@ -96,6 +107,9 @@ pub enum Reason {
     LoadGeneratorBehind(f64),
     /// Open loop: corrected p50 above one slot ([`backlog_slot_us`]), both µs.
     Backlogged { p50_us: f64, slot_us: f64 },
+    /// The server's (or, `server` false, the load generator's) threads waited for a CPU
+    /// for this share of the window, %, above [`MAX_CPU_WAIT_PCT`].
+    CpuTaken { server: bool, pct: f64 },
 }
 
 impl Reason {
@@ -134,6 +148,12 @@ impl fmt::Display for Reason {
                 "backlogged: corrected p50 {p50_us:.0} µs above one slot of a connection \
                  ({slot_us:.0} µs)"
             ),
+            Reason::CpuTaken { server, pct } => write!(
+                f,
+                "the {} waited for a CPU {pct:.0}% of the window (limit {MAX_CPU_WAIT_PCT:.0}%): \
+                 the host was busy",
+                if *server { "server" } else { "load generator" }
+            ),
             Reason::LoadGeneratorBehind(lag) => write!(
                 f,
                 "load generator behind (send lag p99 {lag:.0} µs; limit {LAG_SATURATED_US:.0}): \
@@ -157,6 +177,11 @@ pub fn reasons(o: &Observed) -> Vec<Reason> {
         why.push(Reason::NoEchoes);
     } else if let Some(n) = o.echoes.filter(|&n| n < MIN_ECHOES) {
         why.push(Reason::TooFewEchoes(n));
+    }
+    for (server, pct) in [(true, o.server_wait_pct), (false, o.client_wait_pct)] {
+        if let Some(pct) = pct.filter(|&p| p > MAX_CPU_WAIT_PCT) {
+            why.push(Reason::CpuTaken { server, pct });
+        }
     }
     if let (Some(lost), Some(sent)) = (o.lost, o.sent) {
         if sent > 0 && lost as f64 > MAX_LOSS_PCT / 100.0 * sent as f64 {
@@ -305,6 +330,26 @@ mod tests {
             ),
             (
                 Observed {
+                    server_wait_pct: Some(35.0),
+                    ..closed()
+                },
+                Reason::CpuTaken {
+                    server: true,
+                    pct: 35.0,
+                },
+            ),
+            (
+                Observed {
+                    client_wait_pct: Some(10.5),
+                    ..open()
+                },
+                Reason::CpuTaken {
+                    server: false,
+                    pct: 10.5,
+                },
+            ),
+            (
+                Observed {
                     sent: Some(1000),
                     lost: Some(11),
                     ..closed()
@@ -379,6 +424,12 @@ mod tests {
             ..open()
         };
         assert_eq!(reasons(&kept), vec![], "90% is kept");
+        let waited = Observed {
+            server_wait_pct: Some(MAX_CPU_WAIT_PCT),
+            client_wait_pct: Some(MAX_CPU_WAIT_PCT),
+            ..closed()
+        };
+        assert_eq!(reasons(&waited), vec![], "at the limit");
     }
 
     #[test]

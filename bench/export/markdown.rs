@@ -5,7 +5,8 @@
 use super::super::all_repeat::{self, Analysis, Cell, Measurement, Median};
 use super::super::results::{rate_reference, LatencyRow, MemoryRow, ThroughputRow, UdpRow};
 use super::super::validity::{
-    self, Judged, CLIENT_LIMIT_PCT, LAG_SATURATED_US, MAX_LOSS_PCT, MIN_ECHOES, MIN_RATE_KEPT,
+    self, Judged, CLIENT_LIMIT_PCT, LAG_SATURATED_US, MAX_CPU_WAIT_PCT, MAX_LOSS_PCT, MIN_ECHOES,
+    MIN_RATE_KEPT,
 };
 use super::Results;
 
@@ -112,7 +113,9 @@ fn rule_text() -> String {
          kept (achieved below {:.0}% of it), messages left unfinished, a corrected p50 \
          above one slot of a connection's schedule (connections ÷ rate: the messages \
          queued), or the load generator's send lag p99 above {LAG_SATURATED_US:.0} µs (it \
-         measured the harness). Where the load generator's CPU was at {CLIENT_LIMIT_PCT:.0}% \
+         measured the harness); and in every loop when the server's or the load \
+         generator's threads waited for a CPU more than {MAX_CPU_WAIT_PCT:.0}% of the \
+         window (the host was busy). Where the load generator's CPU was at {CLIENT_LIMIT_PCT:.0}% \
          or more per thread, the point compares the client, and the row says so.\n\n",
         MIN_RATE_KEPT * 100.0
     )
