@@ -13,16 +13,9 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::netns::{self, Netns};
-use common::Server;
+use common::netns::Netns;
+use common::{each_engine, Server, ENGINES};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-
-/// Every engine and io_uring feature set.
-const ENGINES: [&[&str]; 3] = [
-    &["--engine", "uring"],
-    &["--engine", "uring", "--compat", "6.1"],
-    &["--engine", "epoll"],
-];
 
 /// The loop breaker's window (src/udp/loops.rs), and a pace safely outside it.
 const WINDOW: Duration = Duration::from_millis(200);
@@ -157,107 +150,105 @@ fn echoed(c: &UdpSocket, to: SocketAddr, data: &[u8], wait: Duration) -> bool {
     }
 }
 
-/// Run `f` once per engine, each on its own thread (they wait on timers, not CPU).
-fn each_engine(f: impl Fn(&[&str]) + Sync) {
-    std::thread::scope(|s| {
-        let hs: Vec<_> = ENGINES.iter().map(|e| s.spawn(|| f(e))).collect();
-        for h in hs {
-            h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-        }
+/// `ringecho serve --proto udp --stats 1 --threads THREADS` with `engine`'s flags and then
+/// `more`, inside `ns`; returns it and its arguments (for messages).
+fn udp_server<'a>(
+    ns: &Netns,
+    engine: &[&'a str],
+    threads: &'a str,
+    more: &[&'a str],
+) -> (Server, Vec<&'a str>) {
+    let mut args = engine.to_vec();
+    args.extend(["--proto", "udp", "--threads", threads, "--stats", "1"]);
+    args.extend_from_slice(more);
+    (Server::start_in(ns, &args), args)
+}
+
+/// A veth pair d0-d1 inside `ns`, both ends up: more addresses of this one "host", on
+/// interfaces that are not loopback. Each of `addrs` is the rest of an `ip addr add`.
+fn local_links(ns: &Netns, addrs: &[&[&str]]) {
+    ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
+    for a in addrs {
+        let mut cmd = vec!["addr", "add"];
+        cmd.extend_from_slice(a);
+        ns.ip(&cmd);
+    }
+    ns.ip(&["link", "set", "d0", "up"]);
+    ns.ip(&["link", "set", "d1", "up"]);
+}
+
+/// After `forge_all` (inside `ns`) has sent `forged` datagrams that would make `s` answer
+/// itself, a client bound to `client` is still echoed at `to`, every forgery was counted
+/// as from ourselves, and only the client was echoed.
+fn assert_only_the_client_echoed(
+    ns: &Netns,
+    s: &Server,
+    args: &[&str],
+    forge_all: impl FnOnce() + Send,
+    (client, to): (&str, SocketAddr),
+    forged: u64,
+) {
+    ns.run(|| {
+        forge_all();
+        let c = UdpSocket::bind(client).expect("bind");
+        assert!(echoed(&c, to, b"still served", Duration::from_secs(2)));
     });
+    let t = totals_after(s, Duration::from_millis(1200));
+    assert_eq!(count(&t, "ourselves"), forged, "{args:?}: {t:?}");
+    assert_eq!(count(&t, "echoed"), 1, "{args:?}: only the client: {t:?}");
+    assert_eq!(count(&t, "loops"), 0, "{args:?}: {t:?}");
 }
 
 #[test]
 fn a_forged_datagram_from_our_own_port_on_this_host_is_not_echoed() {
-    if !netns::available("self-loop") {
-        return;
-    }
     each_engine(|engine| {
         for bind in ["0.0.0.0", "::"] {
             let ns = Netns::new();
             // Two more addresses of this "host", on non-loopback interfaces.
-            ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
-            ns.ip(&["addr", "add", "10.77.0.1/24", "dev", "d0"]);
-            ns.ip(&["addr", "add", "10.88.0.1/24", "dev", "d1"]);
-            ns.ip(&["link", "set", "d0", "up"]);
-            ns.ip(&["link", "set", "d1", "up"]);
-            let mut args = engine.to_vec();
-            args.extend([
-                "--bind",
-                bind,
-                "--proto",
-                "udp",
-                "--threads",
-                "2",
-                "--stats",
-                "1",
-            ]);
-            let s = Server::start_in(&ns, &args);
+            local_links(
+                &ns,
+                &[
+                    &["10.77.0.1/24", "dev", "d0"],
+                    &["10.88.0.1/24", "dev", "d1"],
+                ],
+            );
+            let (s, args) = udp_server(&ns, engine, "2", &["--bind", bind]);
             let p = s.udp_addr().port();
             let at = |ip: &str| SocketAddrV4::new(ip.parse().expect("ip"), p);
-            ns.run(|| {
-                // Each would be answered from our port to our port on another local
-                // address: into this server again, forever.
+            // Each would be answered from our port to our port on another local address:
+            // into this server again, forever.
+            let forge_all = || {
                 forge(at("127.0.0.2"), at("127.0.0.1"), b"self loop 1");
                 forge(at("127.0.0.1"), at("127.0.0.2"), b"self loop 2");
                 forge(at("10.77.0.1"), at("127.0.0.1"), b"self loop 3");
                 forge(at("127.0.0.1"), at("10.77.0.1"), b"self loop 4");
                 forge(at("10.88.0.1"), at("10.77.0.1"), b"self loop 5");
-                let c = UdpSocket::bind("127.0.0.1:0").expect("bind");
-                let to = SocketAddr::V4(at("127.0.0.1"));
-                assert!(echoed(&c, to, b"still served", Duration::from_secs(2)));
-            });
-            let t = totals_after(&s, Duration::from_millis(1200));
-            assert_eq!(count(&t, "ourselves"), 5, "{args:?}: {t:?}");
-            assert_eq!(count(&t, "echoed"), 1, "{args:?}: only the client: {t:?}");
-            assert_eq!(count(&t, "loops"), 0, "{args:?}: {t:?}");
+            };
+            let client = ("127.0.0.1:0", SocketAddr::V4(at("127.0.0.1")));
+            assert_only_the_client_echoed(&ns, &s, &args, forge_all, client, 5);
         }
     });
 }
 
 #[test]
 fn a_forged_ipv6_datagram_from_our_own_port_on_this_host_is_not_echoed() {
-    if !netns::available("IPv6 self-loop") {
-        return;
-    }
     each_engine(|engine| {
         let ns = Netns::new();
-        ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
-        ns.ip(&["addr", "add", "fd88::1/64", "dev", "d0", "nodad"]);
-        ns.ip(&["link", "set", "d0", "up"]);
-        ns.ip(&["link", "set", "d1", "up"]);
-        let mut args = engine.to_vec();
-        args.extend([
-            "--bind",
-            "::",
-            "--proto",
-            "udp",
-            "--threads",
-            "2",
-            "--stats",
-            "1",
-        ]);
-        let s = Server::start_in(&ns, &args);
+        local_links(&ns, &[&["fd88::1/64", "dev", "d0", "nodad"]]);
+        let (s, args) = udp_server(&ns, engine, "2", &["--bind", "::"]);
         let p = s.udp_addr().port();
         let at = |ip: &str| SocketAddrV6::new(ip.parse().expect("ip"), p, 0, 0);
-        ns.run(|| {
+        let forge_all = || {
             forge6(at("fd88::1"), at("::1"), b"self loop 1");
             forge6(at("::1"), at("fd88::1"), b"self loop 2");
-            let c = UdpSocket::bind("[::1]:0").expect("bind");
-            let to = SocketAddr::V6(at("::1"));
-            assert!(echoed(&c, to, b"still served", Duration::from_secs(2)));
-        });
-        let t = totals_after(&s, Duration::from_millis(1200));
-        assert_eq!(count(&t, "ourselves"), 2, "{args:?}: {t:?}");
-        assert_eq!(count(&t, "echoed"), 1, "{args:?}: only the client: {t:?}");
+        };
+        let client = ("[::1]:0", SocketAddr::V6(at("::1")));
+        assert_only_the_client_echoed(&ns, &s, &args, forge_all, client, 2);
     });
 }
 
 #[test]
 fn two_servers_started_on_each_other_stop_after_a_bounce() {
-    if !netns::available("two-server loop") {
-        return;
-    }
     let pairs: [(&[&str], &[&str]); 3] = [
         (ENGINES[0], ENGINES[0]),
         (ENGINES[2], ENGINES[2]),
@@ -269,11 +260,7 @@ fn two_servers_started_on_each_other_stop_after_a_bounce() {
             .map(|(ea, eb)| {
                 sc.spawn(move || {
                     let ns = Netns::new();
-                    let start = |e: &[&str]| {
-                        let mut args = e.to_vec();
-                        args.extend(["--proto", "udp", "--threads", "2", "--stats", "1"]);
-                        Server::start_in(&ns, &args)
-                    };
+                    let start = |e: &[&'static str]| udp_server(&ns, e, "2", &[]).0;
                     let (a, b) = (start(ea), start(eb));
                     let (pa, pb) = (a.udp_addr().port(), b.udp_addr().port());
                     let at = |p| SocketAddrV4::new(Ipv4Addr::LOCALHOST, p);
@@ -304,14 +291,9 @@ fn two_servers_started_on_each_other_stop_after_a_bounce() {
 
 #[test]
 fn clients_that_repeat_a_payload_are_served_as_the_rule_promises() {
-    if !netns::available("repeating clients") {
-        return;
-    }
     each_engine(|engine| {
         let ns = Netns::new();
-        let mut args = engine.to_vec();
-        args.extend(["--proto", "udp", "--threads", "2", "--stats", "1"]);
-        let s = Server::start_in(&ns, &args);
+        let (s, args) = udp_server(&ns, engine, "2", &[]);
         let to = s.udp_connect_addr();
         let c = ns.run(|| UdpSocket::bind("127.0.0.1:0").expect("bind"));
         let wait = Duration::from_secs(2);
@@ -357,25 +339,11 @@ fn clients_that_repeat_a_payload_are_served_as_the_rule_promises() {
 
 #[test]
 fn broadcast_and_multicast_get_no_echo_and_unicast_does() {
-    if !netns::available("broadcast") {
-        return;
-    }
     each_engine(|engine| {
         for bind in ["0.0.0.0", "::"] {
             let (server_ns, client_ns) = (Netns::new(), Netns::new());
             server_ns.veth_to(&client_ns, ("ve0", "10.77.0.1/24"), ("ve1", "10.77.0.2/24"));
-            let mut args = engine.to_vec();
-            args.extend([
-                "--bind",
-                bind,
-                "--proto",
-                "udp",
-                "--threads",
-                "2",
-                "--stats",
-                "1",
-            ]);
-            let s = Server::start_in(&server_ns, &args);
+            let (s, args) = udp_server(&server_ns, engine, "2", &["--bind", bind]);
             let p = s.udp_addr().port();
             let c = client_ns.run(|| {
                 let c =
@@ -461,13 +429,8 @@ fn bind_to_a_broadcast_or_multicast_address_is_refused() {
         );
         common::assert_one_line_error(&out, &format!("--bind {bad} is"));
     }
-    if !netns::available("an interface's broadcast address") {
-        return;
-    }
     let ns = Netns::new();
-    ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
-    ns.ip(&["addr", "add", "10.77.0.1/24", "brd", "+", "dev", "d0"]);
-    ns.ip(&["link", "set", "d0", "up"]);
+    local_links(&ns, &[&["10.77.0.1/24", "brd", "+", "dev", "d0"]]);
     let out = common::run_bounded(
         ns.command(common::bin())
             .args(["serve", "--port", "0", "--bind", "10.77.0.255"]),
@@ -484,25 +447,11 @@ fn bind_to_a_broadcast_or_multicast_address_is_refused() {
 
 #[test]
 fn udp_rate_is_per_address_over_all_ports_and_workers() {
-    if !netns::available("udp rate") {
-        return;
-    }
     const RATE: u64 = 100;
     const SECS: f64 = 2.0;
     each_engine(|engine| {
         let ns = Netns::new();
-        let mut args = engine.to_vec();
-        args.extend([
-            "--proto",
-            "udp",
-            "--threads",
-            "4",
-            "--udp-rate",
-            "100",
-            "--stats",
-            "1",
-        ]);
-        let s = Server::start_in(&ns, &args);
+        let (s, args) = udp_server(&ns, engine, "4", &["--udp-rate", "100"]);
         let to = s.udp_connect_addr();
         // Two addresses, 32 source ports each: SO_REUSEPORT spreads the ports over the
         // four workers.
