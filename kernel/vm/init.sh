@@ -6,21 +6,10 @@
 # between "@@BEGIN kernel=..." and "@@DONE". The kernel console (ttyS0)
 # carries everything else, including the full dmesg at the end.
 
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev 2>/dev/null
-mkdir -p /tmp
-ip link set lo up
+INIT_NAME=vm-test
+# shellcheck source=kernel/vm/init-common.sh
+. /init-common.sh
 
-if grep -q 'vmtest=probe' /proc/cmdline; then
-	echo "@@PROBE ok" >/dev/ttyS1
-	poweroff -f
-fi
-
-exec 3>/dev/ttyS1
-ulimit -n 65536
 KO=/fastecho.ko
 SYS=/sys/kernel/fastecho
 PORT=12345
@@ -58,9 +47,19 @@ wait_active() {	# value seconds
 	[ "$(counter active)" = "$1" ]
 }
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
-
-echo "@@BEGIN kernel=$(uname -r) cpus=$(grep -c ^processor /proc/cpuinfo)" >&3
-echo "vm-test: start" >/dev/kmsg
+# rmmod while the client CLIENT_PID runs, then wait for it: true if rmmod
+# (60 s at most) and the client exit 0 and the module is gone; sets took
+# ("T0 -> T1 s") and why (what went wrong, for a FAIL line).
+rmmod_while() {	# client_pid
+	t0=$(uptime_s)
+	timeout 60 rmmod fastecho
+	rc=$?
+	took="$t0 -> $(uptime_s) s"
+	wait "$1"
+	crc=$?
+	why="rmmod rc=$rc, loaded=$(loaded && echo yes || echo no), client rc=$crc"
+	[ $rc = 0 ] && ! loaded && [ $crc = 0 ]
+}
 
 # 1. load with the defaults and run the project's conformance suite
 if insmod $KO >/tmp/insmod.log 2>&1 && [ -d $SYS ]; then
@@ -106,16 +105,10 @@ echoclient hold 127.0.0.1 $PORT $HOLD_N /tmp/held 120 >/tmp/hold.log 2>&1 &
 hold=$!
 if wait_file /tmp/held 150 && wait_active $HOLD_N 10; then
 	active=$(counter active)
-	t0=$(uptime_s)
-	timeout 60 rmmod fastecho
-	rc=$?
-	t1=$(uptime_s)
-	wait $hold
-	crc=$?
-	if [ $rc = 0 ] && ! loaded && [ $crc = 0 ]; then
-		result rmmod_held PASS "active=$active before; rmmod took $t0 -> $t1 s; $(tail -n1 /tmp/hold.log)"
+	if rmmod_while $hold; then
+		result rmmod_held PASS "active=$active before; rmmod took $took; $(tail -n1 /tmp/hold.log)"
 	else
-		result rmmod_held FAIL "rmmod rc=$rc, loaded=$(loaded && echo yes || echo no), client rc=$crc: $(tail -n1 /tmp/hold.log)"
+		result rmmod_held FAIL "$why: $(tail -n1 /tmp/hold.log)"
 	fi
 else
 	result rmmod_held FAIL "client did not get $HOLD_N connections up (active=$(counter active)): $(tail -n2 /tmp/hold.log | tr '\n' ' ')"
@@ -131,16 +124,10 @@ busy=$!
 if wait_file /tmp/busy 120; then
 	sleep 1
 	bytes=$(counter bytes_echoed)
-	t0=$(uptime_s)
-	timeout 60 rmmod fastecho
-	rc=$?
-	t1=$(uptime_s)
-	wait $busy
-	crc=$?
-	if [ $rc = 0 ] && ! loaded && [ $crc = 0 ]; then
-		result rmmod_busy PASS "$bytes B echoed before; rmmod took $t0 -> $t1 s; $(tail -n1 /tmp/busy.log)"
+	if rmmod_while $busy; then
+		result rmmod_busy PASS "$bytes B echoed before; rmmod took $took; $(tail -n1 /tmp/busy.log)"
 	else
-		result rmmod_busy FAIL "rmmod rc=$rc, loaded=$(loaded && echo yes || echo no), client rc=$crc: $(tail -n2 /tmp/busy.log | tr '\n' ' ')"
+		result rmmod_busy FAIL "$why: $(tail -n2 /tmp/busy.log | tr '\n' ' ')"
 	fi
 else
 	result rmmod_busy FAIL "client did not get data moving: $(tail -n2 /tmp/busy.log | tr '\n' ' ')"
