@@ -204,7 +204,11 @@ static void fe_conn_arm(struct fe_conn *c)
 		fe_conn_put(c);		/* it was pending: it has its reference */
 }
 
-static void fe_conn_data_ready(struct sock *sk)
+/*
+ * sk_data_ready and sk_state_change: data arrived or the state changed
+ * (FIN, reset); either way the work item looks at the socket.
+ */
+static void fe_conn_wake(struct sock *sk)
 {
 	struct fe_conn *c;
 
@@ -226,17 +230,6 @@ static void fe_conn_write_space(struct sock *sk)
 			clear_bit(SOCK_NOSPACE, &sk->sk_socket->flags);
 		fe_conn_queue(c);
 	}
-	read_unlock_bh(&sk->sk_callback_lock);
-}
-
-static void fe_conn_state_change(struct sock *sk)
-{
-	struct fe_conn *c;
-
-	read_lock_bh(&sk->sk_callback_lock);
-	c = sk->sk_user_data;
-	if (c)
-		fe_conn_queue(c);
 	read_unlock_bh(&sk->sk_callback_lock);
 }
 
@@ -435,9 +428,9 @@ static void fe_conn_attach(struct fe_conn *c)
 	c->saved_write_space = sk->sk_write_space;
 	c->saved_state_change = sk->sk_state_change;
 	sk->sk_user_data = c;
-	sk->sk_data_ready = fe_conn_data_ready;
+	sk->sk_data_ready = fe_conn_wake;
 	sk->sk_write_space = fe_conn_write_space;
-	sk->sk_state_change = fe_conn_state_change;
+	sk->sk_state_change = fe_conn_wake;
 	write_unlock_bh(&sk->sk_callback_lock);
 }
 
