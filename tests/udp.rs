@@ -323,20 +323,24 @@ fn failed_cases(ns: Option<&Netns>, target: SocketAddr, timeout: &str) -> (Strin
     (t, failed)
 }
 
+/// The checker (`--timeout TIMEOUT`) against a fake with `fault` on 127.0.0.1, both in
+/// a namespace of their own: its output and the names of the failed cases.
+fn against_fake(fault: Fault, timeout: &str) -> (String, Vec<String>) {
+    let ns = Netns::new();
+    let f = Fake::start(&ns, fault, "127.0.0.1");
+    failed_cases(Some(&ns), f.addr, timeout)
+}
+
 #[test]
 fn the_checker_passes_a_correct_fake() {
-    let ns = Netns::new();
-    let f = Fake::start(&ns, Fault::Correct, "127.0.0.1");
-    let (t, failed) = failed_cases(Some(&ns), f.addr, "5");
+    let (t, failed) = against_fake(Fault::Correct, "5");
     assert!(failed.is_empty(), "{t}");
     assert!(t.contains("result: all 4 cases passed"), "{t}");
 }
 
 #[test]
 fn a_flipped_byte_fails_the_sizes_and_the_many_ports_case() {
-    let ns = Netns::new();
-    let f = Fake::start(&ns, Fault::FlipByte100, "127.0.0.1");
-    let (t, failed) = failed_cases(Some(&ns), f.addr, "5");
+    let (t, failed) = against_fake(Fault::FlipByte100, "5");
     assert_eq!(
         failed,
         ["datagram sizes", "many ports, loss counted"],
@@ -357,9 +361,7 @@ fn a_flipped_byte_fails_the_sizes_and_the_many_ports_case() {
 
 #[test]
 fn a_dropped_datagram_in_a_hundred_is_counted_exactly() {
-    let ns = Netns::new();
-    let f = Fake::start(&ns, Fault::DropEvery100th, "127.0.0.1");
-    let (t, failed) = failed_cases(Some(&ns), f.addr, "1");
+    let (t, failed) = against_fake(Fault::DropEvery100th, "1");
     assert_eq!(failed, ["many ports, loss counted"], "{t}");
     // The sizes case sends 5 datagrams first, so the 10,000 of this case are the fake's
     // 6th to 10,005th: exactly 100 multiples of 100.
@@ -371,9 +373,7 @@ fn a_dropped_datagram_in_a_hundred_is_counted_exactly() {
 
 #[test]
 fn duplicates_are_counted() {
-    let ns = Netns::new();
-    let f = Fake::start(&ns, Fault::DuplicateEvery50th, "127.0.0.1");
-    let (t, failed) = failed_cases(Some(&ns), f.addr, "5");
+    let (t, failed) = against_fake(Fault::DuplicateEvery50th, "5");
     assert_eq!(failed, ["many ports, loss counted"], "{t}");
     assert!(t.contains("10000 of 10000 echoed; lost 0"), "{t}");
     // 200 duplicates were sent; one trailing the last echo of its socket may be missed.
@@ -383,19 +383,15 @@ fn duplicates_are_counted() {
 
 #[test]
 fn a_server_without_the_guard_fails_the_guard_and_loop_cases() {
-    let ns = Netns::new();
-    let f = Fake::start(&ns, Fault::ReflectAll, "127.0.0.1");
-    let (t, failed) = failed_cases(Some(&ns), f.addr, "5");
+    let (t, failed) = against_fake(Fault::ReflectAll, "5");
     assert_eq!(failed, ["guarded source port", "echo loop"], "{t}");
     assert!(t.contains("reflects to a guarded port"), "{t}");
 }
 
 #[test]
 fn a_looping_server_fails_the_loop_case_alone() {
-    let ns = Netns::new();
-    let f = Fake::start(&ns, Fault::Loops, "127.0.0.1");
     let start = Instant::now();
-    let (t, failed) = failed_cases(Some(&ns), f.addr, "5");
+    let (t, failed) = against_fake(Fault::Loops, "5");
     assert_eq!(failed, ["echo loop"], "{t}");
     assert!(
         t.contains("echo loop: the server answered 3 bounces of its own echo in a row"),

@@ -212,6 +212,12 @@ impl Drop for Server {
     }
 }
 
+/// Run `ringecho ARGS...` to completion (20 s at most): for the commands that must
+/// fail at once, or finish quickly.
+pub fn ringecho(args: &[&str]) -> Output {
+    run_bounded(Command::new(bin()).args(args), Duration::from_secs(20))
+}
+
 /// Run `ringecho check ADDR ARGS...` with a hard time limit.
 pub fn check(addr: SocketAddr, args: &[&str]) -> Output {
     run_bounded(
