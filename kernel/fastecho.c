@@ -204,7 +204,11 @@ static void fe_conn_arm(struct fe_conn *c)
 		fe_conn_put(c);		/* it was pending: it has its reference */
 }
 
-static void fe_conn_data_ready(struct sock *sk)
+/*
+ * sk_data_ready and sk_state_change: data arrived or the state changed
+ * (FIN, reset); either way the work item looks at the socket.
+ */
+static void fe_conn_wake(struct sock *sk)
 {
 	struct fe_conn *c;
 
@@ -226,17 +230,6 @@ static void fe_conn_write_space(struct sock *sk)
 			clear_bit(SOCK_NOSPACE, &sk->sk_socket->flags);
 		fe_conn_queue(c);
 	}
-	read_unlock_bh(&sk->sk_callback_lock);
-}
-
-static void fe_conn_state_change(struct sock *sk)
-{
-	struct fe_conn *c;
-
-	read_lock_bh(&sk->sk_callback_lock);
-	c = sk->sk_user_data;
-	if (c)
-		fe_conn_queue(c);
 	read_unlock_bh(&sk->sk_callback_lock);
 }
 
@@ -435,9 +428,9 @@ static void fe_conn_attach(struct fe_conn *c)
 	c->saved_write_space = sk->sk_write_space;
 	c->saved_state_change = sk->sk_state_change;
 	sk->sk_user_data = c;
-	sk->sk_data_ready = fe_conn_data_ready;
+	sk->sk_data_ready = fe_conn_wake;
 	sk->sk_write_space = fe_conn_write_space;
-	sk->sk_state_change = fe_conn_state_change;
+	sk->sk_state_change = fe_conn_wake;
 	write_unlock_bh(&sk->sk_callback_lock);
 }
 
@@ -629,47 +622,26 @@ static void fe_conns_stop(void)
 	WARN_ON(!list_empty(&fe_conns));
 }
 
-static ssize_t accepted_show(struct kobject *kobj, struct kobj_attribute *attr,
-			     char *buf)
-{
-	return sysfs_emit(buf, "%lld\n", atomic64_read(&fe_accepted));
-}
+/*
+ * A read-only counter in /sys/kernel/fastecho/: NAME_show() prints
+ * READ(&VAR) (atomic_read or atomic64_read), and fe_attr_NAME is its
+ * attribute.
+ */
+#define FE_COUNTER(name, read, var)					\
+static ssize_t name##_show(struct kobject *kobj,			\
+			   struct kobj_attribute *attr, char *buf)	\
+{									\
+	return sysfs_emit(buf, "%lld\n", (long long)read(&(var)));	\
+}									\
+static struct kobj_attribute fe_attr_##name = __ATTR_RO(name)
 
-static ssize_t active_show(struct kobject *kobj, struct kobj_attribute *attr,
-			   char *buf)
-{
-	return sysfs_emit(buf, "%d\n", atomic_read(&fe_active));
-}
-
-static ssize_t bytes_echoed_show(struct kobject *kobj,
-				 struct kobj_attribute *attr, char *buf)
-{
-	return sysfs_emit(buf, "%lld\n", atomic64_read(&fe_bytes));
-}
-
-static ssize_t dropped_show(struct kobject *kobj, struct kobj_attribute *attr,
-			    char *buf)
-{
-	return sysfs_emit(buf, "%d\n", atomic_read(&fe_dropped));
-}
-
-static ssize_t refused_show(struct kobject *kobj, struct kobj_attribute *attr,
-			    char *buf)
-{
-	return sysfs_emit(buf, "%lld\n", atomic64_read(&fe_refused));
-}
-
-static ssize_t lingered_show(struct kobject *kobj, struct kobj_attribute *attr,
-			     char *buf)
-{
-	return sysfs_emit(buf, "%d\n", atomic_read(&fe_lingered));
-}
-
-static ssize_t buffers_show(struct kobject *kobj, struct kobj_attribute *attr,
-			    char *buf)
-{
-	return sysfs_emit(buf, "%d\n", atomic_read(&fe_buffers));
-}
+FE_COUNTER(accepted, atomic64_read, fe_accepted);
+FE_COUNTER(active, atomic_read, fe_active);
+FE_COUNTER(bytes_echoed, atomic64_read, fe_bytes);
+FE_COUNTER(dropped, atomic_read, fe_dropped);
+FE_COUNTER(refused, atomic64_read, fe_refused);
+FE_COUNTER(lingered, atomic_read, fe_lingered);
+FE_COUNTER(buffers, atomic_read, fe_buffers);
 
 /* What the module itself holds now; the sockets' own memory is the stack's. */
 static ssize_t mem_bytes_show(struct kobject *kobj, struct kobj_attribute *attr,
@@ -681,19 +653,12 @@ static ssize_t mem_bytes_show(struct kobject *kobj, struct kobj_attribute *attr,
 	return sysfs_emit(buf, "%llu\n", bytes);
 }
 
-static struct kobj_attribute fe_attr_accepted = __ATTR_RO(accepted);
-static struct kobj_attribute fe_attr_active = __ATTR_RO(active);
-static struct kobj_attribute fe_attr_bytes = __ATTR_RO(bytes_echoed);
-static struct kobj_attribute fe_attr_dropped = __ATTR_RO(dropped);
-static struct kobj_attribute fe_attr_refused = __ATTR_RO(refused);
-static struct kobj_attribute fe_attr_lingered = __ATTR_RO(lingered);
-static struct kobj_attribute fe_attr_buffers = __ATTR_RO(buffers);
 static struct kobj_attribute fe_attr_mem_bytes = __ATTR_RO(mem_bytes);
 
 static struct attribute *fe_attrs[] = {
 	&fe_attr_accepted.attr,
 	&fe_attr_active.attr,
-	&fe_attr_bytes.attr,
+	&fe_attr_bytes_echoed.attr,
 	&fe_attr_dropped.attr,
 	&fe_attr_refused.attr,
 	&fe_attr_lingered.attr,

@@ -89,28 +89,52 @@ pub fn online_cpus() -> usize {
 /// the sockets already there), so a second `ringecho` on the same port is an error instead
 /// of silently sharing its connections.
 pub fn tcp_listener(addr: SocketAddr, backlog: u32, exclusive: bool) -> Result<Socket> {
-    let domain = Domain::for_address(addr);
-    let sock = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))
-        .context("creating a TCP socket")?;
-    if let IpAddr::V6(ip) = addr.ip() {
-        // `::` means "every address, IPv4 included"; a specific IPv6 address means only it.
-        sock.set_only_v6(!ip.is_unspecified())
-            .context("setting IPV6_V6ONLY")?;
-    }
-    sock.set_reuse_address(true)
-        .context("setting SO_REUSEADDR")?;
-    if !exclusive {
-        sock.set_reuse_port(true).context("setting SO_REUSEPORT")?;
-    }
-    sock.bind(&addr.into())
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    if exclusive {
-        sock.set_reuse_port(true).context("setting SO_REUSEPORT")?;
-    }
+    let sock = bound_socket(addr, Type::STREAM, exclusive, || {
+        format!("listen on {addr}")
+    })?;
     // Accepted sockets inherit TCP_NODELAY from the listener on Linux: echoes go out at once.
     sock.set_tcp_nodelay(true).context("setting TCP_NODELAY")?;
     sock.listen(backlog.min(i32::MAX as u32) as i32)
         .with_context(|| format!("listen on {addr}"))?;
+    Ok(sock)
+}
+
+/// A TCP (`Type::STREAM`) or UDP (`Type::DGRAM`) socket bound to `addr`, `exclusive` as
+/// for [`tcp_listener`]; `what` names the bind in its error ("cannot {what}"). `::`
+/// means every address, IPv4 included; a specific IPv6 address means only it. A TCP
+/// socket also gets SO_REUSEADDR (a restarted server rebinds at once).
+fn bound_socket(
+    addr: SocketAddr,
+    ty: Type,
+    exclusive: bool,
+    what: impl FnOnce() -> String,
+) -> Result<Socket> {
+    let (proto, name) = if ty == Type::STREAM {
+        (Protocol::TCP, "TCP")
+    } else {
+        (Protocol::UDP, "UDP")
+    };
+    let sock = Socket::new(Domain::for_address(addr), ty.cloexec(), Some(proto))
+        .with_context(|| format!("creating a {name} socket"))?;
+    if let IpAddr::V6(ip) = addr.ip() {
+        sock.set_only_v6(!ip.is_unspecified())
+            .context("setting IPV6_V6ONLY")?;
+    }
+    if ty == Type::STREAM {
+        sock.set_reuse_address(true)
+            .context("setting SO_REUSEADDR")?;
+    }
+    // Joining a group takes SO_REUSEPORT before the bind; the first of a group sets it
+    // only after its bind, so that a port someone else holds is an error instead of
+    // silently sharing its traffic.
+    if !exclusive {
+        sock.set_reuse_port(true).context("setting SO_REUSEPORT")?;
+    }
+    sock.bind(&addr.into())
+        .with_context(|| format!("cannot {}", what()))?;
+    if exclusive {
+        sock.set_reuse_port(true).context("setting SO_REUSEPORT")?;
+    }
     Ok(sock)
 }
 
@@ -143,21 +167,7 @@ pub fn tcp_listeners(
 /// address it also asks for each datagram's local address (`IP_PKTINFO`,
 /// `IPV6_RECVPKTINFO`), so replies leave from the address the request came to.
 pub fn udp_socket(addr: SocketAddr, exclusive: bool) -> Result<Socket> {
-    let domain = Domain::for_address(addr);
-    let sock = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP))
-        .context("creating a UDP socket")?;
-    if let IpAddr::V6(ip) = addr.ip() {
-        sock.set_only_v6(!ip.is_unspecified())
-            .context("setting IPV6_V6ONLY")?;
-    }
-    if !exclusive {
-        sock.set_reuse_port(true).context("setting SO_REUSEPORT")?;
-    }
-    sock.bind(&addr.into())
-        .with_context(|| format!("cannot bind udp {addr}"))?;
-    if exclusive {
-        sock.set_reuse_port(true).context("setting SO_REUSEPORT")?;
-    }
+    let sock = bound_socket(addr, Type::DGRAM, exclusive, || format!("bind udp {addr}"))?;
     // Room for bursts of the largest datagrams; the kernel caps it at net.core.rmem_max.
     let _ = sock.set_recv_buffer_size(4 << 20);
     let _ = sock.set_send_buffer_size(4 << 20);

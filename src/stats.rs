@@ -111,6 +111,28 @@ impl Totals {
         t
     }
 
+    /// The running totals the `--stats` line shows, in its order: (value, name, whether
+    /// it is in the line's UDP part).
+    fn named(&self) -> [(u64, &'static str, bool); 15] {
+        [
+            (self.accepted, "accepted", false),
+            (self.refused, "refused", false),
+            (self.errors, "errors", false),
+            (self.paused, "paused", false),
+            (self.starved, "starved", false),
+            (self.shed, "shed", false),
+            (self.stalled, "stalled", false),
+            (self.udp_echoes, "echoed", true),
+            (self.udp_truncated, "truncated", true),
+            (self.udp_guarded, "guarded", true),
+            (self.udp_ourselves, "ourselves", true),
+            (self.udp_to_many, "broadcast", true),
+            (self.udp_loops, "loops", true),
+            (self.udp_limited, "rate-limited", true),
+            (self.udp_send_errors, "send errors", true),
+        ]
+    }
+
     /// Connections open right now.
     pub fn open(&self) -> u64 {
         self.accepted.saturating_sub(self.closed)
@@ -139,37 +161,82 @@ impl Reporter {
         let now = Totals::collect(workers);
         let secs = self.at.elapsed().as_secs_f64().max(1e-9);
         let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / secs;
+        // "N what, N what, ...": the running totals of the TCP or the UDP part.
+        let totals = |udp: bool| {
+            let each: Vec<String> = now
+                .named()
+                .iter()
+                .filter(|&&(_, _, of_udp)| of_udp == udp)
+                .map(|(n, what, _)| format!("{n} {what}"))
+                .collect();
+            each.join(", ")
+        };
         let mut line = format!(
-            "stats: {} open, {:.0} conn/s, {:.0} echo/s, {:.2} MB/s | total: {} accepted, {} refused, {} errors, {} paused, {} starved, {} shed, {} stalled",
+            "stats: {} open, {:.0} conn/s, {:.0} echo/s, {:.2} MB/s | total: {}",
             now.open(),
             rate(now.accepted, self.last.accepted),
             rate(now.echoes, self.last.echoes),
             rate(now.bytes, self.last.bytes) / 1e6,
-            now.accepted,
-            now.refused,
-            now.errors,
-            now.paused,
-            now.starved,
-            now.shed,
-            now.stalled,
+            totals(false),
         );
         if self.udp {
             line += &format!(
-                " | udp: {:.0} dgram/s, {:.2} MB/s | total: {} echoed, {} truncated, {} guarded, {} ourselves, {} broadcast, {} loops, {} rate-limited, {} send errors",
+                " | udp: {:.0} dgram/s, {:.2} MB/s | total: {}",
                 rate(now.udp_echoes, self.last.udp_echoes),
                 rate(now.udp_bytes, self.last.udp_bytes) / 1e6,
-                now.udp_echoes,
-                now.udp_truncated,
-                now.udp_guarded,
-                now.udp_ourselves,
-                now.udp_to_many,
-                now.udp_loops,
-                now.udp_limited,
-                now.udp_send_errors,
+                totals(true),
             );
         }
         self.last = now;
         self.at = Instant::now();
         line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_line_names_every_total_in_order() {
+        let w = Arc::new(WorkerStats::default());
+        let workers = [Arc::clone(&w)];
+        let mut r = Reporter::new(&workers, true);
+        let fields = [
+            &w.accepted,
+            &w.refused,
+            &w.errors,
+            &w.paused,
+            &w.starved,
+            &w.shed,
+            &w.stalled,
+            &w.udp_echoes,
+            &w.udp_truncated,
+            &w.udp_guarded,
+            &w.udp_ourselves,
+            &w.udp_to_many,
+            &w.udp_loops,
+            &w.udp_limited,
+            &w.udp_send_errors,
+        ];
+        for (i, c) in fields.into_iter().enumerate() {
+            bump(c, i as u64 + 1);
+        }
+        bump(&w.closed, 1);
+        let line = r.line(&workers);
+        let tail = line.split(" | ").collect::<Vec<_>>();
+        assert_eq!(tail.len(), 4, "{line}");
+        assert!(tail[0].starts_with("stats: 0 open, "), "{line}");
+        assert_eq!(
+            tail[1],
+            "total: 1 accepted, 2 refused, 3 errors, 4 paused, 5 starved, 6 shed, 7 stalled"
+        );
+        assert_eq!(
+            tail[3],
+            "total: 8 echoed, 9 truncated, 10 guarded, 11 ourselves, 12 broadcast, 13 loops, \
+             14 rate-limited, 15 send errors"
+        );
+        let tcp_only = Reporter::new(&workers, false).line(&workers);
+        assert_eq!(tcp_only.split(" | ").count(), 2, "{tcp_only}");
     }
 }

@@ -6,13 +6,10 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{assert_one_line_error, assert_usage_error, bin, run_bounded, Server};
+use common::{assert_one_line_error, assert_usage_error, bin, ringecho, run_bounded, Server};
 
 fn serve(args: &[&str]) -> std::process::Output {
-    run_bounded(
-        Command::new(bin()).arg("serve").args(args),
-        Duration::from_secs(20),
-    )
+    ringecho(&[&["serve"], args].concat())
 }
 
 #[test]
@@ -110,10 +107,7 @@ fn port_in_use_by_another_ringecho() {
 
 #[test]
 fn unknown_subcommand_and_missing_address() {
-    let out = run_bounded(
-        Command::new(bin()).arg("frobnicate"),
-        Duration::from_secs(10),
-    );
+    let out = ringecho(&["frobnicate"]);
     assert_usage_error(&out, "unrecognized subcommand 'frobnicate'", &[]);
     let out = run_bounded(Command::new(bin()).arg("check"), Duration::from_secs(10));
     assert_usage_error(
@@ -121,10 +115,7 @@ fn unknown_subcommand_and_missing_address() {
         "the following required arguments were not provided: <ADDR> (see 'ringecho check --help')",
         &[],
     );
-    let out = run_bounded(
-        Command::new(bin()).args(["bench", "latency", "127.0.0.1:9"]),
-        Duration::from_secs(10),
-    );
+    let out = ringecho(&["bench", "latency", "127.0.0.1:9"]);
     assert_usage_error(
         &out,
         "not provided: --rate <RATE> (see 'ringecho bench latency --help')",
@@ -139,10 +130,7 @@ fn a_misspelt_flag_gets_clap_s_suggestion() {
         "unexpected argument '--prot' found (see 'ringecho serve --help')",
         &["tip: a similar argument exists: '--proto'"],
     );
-    let out = run_bounded(
-        Command::new(bin()).args(["bench-all", "--quik"]),
-        Duration::from_secs(10),
-    );
+    let out = ringecho(&["bench-all", "--quik"]);
     assert_usage_error(
         &out,
         "unexpected argument '--quik' found (see 'ringecho bench-all --help')",
@@ -296,10 +284,7 @@ fn bench_thread_spawn_failure_is_one_line() {
 
 #[test]
 fn check_needs_at_least_one_non_reader() {
-    let out = run_bounded(
-        Command::new(bin()).args(["check", "127.0.0.1:9", "--non-readers", "0"]),
-        Duration::from_secs(10),
-    );
+    let out = ringecho(&["check", "127.0.0.1:9", "--non-readers", "0"]);
     assert_one_line_error(&out, "--non-readers must be at least 1");
 }
 
@@ -332,10 +317,7 @@ fn clients_against_a_port_nobody_listens_on_fail_in_one_line() {
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
     let udp_addr = udp.local_addr().expect("addr").to_string();
     drop(udp);
-    let out = run_bounded(
-        Command::new(bin()).args(["bench", "udp", &udp_addr]),
-        Duration::from_secs(20),
-    );
+    let out = ringecho(&["bench", "udp", &udp_addr]);
     assert_one_line_error(
         &out,
         &format!("nothing listens on udp {udp_addr} (ICMP port unreachable)"),

@@ -6,92 +6,79 @@ mod common;
 
 use std::sync::{Mutex, PoisonError};
 
-use common::{check, Server};
+use common::{check, Server, ENGINES};
 
 /// One check at a time: the many-non-readers case alone takes loopback TCP to the
 /// kernel's memory-pressure threshold on a small machine (over 1 GiB queued), and two at
 /// once would push each other past it.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn assert_conforms(server_args: &[&str]) {
+/// Every server the suite must pass against: both engines, both io_uring feature sets,
+/// IPv6, the dual-stack wildcard, and buffers far smaller than the load (on io_uring a
+/// starved pool: ENOBUFS, re-arming and backpressure on every case).
+fn servers() -> Vec<Vec<&'static str>> {
+    const SMALL_BUFFERS: [&str; 4] = ["--buffer-size", "512", "--conn-buffers", "4"];
+    let mut all: Vec<Vec<&str>> = ENGINES
+        .iter()
+        .map(|e| [e, &["--threads", "2"][..]].concat())
+        .collect();
+    for (engine, bind, threads) in [
+        ("uring", "::1", "1"),
+        ("epoll", "::1", "1"),
+        ("uring", "::", "2"),
+    ] {
+        all.push(vec![
+            "--engine",
+            engine,
+            "--bind",
+            bind,
+            "--threads",
+            threads,
+        ]);
+    }
+    for engine in ENGINES {
+        let pool: &[&str] = if engine[1] == "uring" {
+            &["--threads", "1", "--hold-budget", "32K"]
+        } else {
+            &["--threads", "1"]
+        };
+        all.push([engine, pool, &SMALL_BUFFERS].concat());
+    }
+    all
+}
+
+/// The suite against `serve SERVER_ARGS`: None if every case passed, else why not.
+fn conforms(server_args: &[&str]) -> Option<String> {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
     let s = Server::start(server_args);
     let out = check(s.connect_addr(), &["--timeout", "30"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "check failed against `serve {server_args:?}`:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("result: all"), "{stdout}");
-    assert!(
-        stdout.contains("one non-reader bounded") && stdout.contains("many non-readers"),
-        "{stdout}"
-    );
-    assert!(!stdout.contains("FAIL"), "{stdout}");
+    let complete = stdout.contains("result: all")
+        && stdout.contains("one non-reader bounded")
+        && stdout.contains("many non-readers")
+        && !stdout.contains("FAIL");
+    (!out.status.success() || !complete).then(|| {
+        format!(
+            "check against `serve {server_args:?}` ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }
 
+/// Each server on its own thread (they still check one at a time); every failure is
+/// reported, not only the first.
 #[test]
-fn uring_auto() {
-    assert_conforms(&["--engine", "uring", "--threads", "2"]);
-}
-
-#[test]
-fn uring_compat_6_1() {
-    assert_conforms(&["--engine", "uring", "--compat", "6.1", "--threads", "2"]);
-}
-
-#[test]
-fn epoll() {
-    assert_conforms(&["--engine", "epoll", "--threads", "2"]);
-}
-
-#[test]
-fn uring_ipv6() {
-    assert_conforms(&["--engine", "uring", "--bind", "::1", "--threads", "1"]);
-}
-
-#[test]
-fn epoll_ipv6() {
-    assert_conforms(&["--engine", "epoll", "--bind", "::1", "--threads", "1"]);
-}
-
-#[test]
-fn uring_dual_stack_wildcard() {
-    assert_conforms(&["--engine", "uring", "--bind", "::", "--threads", "2"]);
-}
-
-/// A pool far smaller than the load: ENOBUFS, re-arming and backpressure on every case.
-#[test]
-fn uring_starved_pool_both_feature_sets() {
-    for compat in ["auto", "6.1"] {
-        assert_conforms(&[
-            "--engine",
-            "uring",
-            "--compat",
-            compat,
-            "--threads",
-            "1",
-            "--hold-budget",
-            "32K",
-            "--buffer-size",
-            "512",
-            "--conn-buffers",
-            "4",
-        ]);
-    }
-}
-
-#[test]
-fn epoll_small_buffers() {
-    assert_conforms(&[
-        "--engine",
-        "epoll",
-        "--threads",
-        "1",
-        "--buffer-size",
-        "512",
-        "--conn-buffers",
-        "4",
-    ]);
+fn every_server_configuration_conforms() {
+    let servers = servers();
+    let failures: Vec<String> = std::thread::scope(|sc| {
+        let hs: Vec<_> = servers
+            .iter()
+            .map(|args| sc.spawn(move || conforms(args)))
+            .collect();
+        hs.into_iter()
+            .filter_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

@@ -12,14 +12,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
-use common::{payload, Server};
+use common::{payload, Server, ENGINES};
 use socket2::{Domain, Protocol, Socket, Type};
-
-const ENGINES: [&[&str]; 3] = [
-    &["--engine", "uring"],
-    &["--engine", "uring", "--compat", "6.1"],
-    &["--engine", "epoll"],
-];
 
 /// A client that writes until its socket blocks and never reads. A 4 KiB receive buffer
 /// makes the server's echo back up into the server quickly.
@@ -123,22 +117,7 @@ fn rss_kib(pid: u32) -> u64 {
 fn non_readers_neither_starve_fresh_clients_nor_grow_the_server() {
     const BUDGET: u64 = 4 << 20;
     for engine in ENGINES {
-        let s = Server::start(
-            &[
-                engine,
-                &[
-                    "--threads",
-                    "1",
-                    "--proto",
-                    "tcp",
-                    "--hold-budget",
-                    "4M",
-                    "--stats",
-                    "1",
-                ],
-            ]
-            .concat(),
-        );
+        let s = Server::one_worker(engine, &["--proto", "tcp", "--hold-budget", "4M"]);
         let addr = s.connect_addr();
         fresh_echo(addr, 1, Duration::from_secs(5)).expect("echo before the attack");
         let rss_before = rss_kib(s.child.id());
@@ -213,22 +192,7 @@ fn non_readers_neither_starve_fresh_clients_nor_grow_the_server() {
 #[test]
 fn a_stalled_echo_is_closed_after_the_stall_timeout() {
     for engine in ENGINES {
-        let s = Server::start(
-            &[
-                engine,
-                &[
-                    "--threads",
-                    "1",
-                    "--proto",
-                    "tcp",
-                    "--stall-timeout",
-                    "1",
-                    "--stats",
-                    "1",
-                ],
-            ]
-            .concat(),
-        );
+        let s = Server::one_worker(engine, &["--proto", "tcp", "--stall-timeout", "1"]);
         let addr = s.connect_addr();
         let victim = non_reader(addr);
         push_until_blocked(std::slice::from_ref(&victim), Duration::from_secs(10));
@@ -268,29 +232,22 @@ fn a_stalled_echo_is_closed_after_the_stall_timeout() {
 #[test]
 fn at_the_descriptor_limit_new_connections_are_refused_at_once() {
     for engine in ENGINES {
-        let mut s = Server::start_with(
-            &[
-                engine,
-                &["--threads", "1", "--proto", "tcp", "--stats", "1"],
-            ]
-            .concat(),
-            |cmd| {
-                // SAFETY: runs in the forked child before exec and makes one
-                // async-signal-safe syscall on a local struct.
-                unsafe {
-                    cmd.pre_exec(|| {
-                        let lim = libc::rlimit {
-                            rlim_cur: 64,
-                            rlim_max: 64,
-                        };
-                        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                        Ok(())
-                    });
-                }
-            },
-        );
+        let mut s = Server::one_worker_with(engine, &["--proto", "tcp"], |cmd| {
+            // SAFETY: runs in the forked child before exec and makes one
+            // async-signal-safe syscall on a local struct.
+            unsafe {
+                cmd.pre_exec(|| {
+                    let lim = libc::rlimit {
+                        rlim_cur: 64,
+                        rlim_max: 64,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        });
         let addr = s.connect_addr();
         let mut conns = Vec::new();
         for _ in 0..100 {

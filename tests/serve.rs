@@ -9,14 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{assert_one_line_error, bin, echo_once, payload, run_bounded, Server};
-
-/// Every engine and io_uring feature set the tests cover.
-const ENGINES: [&[&str]; 3] = [
-    &["--engine", "uring"],
-    &["--engine", "uring", "--compat", "6.1"],
-    &["--engine", "epoll"],
-];
+use common::{assert_one_line_error, bin, echo_once, payload, run_bounded, Server, ENGINES};
 
 #[test]
 fn banner_names_engine_and_features() {
@@ -157,24 +150,15 @@ fn tiny_buffer_pool_still_echoes_everything() {
     // 8 buffers of 64 bytes shared by 64 connections: receives starve (ENOBUFS) and
     // pause constantly; every byte must still come back, in order.
     for engine in ENGINES {
-        let s = Server::start(
-            &[
-                engine,
-                &[
-                    "--threads",
-                    "1",
-                    "--hold-budget",
-                    "512",
-                    "--buffer-size",
-                    "64",
-                    "--conn-buffers",
-                    "2",
-                    "--stats",
-                    "1",
-                ],
-            ]
-            .concat(),
-        );
+        let pool = [
+            "--hold-budget",
+            "512",
+            "--buffer-size",
+            "64",
+            "--conn-buffers",
+            "2",
+        ];
+        let s = Server::one_worker(engine, &pool);
         let addr = s.connect_addr();
         let workers: Vec<_> = (0..64u64)
             .map(|i| {

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::netns::{self, Netns};
-use common::{check_udp, check_udp_in, Server};
+use common::netns::Netns;
+use common::{check_udp, check_udp_in, each_engine, Server, ENGINES};
 
 /// The ports the server never answers (its deny list).
 const DENY: [u16; 15] = [
@@ -63,13 +63,19 @@ fn assert_passes(ns: &Netns, target: SocketAddr, what: &str) {
     );
 }
 
+/// A namespace of its own and `serve ENGINE MORE...` inside it, with the arguments (for
+/// messages). Bound in this order, the server stops before its namespace goes.
+fn server_in_netns<'a>(engine: &[&'a str], more: &[&'a str]) -> (Netns, Server, Vec<&'a str>) {
+    let args = [engine, more].concat();
+    let ns = Netns::new();
+    let s = Server::start_in(&ns, &args);
+    (ns, s, args)
+}
+
 /// The checker against a server on 127.0.0.1, on ::1, and on each wildcard reached
 /// through every loopback address of its families. 127.0.0.2 is loopback too but not
 /// the address the kernel would pick to reply from: an echo from the wrong source fails.
 fn conforms_everywhere(engine: &[&str]) {
-    if !netns::available("check --udp against our servers") {
-        return;
-    }
     let v4 = |o| IpAddr::V4(Ipv4Addr::new(127, 0, 0, o));
     let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
     let plans: [(&str, Vec<IpAddr>); 4] = [
@@ -79,10 +85,7 @@ fn conforms_everywhere(engine: &[&str]) {
         ("::", vec![v4(1), v4(2), v6]),
     ];
     for (bind, targets) in plans {
-        let mut args = engine.to_vec();
-        args.extend(["--bind", bind, "--threads", "2"]);
-        let ns = Netns::new();
-        let s = Server::start_in(&ns, &args);
+        let (ns, s, args) = server_in_netns(engine, &["--bind", bind, "--threads", "2"]);
         for ip in targets {
             let target = SocketAddr::new(ip, s.udp_addr().port());
             assert_passes(&ns, target, &format!("serve {args:?}"));
@@ -91,34 +94,14 @@ fn conforms_everywhere(engine: &[&str]) {
 }
 
 #[test]
-fn uring_auto() {
-    conforms_everywhere(&["--engine", "uring"]);
-}
-
-#[test]
-fn uring_compat_6_1() {
-    conforms_everywhere(&["--engine", "uring", "--compat", "6.1"]);
-}
-
-#[test]
-fn epoll() {
-    conforms_everywhere(&["--engine", "epoll"]);
+fn every_engine_conforms_on_every_address() {
+    each_engine(conforms_everywhere);
 }
 
 #[test]
 fn udp_only_servers_conform_and_serve_no_tcp() {
-    if !netns::available("check --udp against UDP-only servers") {
-        return;
-    }
-    for engine in [
-        &["--engine", "uring"][..],
-        &["--engine", "uring", "--compat", "6.1"],
-        &["--engine", "epoll"],
-    ] {
-        let mut args = engine.to_vec();
-        args.extend(["--proto", "udp", "--threads", "1"]);
-        let ns = Netns::new();
-        let s = Server::start_in(&ns, &args);
+    for engine in ENGINES {
+        let (ns, s, args) = server_in_netns(engine, &["--proto", "udp", "--threads", "1"]);
         assert!(
             s.banner.contains("listening on udp 127.0.0.1:") && !s.banner.contains("tcp"),
             "{}",
@@ -160,19 +143,9 @@ fn echo(s: &UdpSocket, target: SocketAddr, data: &[u8]) -> Vec<u8> {
 
 #[test]
 fn guarded_ports_get_no_reply_while_ordinary_ones_do() {
-    if !netns::available("guarded ports") {
-        return;
-    }
-    for engine in [
-        &["--engine", "uring"][..],
-        &["--engine", "uring", "--compat", "6.1"],
-        &["--engine", "epoll"],
-    ] {
+    for engine in ENGINES {
         for bind in ["127.0.0.1", "::1"] {
-            let mut args = engine.to_vec();
-            args.extend(["--bind", bind, "--threads", "1"]);
-            let ns = Netns::new();
-            let s = Server::start_in(&ns, &args);
+            let (ns, s, args) = server_in_netns(engine, &["--bind", bind, "--threads", "1"]);
             let target = s.udp_connect_addr();
             let ip: IpAddr = bind.parse().expect("ip");
             let ((guarded, port), ordinary) = ns.run(|| {
@@ -202,11 +175,7 @@ fn the_largest_ipv6_datagram_comes_back_whole() {
     // No flag sets the server's UDP buffer size (every buffer holds 64 KiB), so the
     // closest test of "never echoed truncated" is the largest datagram there is: 65,527
     // bytes, possible only over IPv6 (the checker asks 65,507 of both families).
-    for engine in [
-        &["--engine", "uring"][..],
-        &["--engine", "uring", "--compat", "6.1"],
-        &["--engine", "epoll"],
-    ] {
+    for engine in ENGINES {
         let mut args = engine.to_vec();
         args.extend(["--bind", "::1", "--threads", "1"]);
         let s = Server::start(&args);
@@ -354,20 +323,24 @@ fn failed_cases(ns: Option<&Netns>, target: SocketAddr, timeout: &str) -> (Strin
     (t, failed)
 }
 
+/// The checker (`--timeout TIMEOUT`) against a fake with `fault` on 127.0.0.1, both in
+/// a namespace of their own: its output and the names of the failed cases.
+fn against_fake(fault: Fault, timeout: &str) -> (String, Vec<String>) {
+    let ns = Netns::new();
+    let f = Fake::start(&ns, fault, "127.0.0.1");
+    failed_cases(Some(&ns), f.addr, timeout)
+}
+
 #[test]
 fn the_checker_passes_a_correct_fake() {
-    let Some(ns) = private_netns() else { return };
-    let f = Fake::start(&ns, Fault::Correct, "127.0.0.1");
-    let (t, failed) = failed_cases(Some(&ns), f.addr, "5");
+    let (t, failed) = against_fake(Fault::Correct, "5");
     assert!(failed.is_empty(), "{t}");
     assert!(t.contains("result: all 4 cases passed"), "{t}");
 }
 
 #[test]
 fn a_flipped_byte_fails_the_sizes_and_the_many_ports_case() {
-    let Some(ns) = private_netns() else { return };
-    let f = Fake::start(&ns, Fault::FlipByte100, "127.0.0.1");
-    let (t, failed) = failed_cases(Some(&ns), f.addr, "5");
+    let (t, failed) = against_fake(Fault::FlipByte100, "5");
     assert_eq!(
         failed,
         ["datagram sizes", "many ports, loss counted"],
@@ -388,9 +361,7 @@ fn a_flipped_byte_fails_the_sizes_and_the_many_ports_case() {
 
 #[test]
 fn a_dropped_datagram_in_a_hundred_is_counted_exactly() {
-    let Some(ns) = private_netns() else { return };
-    let f = Fake::start(&ns, Fault::DropEvery100th, "127.0.0.1");
-    let (t, failed) = failed_cases(Some(&ns), f.addr, "1");
+    let (t, failed) = against_fake(Fault::DropEvery100th, "1");
     assert_eq!(failed, ["many ports, loss counted"], "{t}");
     // The sizes case sends 5 datagrams first, so the 10,000 of this case are the fake's
     // 6th to 10,005th: exactly 100 multiples of 100.
@@ -402,9 +373,7 @@ fn a_dropped_datagram_in_a_hundred_is_counted_exactly() {
 
 #[test]
 fn duplicates_are_counted() {
-    let Some(ns) = private_netns() else { return };
-    let f = Fake::start(&ns, Fault::DuplicateEvery50th, "127.0.0.1");
-    let (t, failed) = failed_cases(Some(&ns), f.addr, "5");
+    let (t, failed) = against_fake(Fault::DuplicateEvery50th, "5");
     assert_eq!(failed, ["many ports, loss counted"], "{t}");
     assert!(t.contains("10000 of 10000 echoed; lost 0"), "{t}");
     // 200 duplicates were sent; one trailing the last echo of its socket may be missed.
@@ -414,19 +383,15 @@ fn duplicates_are_counted() {
 
 #[test]
 fn a_server_without_the_guard_fails_the_guard_and_loop_cases() {
-    let Some(ns) = private_netns() else { return };
-    let f = Fake::start(&ns, Fault::ReflectAll, "127.0.0.1");
-    let (t, failed) = failed_cases(Some(&ns), f.addr, "5");
+    let (t, failed) = against_fake(Fault::ReflectAll, "5");
     assert_eq!(failed, ["guarded source port", "echo loop"], "{t}");
     assert!(t.contains("reflects to a guarded port"), "{t}");
 }
 
 #[test]
 fn a_looping_server_fails_the_loop_case_alone() {
-    let Some(ns) = private_netns() else { return };
-    let f = Fake::start(&ns, Fault::Loops, "127.0.0.1");
     let start = Instant::now();
-    let (t, failed) = failed_cases(Some(&ns), f.addr, "5");
+    let (t, failed) = against_fake(Fault::Loops, "5");
     assert_eq!(failed, ["echo loop"], "{t}");
     assert!(
         t.contains("echo loop: the server answered 3 bounces of its own echo in a row"),
@@ -441,7 +406,7 @@ fn a_looping_server_fails_the_loop_case_alone() {
 fn a_reply_from_the_wrong_address_fails() {
     // Bound to the wildcard and replying without asking where each datagram arrived:
     // asked on 127.0.0.2, the reply leaves from 127.0.0.1.
-    let Some(ns) = private_netns() else { return };
+    let ns = Netns::new();
     let f = Fake::start(&ns, Fault::Correct, "0.0.0.0");
     let target = SocketAddr::new(Ipv4Addr::new(127, 0, 0, 2).into(), f.addr.port());
     let (t, failed) = failed_cases(Some(&ns), target, "2");
@@ -468,23 +433,25 @@ fn a_reply_from_the_wrong_address_fails() {
     assert!(failed.is_empty(), "{t}");
 }
 
+/// The checker against `target`, where no UDP echo server answers: within `limit`, the
+/// header, one FAIL row saying `why`, and the closing line naming the cases not run.
+fn assert_unreachable(target: SocketAddr, timeout: &str, limit: Duration, why: &str) {
+    let start = Instant::now();
+    let (t, failed) = failed_cases(None, target, timeout);
+    assert!(start.elapsed() < limit, "{t}");
+    assert_eq!(failed, ["datagram sizes"], "{t}");
+    assert!(t.contains(why), "{t}");
+    let summary = format!("result: FAILED: no UDP echo from {target}; 3 other cases not run");
+    assert!(t.trim_end().ends_with(&summary), "{t}");
+    assert_eq!(t.lines().count(), 3, "{t}");
+}
+
 #[test]
 fn a_silent_server_is_one_unreachable_line() {
     // Unreachable after the first case: no guarded port is bound, so on the host.
     let f = Fake::serve(Fake::socket("127.0.0.1"), Fault::Silent);
-    let start = Instant::now();
-    let (t, failed) = failed_cases(None, f.addr, "1");
-    assert!(start.elapsed() < Duration::from_secs(5), "{t}");
-    assert_eq!(failed, ["datagram sizes"], "{t}");
-    assert!(t.contains("nothing came back from udp"), "{t}");
-    assert!(
-        t.trim_end().ends_with(&format!(
-            "result: FAILED: no UDP echo from {}; 3 other cases not run",
-            f.addr
-        )),
-        "{t}"
-    );
-    assert_eq!(t.lines().count(), 3, "{t}");
+    let why = "nothing came back from udp";
+    assert_unreachable(f.addr, "1", Duration::from_secs(5), why);
 }
 
 #[test]
@@ -492,20 +459,13 @@ fn a_closed_port_is_reported_at_once() {
     let port = UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .expect("free port");
-    let start = Instant::now();
-    let (t, failed) = failed_cases(None, port, "10");
-    assert!(start.elapsed() < Duration::from_secs(3), "{t}");
-    assert_eq!(failed, ["datagram sizes"], "{t}");
-    assert!(
-        t.contains("ICMP port unreachable: nothing listens there"),
-        "{t}"
-    );
-    assert!(t.contains("3 other cases not run"), "{t}");
+    let why = "ICMP port unreachable: nothing listens there";
+    assert_unreachable(port, "10", Duration::from_secs(3), why);
 }
 
 #[test]
 fn no_free_guarded_port_is_a_failure_not_a_skip() {
-    let Some(ns) = private_netns() else { return };
+    let ns = Netns::new();
     // Hold every guarded port the checker could use (one held by someone else is just
     // as unusable to it).
     let held: Vec<_> = ns.run(|| {
@@ -522,12 +482,6 @@ fn no_free_guarded_port_is_a_failure_not_a_skip() {
         "{t}"
     );
     drop(held);
-}
-
-/// A network namespace of this test's own (None, with the reason printed, where this
-/// process may not make one).
-fn private_netns() -> Option<Netns> {
-    netns::available("checker runs bind guarded ports, which need a private netns").then(Netns::new)
 }
 
 /// The number after the first `label` in `t`.

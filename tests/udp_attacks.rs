@@ -10,19 +10,12 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::netns::{self, Netns};
-use common::Server;
+use common::netns::Netns;
+use common::{each_engine, Server, ENGINES};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-
-/// Every engine and io_uring feature set.
-const ENGINES: [&[&str]; 3] = [
-    &["--engine", "uring"],
-    &["--engine", "uring", "--compat", "6.1"],
-    &["--engine", "epoll"],
-];
 
 /// The loop breaker's window (src/udp/loops.rs), and a pace safely outside it.
 const WINDOW: Duration = Duration::from_millis(200);
@@ -69,77 +62,69 @@ fn count(t: &HashMap<String, u64>, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name:?} total in {t:?}"))
 }
 
-/// Send one UDP datagram with a forged source: an IPv4 header of our own (the kernel
-/// fills in the length, the id and the header checksum) and a UDP header without a
-/// checksum (allowed over IPv4). Must run inside the namespace it forges in.
-fn forge(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) {
-    let raw = Socket::new(
-        Domain::IPV4,
-        Type::RAW,
-        Some(Protocol::from(libc::IPPROTO_RAW)),
-    )
-    .expect("raw socket");
-    let total = 28 + payload.len();
-    let mut p = vec![0u8; total];
-    p[0] = 0x45; // IPv4, 5-word header
-    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    p[8] = 64; // TTL
-    p[9] = libc::IPPROTO_UDP as u8;
-    p[12..16].copy_from_slice(&src.ip().octets());
-    p[16..20].copy_from_slice(&dst.ip().octets());
-    p[20..22].copy_from_slice(&src.port().to_be_bytes());
-    p[22..24].copy_from_slice(&dst.port().to_be_bytes());
-    p[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    p[28..].copy_from_slice(payload);
-    let to = SockAddr::from(SocketAddr::V4(dst));
-    assert_eq!(raw.send_to(&p, &to).expect("forged send"), total);
-}
-
-/// The IPv6 version of [`forge`]: with `IPPROTO_RAW` an IPv6 raw socket takes the
-/// whole header too (`IPV6_HDRINCL`); the UDP checksum is mandatory over IPv6, so it is
-/// computed here over the pseudo-header.
-fn forge6(src: SocketAddrV6, dst: SocketAddrV6, payload: &[u8]) {
-    let raw = Socket::new(
-        Domain::IPV6,
-        Type::RAW,
-        Some(Protocol::from(libc::IPPROTO_RAW)),
-    )
-    .expect("raw socket");
+/// Send one UDP datagram with a forged source, through a raw socket (`IPPROTO_RAW`, so
+/// the IP header is ours: `IP_HDRINCL`, `IPV6_HDRINCL`). Over IPv4 the kernel fills in
+/// the length, the id and the header checksum, and the UDP checksum may be left out;
+/// over IPv6 it is mandatory, so it is computed here over the pseudo-header. Must run
+/// inside the namespace it forges in.
+fn forge(src: SocketAddr, dst: SocketAddr, payload: &[u8]) {
     let udp_len = 8 + payload.len();
-    let mut p = vec![0u8; 40 + udp_len];
-    p[0] = 0x60; // version 6
-    p[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
-    p[6] = libc::IPPROTO_UDP as u8;
-    p[7] = 64; // hop limit
-    p[8..24].copy_from_slice(&src.ip().octets());
-    p[24..40].copy_from_slice(&dst.ip().octets());
-    p[40..42].copy_from_slice(&src.port().to_be_bytes());
-    p[42..44].copy_from_slice(&dst.port().to_be_bytes());
-    p[44..46].copy_from_slice(&(udp_len as u16).to_be_bytes());
-    p[48..].copy_from_slice(payload);
-    // One's-complement sum of the pseudo-header (addresses, length, next header) and
-    // the UDP header and payload.
-    let mut sum: u32 = 0;
-    let mut add = |b: &[u8]| {
-        for pair in b.chunks(2) {
-            let hi = u32::from(pair[0]) << 8;
-            sum += hi | pair.get(1).map_or(0, |&lo| u32::from(lo));
+    let mut udp = Vec::with_capacity(udp_len);
+    udp.extend(src.port().to_be_bytes());
+    udp.extend(dst.port().to_be_bytes());
+    udp.extend((udp_len as u16).to_be_bytes());
+    udp.extend([0, 0]); // the checksum
+    udp.extend(payload);
+    let proto = libc::IPPROTO_UDP as u8;
+    let (domain, mut p, to) = match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let mut h = vec![0u8; 20];
+            h[0] = 0x45; // IPv4, 5-word header
+            h[2..4].copy_from_slice(&((20 + udp_len) as u16).to_be_bytes());
+            h[8] = 64; // TTL
+            h[9] = proto;
+            h[12..16].copy_from_slice(&s.octets());
+            h[16..20].copy_from_slice(&d.octets());
+            (Domain::IPV4, h, dst)
         }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let mut h = vec![0u8; 40];
+            h[0] = 0x60; // version 6
+            h[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+            h[6] = proto;
+            h[7] = 64; // hop limit
+            h[8..24].copy_from_slice(&s.octets());
+            h[24..40].copy_from_slice(&d.octets());
+            // One's-complement sum of the pseudo-header (addresses, length, next
+            // header) and the UDP header and payload.
+            let mut sum: u32 = 0;
+            let mut add = |b: &[u8]| {
+                for pair in b.chunks(2) {
+                    let hi = u32::from(pair[0]) << 8;
+                    sum += hi | pair.get(1).map_or(0, |&lo| u32::from(lo));
+                }
+            };
+            add(&h[8..40]);
+            add(&(udp_len as u32).to_be_bytes());
+            add(&[0, 0, 0, proto]);
+            add(&udp);
+            while sum > 0xffff {
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+            let csum = match !(sum as u16) {
+                0 => 0xffff,
+                c => c,
+            };
+            udp[6..8].copy_from_slice(&csum.to_be_bytes());
+            (Domain::IPV6, h, SocketAddr::new(d.into(), 0))
+        }
+        _ => panic!("forging {src} -> {dst}: one family, please"),
     };
-    add(&p[8..40]);
-    add(&(udp_len as u32).to_be_bytes());
-    add(&[0, 0, 0, libc::IPPROTO_UDP as u8]);
-    add(&p[40..]);
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    let csum = match !(sum as u16) {
-        0 => 0xffff,
-        c => c,
-    };
-    p[46..48].copy_from_slice(&csum.to_be_bytes());
-    let to = SockAddr::from(SocketAddr::V6(SocketAddrV6::new(*dst.ip(), 0, 0, 0)));
-    assert_eq!(raw.send_to(&p, &to).expect("forged send"), p.len());
+    p.extend(udp);
+    let raw = Socket::new(domain, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW)))
+        .expect("raw socket");
+    let sent = raw.send_to(&p, &SockAddr::from(to)).expect("forged send");
+    assert_eq!(sent, p.len());
 }
 
 /// Send `data` from `c` to `to` and wait up to `wait` for exactly it to come back.
@@ -157,107 +142,100 @@ fn echoed(c: &UdpSocket, to: SocketAddr, data: &[u8], wait: Duration) -> bool {
     }
 }
 
-/// Run `f` once per engine, each on its own thread (they wait on timers, not CPU).
-fn each_engine(f: impl Fn(&[&str]) + Sync) {
-    std::thread::scope(|s| {
-        let hs: Vec<_> = ENGINES.iter().map(|e| s.spawn(|| f(e))).collect();
-        for h in hs {
-            h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-        }
+/// `ringecho serve --proto udp --stats 1 --threads THREADS` with `engine`'s flags and then
+/// `more`, inside `ns`; returns it and its arguments (for messages).
+fn udp_server<'a>(
+    ns: &Netns,
+    engine: &[&'a str],
+    threads: &'a str,
+    more: &[&'a str],
+) -> (Server, Vec<&'a str>) {
+    let mut args = engine.to_vec();
+    args.extend(["--proto", "udp", "--threads", threads, "--stats", "1"]);
+    args.extend_from_slice(more);
+    (Server::start_in(ns, &args), args)
+}
+
+/// A veth pair d0-d1 inside `ns`, both ends up: more addresses of this one "host", on
+/// interfaces that are not loopback. Each of `addrs` is the rest of an `ip addr add`.
+fn local_links(ns: &Netns, addrs: &[&[&str]]) {
+    ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
+    for a in addrs {
+        let mut cmd = vec!["addr", "add"];
+        cmd.extend_from_slice(a);
+        ns.ip(&cmd);
+    }
+    ns.ip(&["link", "set", "d0", "up"]);
+    ns.ip(&["link", "set", "d1", "up"]);
+}
+
+/// After `forge_all` (inside `ns`) has sent `forged` datagrams that would make `s` answer
+/// itself, a client bound to `client` is still echoed at `to`, every forgery was counted
+/// as from ourselves, and only the client was echoed.
+fn assert_only_the_client_echoed(
+    ns: &Netns,
+    s: &Server,
+    args: &[&str],
+    forge_all: impl FnOnce() + Send,
+    (client, to): (SocketAddr, SocketAddr),
+    forged: u64,
+) {
+    ns.run(|| {
+        forge_all();
+        let c = UdpSocket::bind(client).expect("bind");
+        assert!(echoed(&c, to, b"still served", Duration::from_secs(2)));
     });
+    let t = totals_after(s, Duration::from_millis(1200));
+    assert_eq!(count(&t, "ourselves"), forged, "{args:?}: {t:?}");
+    assert_eq!(count(&t, "echoed"), 1, "{args:?}: only the client: {t:?}");
+    assert_eq!(count(&t, "loops"), 0, "{args:?}: {t:?}");
 }
 
 #[test]
 fn a_forged_datagram_from_our_own_port_on_this_host_is_not_echoed() {
-    if !netns::available("self-loop") {
-        return;
-    }
+    // Two more addresses of this "host", on non-loopback interfaces, and datagrams
+    // that would each be answered from our port to our port on another local address:
+    // into this server again, forever. (bind, links, forged (from, to), client address)
+    let v4_links: &[&[&str]] = &[
+        &["10.77.0.1/24", "dev", "d0"],
+        &["10.88.0.1/24", "dev", "d1"],
+    ];
+    let v4_loops = [
+        ("127.0.0.2", "127.0.0.1"),
+        ("127.0.0.1", "127.0.0.2"),
+        ("10.77.0.1", "127.0.0.1"),
+        ("127.0.0.1", "10.77.0.1"),
+        ("10.88.0.1", "10.77.0.1"),
+    ];
+    let v6_links: &[&[&str]] = &[&["fd88::1/64", "dev", "d0", "nodad"]];
+    let v6_loops = [("fd88::1", "::1"), ("::1", "fd88::1")];
+    let cases = [
+        ("0.0.0.0", v4_links, &v4_loops[..], "127.0.0.1"),
+        ("::", v4_links, &v4_loops[..], "127.0.0.1"),
+        ("::", v6_links, &v6_loops[..], "::1"),
+    ];
     each_engine(|engine| {
-        for bind in ["0.0.0.0", "::"] {
+        for (bind, links, loops, client) in cases {
             let ns = Netns::new();
-            // Two more addresses of this "host", on non-loopback interfaces.
-            ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
-            ns.ip(&["addr", "add", "10.77.0.1/24", "dev", "d0"]);
-            ns.ip(&["addr", "add", "10.88.0.1/24", "dev", "d1"]);
-            ns.ip(&["link", "set", "d0", "up"]);
-            ns.ip(&["link", "set", "d1", "up"]);
-            let mut args = engine.to_vec();
-            args.extend([
-                "--bind",
-                bind,
-                "--proto",
-                "udp",
-                "--threads",
-                "2",
-                "--stats",
-                "1",
-            ]);
-            let s = Server::start_in(&ns, &args);
-            let p = s.udp_addr().port();
-            let at = |ip: &str| SocketAddrV4::new(ip.parse().expect("ip"), p);
-            ns.run(|| {
-                // Each would be answered from our port to our port on another local
-                // address: into this server again, forever.
-                forge(at("127.0.0.2"), at("127.0.0.1"), b"self loop 1");
-                forge(at("127.0.0.1"), at("127.0.0.2"), b"self loop 2");
-                forge(at("10.77.0.1"), at("127.0.0.1"), b"self loop 3");
-                forge(at("127.0.0.1"), at("10.77.0.1"), b"self loop 4");
-                forge(at("10.88.0.1"), at("10.77.0.1"), b"self loop 5");
-                let c = UdpSocket::bind("127.0.0.1:0").expect("bind");
-                let to = SocketAddr::V4(at("127.0.0.1"));
-                assert!(echoed(&c, to, b"still served", Duration::from_secs(2)));
-            });
-            let t = totals_after(&s, Duration::from_millis(1200));
-            assert_eq!(count(&t, "ourselves"), 5, "{args:?}: {t:?}");
-            assert_eq!(count(&t, "echoed"), 1, "{args:?}: only the client: {t:?}");
-            assert_eq!(count(&t, "loops"), 0, "{args:?}: {t:?}");
+            local_links(&ns, links);
+            let (s, args) = udp_server(&ns, engine, "2", &["--bind", bind]);
+            let port = s.udp_addr().port();
+            let at = |ip: &str| SocketAddr::new(ip.parse().expect("ip"), port);
+            let forge_all = || {
+                for (i, (from, to)) in loops.iter().enumerate() {
+                    let payload = format!("self loop {}", i + 1);
+                    forge(at(from), at(to), payload.as_bytes());
+                }
+            };
+            let bound = SocketAddr::new(client.parse().expect("ip"), 0);
+            let forged = loops.len() as u64;
+            assert_only_the_client_echoed(&ns, &s, &args, forge_all, (bound, at(client)), forged);
         }
-    });
-}
-
-#[test]
-fn a_forged_ipv6_datagram_from_our_own_port_on_this_host_is_not_echoed() {
-    if !netns::available("IPv6 self-loop") {
-        return;
-    }
-    each_engine(|engine| {
-        let ns = Netns::new();
-        ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
-        ns.ip(&["addr", "add", "fd88::1/64", "dev", "d0", "nodad"]);
-        ns.ip(&["link", "set", "d0", "up"]);
-        ns.ip(&["link", "set", "d1", "up"]);
-        let mut args = engine.to_vec();
-        args.extend([
-            "--bind",
-            "::",
-            "--proto",
-            "udp",
-            "--threads",
-            "2",
-            "--stats",
-            "1",
-        ]);
-        let s = Server::start_in(&ns, &args);
-        let p = s.udp_addr().port();
-        let at = |ip: &str| SocketAddrV6::new(ip.parse().expect("ip"), p, 0, 0);
-        ns.run(|| {
-            forge6(at("fd88::1"), at("::1"), b"self loop 1");
-            forge6(at("::1"), at("fd88::1"), b"self loop 2");
-            let c = UdpSocket::bind("[::1]:0").expect("bind");
-            let to = SocketAddr::V6(at("::1"));
-            assert!(echoed(&c, to, b"still served", Duration::from_secs(2)));
-        });
-        let t = totals_after(&s, Duration::from_millis(1200));
-        assert_eq!(count(&t, "ourselves"), 2, "{args:?}: {t:?}");
-        assert_eq!(count(&t, "echoed"), 1, "{args:?}: only the client: {t:?}");
     });
 }
 
 #[test]
 fn two_servers_started_on_each_other_stop_after_a_bounce() {
-    if !netns::available("two-server loop") {
-        return;
-    }
     let pairs: [(&[&str], &[&str]); 3] = [
         (ENGINES[0], ENGINES[0]),
         (ENGINES[2], ENGINES[2]),
@@ -269,14 +247,10 @@ fn two_servers_started_on_each_other_stop_after_a_bounce() {
             .map(|(ea, eb)| {
                 sc.spawn(move || {
                     let ns = Netns::new();
-                    let start = |e: &[&str]| {
-                        let mut args = e.to_vec();
-                        args.extend(["--proto", "udp", "--threads", "2", "--stats", "1"]);
-                        Server::start_in(&ns, &args)
-                    };
+                    let start = |e: &[&'static str]| udp_server(&ns, e, "2", &[]).0;
                     let (a, b) = (start(ea), start(eb));
                     let (pa, pb) = (a.udp_addr().port(), b.udp_addr().port());
-                    let at = |p| SocketAddrV4::new(Ipv4Addr::LOCALHOST, p);
+                    let at = |p| SocketAddr::from((Ipv4Addr::LOCALHOST, p));
                     // "From A" to B: B echoes to A, A echoes to B, and so on.
                     ns.run(|| forge(at(pa), at(pb), b"ping-pong between two echo servers"));
                     let ta = totals_after(&a, Duration::from_millis(1200));
@@ -304,14 +278,9 @@ fn two_servers_started_on_each_other_stop_after_a_bounce() {
 
 #[test]
 fn clients_that_repeat_a_payload_are_served_as_the_rule_promises() {
-    if !netns::available("repeating clients") {
-        return;
-    }
     each_engine(|engine| {
         let ns = Netns::new();
-        let mut args = engine.to_vec();
-        args.extend(["--proto", "udp", "--threads", "2", "--stats", "1"]);
-        let s = Server::start_in(&ns, &args);
+        let (s, args) = udp_server(&ns, engine, "2", &[]);
         let to = s.udp_connect_addr();
         let c = ns.run(|| UdpSocket::bind("127.0.0.1:0").expect("bind"));
         let wait = Duration::from_secs(2);
@@ -357,25 +326,11 @@ fn clients_that_repeat_a_payload_are_served_as_the_rule_promises() {
 
 #[test]
 fn broadcast_and_multicast_get_no_echo_and_unicast_does() {
-    if !netns::available("broadcast") {
-        return;
-    }
     each_engine(|engine| {
         for bind in ["0.0.0.0", "::"] {
             let (server_ns, client_ns) = (Netns::new(), Netns::new());
             server_ns.veth_to(&client_ns, ("ve0", "10.77.0.1/24"), ("ve1", "10.77.0.2/24"));
-            let mut args = engine.to_vec();
-            args.extend([
-                "--bind",
-                bind,
-                "--proto",
-                "udp",
-                "--threads",
-                "2",
-                "--stats",
-                "1",
-            ]);
-            let s = Server::start_in(&server_ns, &args);
+            let (s, args) = udp_server(&server_ns, engine, "2", &["--bind", bind]);
             let p = s.udp_addr().port();
             let c = client_ns.run(|| {
                 let c =
@@ -455,19 +410,11 @@ fn bind_to_a_broadcast_or_multicast_address_is_refused() {
         "ff02::1",
         "ff0e::1",
     ] {
-        let out = common::run_bounded(
-            std::process::Command::new(common::bin()).args(["serve", "--port", "0", "--bind", bad]),
-            Duration::from_secs(10),
-        );
+        let out = common::ringecho(&["serve", "--port", "0", "--bind", bad]);
         common::assert_one_line_error(&out, &format!("--bind {bad} is"));
     }
-    if !netns::available("an interface's broadcast address") {
-        return;
-    }
     let ns = Netns::new();
-    ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
-    ns.ip(&["addr", "add", "10.77.0.1/24", "brd", "+", "dev", "d0"]);
-    ns.ip(&["link", "set", "d0", "up"]);
+    local_links(&ns, &[&["10.77.0.1/24", "brd", "+", "dev", "d0"]]);
     let out = common::run_bounded(
         ns.command(common::bin())
             .args(["serve", "--port", "0", "--bind", "10.77.0.255"]),
@@ -484,25 +431,11 @@ fn bind_to_a_broadcast_or_multicast_address_is_refused() {
 
 #[test]
 fn udp_rate_is_per_address_over_all_ports_and_workers() {
-    if !netns::available("udp rate") {
-        return;
-    }
     const RATE: u64 = 100;
     const SECS: f64 = 2.0;
     each_engine(|engine| {
         let ns = Netns::new();
-        let mut args = engine.to_vec();
-        args.extend([
-            "--proto",
-            "udp",
-            "--threads",
-            "4",
-            "--udp-rate",
-            "100",
-            "--stats",
-            "1",
-        ]);
-        let s = Server::start_in(&ns, &args);
+        let (s, args) = udp_server(&ns, engine, "4", &["--udp-rate", "100"]);
         let to = s.udp_connect_addr();
         // Two addresses, 32 source ports each: SO_REUSEPORT spreads the ports over the
         // four workers.

@@ -6,27 +6,12 @@
 # results directory back over /dev/ttyS1 as a base64 tar.gz between
 # "@@ARCHIVE-BEGIN" and "@@ARCHIVE-END", with @@RESULT lines like vm-test's.
 
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev 2>/dev/null
-mkdir -p /tmp
-ip link set lo up
-
-# vm_pick_accel's probe boot: only proves that the guest reaches init
-if grep -q 'vmtest=probe' /proc/cmdline; then
-	echo "@@PROBE ok" >/dev/ttyS1
-	poweroff -f
-fi
-
-exec 3>/dev/ttyS1
-ulimit -n 65536
+INIT_NAME=vm-bench
+# shellcheck source=kernel/vm/init-common.sh
+. /init-common.sh
 
 result() { echo "@@RESULT step=$1 status=$2 detail=$3" >&3; echo "vm-bench: $1 $2 $3"; }
 
-echo "@@BEGIN kernel=$(uname -r) cpus=$(grep -c ^processor /proc/cpuinfo)" >&3
-echo "vm-bench: start" >/dev/kmsg
 # 1,000-connection bursts against any of the three servers
 sysctl -qw net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=4096
 

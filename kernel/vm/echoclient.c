@@ -85,6 +85,23 @@ static double now(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* Create (or empty) the file @path: the shell waits for it to appear. */
+static void touch(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+	if (fd < 0)
+		die("%s: %s", path, strerror(errno));
+	close(fd);
+}
+
+/* poll(2) that only returns when it worked. */
+static void poll_or_die(struct pollfd *pfd, unsigned int n, int ms)
+{
+	if (poll(pfd, n, ms) < 0)
+		die("poll: %s", strerror(errno));
+}
+
 /* Byte i of connection k: varied, with a NUL every 7 bytes. */
 static uint8_t pattern(unsigned int k, size_t i)
 {
@@ -166,8 +183,7 @@ static int run_echo(struct conn *c, unsigned int n, size_t size, double deadline
 			pfd[i].events = POLLIN | (c[i].sent < size ? POLLOUT : 0);
 			pfd[i].revents = 0;
 		}
-		if (poll(pfd, n, timeout > 1000 ? 1000 : timeout) < 0)
-			die("poll: %s", strerror(errno));
+		poll_or_die(pfd, n, timeout > 1000 ? 1000 : timeout);
 		for (i = 0; i < n; i++) {
 			struct conn *k = &c[i];
 			ssize_t r;
@@ -294,7 +310,7 @@ static int cmd_hold(char **av, unsigned int n, const char *ready, int timeout)
 	struct pollfd *pfd = calloc(n, sizeof(*pfd));
 	unsigned int i, open_left = n, closed = 0, probed = 0;
 	double t0 = now();
-	int ok, fd;
+	int ok;
 
 	if (!c || !pfd)
 		die("out of memory");
@@ -307,10 +323,7 @@ static int cmd_hold(char **av, unsigned int n, const char *ready, int timeout)
 		die("hold: only %d of %u connections echoed", ok, n);
 	printf("hold: %u connections open and echoing\n", n);
 	fflush(stdout);
-	fd = open(ready, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	if (fd < 0)
-		die("%s: %s", ready, strerror(errno));
-	close(fd);
+	touch(ready);
 
 	/* Every connection must now see EOF or a reset from the server. */
 	t0 = now();
@@ -327,8 +340,7 @@ static int cmd_hold(char **av, unsigned int n, const char *ready, int timeout)
 				probed++;
 			}
 		}
-		if (poll(pfd, n, 1000) < 0)
-			die("poll: %s", strerror(errno));
+		poll_or_die(pfd, n, 1000);
 		for (i = 0; i < n; i++) {
 			uint8_t buf[64];
 			ssize_t r;
@@ -362,7 +374,6 @@ static int cmd_busy(char **av, unsigned int n, const char *ready, int timeout)
 	double t0 = now(), tready = 0;
 	uint8_t buf[16384];
 	size_t j;
-	int fd;
 
 	if (!c || !pfd)
 		die("out of memory");
@@ -375,8 +386,7 @@ static int cmd_busy(char **av, unsigned int n, const char *ready, int timeout)
 	while (left && now() - t0 < timeout) {
 		for (i = 0; i < n; i++)
 			pfd[i].events = (i % 2 ? 0 : POLLIN) | POLLOUT;
-		if (poll(pfd, n, 1000) < 0)
-			die("poll: %s", strerror(errno));
+		poll_or_die(pfd, n, 1000);
 		for (i = 0; i < n; i++) {
 			struct conn *k = &c[i];
 			ssize_t r;
@@ -428,10 +438,7 @@ closed:
 		if (!tready && flowing == n) {
 			tready = now();
 			printf("busy: %u connections moving data\n", n);
-			fd = open(ready, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-			if (fd < 0)
-				die("%s: %s", ready, strerror(errno));
-			close(fd);
+			touch(ready);
 		}
 	}
 	if (!tready)
@@ -465,8 +472,7 @@ static int cmd_burst(char **av, unsigned int n, unsigned int rounds, int timeout
 			got[i] = 0;
 		}
 		while (left && now() < deadline) {
-			if (poll(pfd, n, 1000) < 0)
-				die("poll: %s", strerror(errno));
+			poll_or_die(pfd, n, 1000);
 			for (i = 0; i < n; i++) {
 				char buf[64];
 				ssize_t k;
@@ -583,15 +589,6 @@ static int cmd_tburst(char **av, unsigned int n, unsigned int rounds)
 	return tb_bad ? 1 : 0;
 }
 
-static void touch(const char *path)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-
-	if (fd < 0)
-		die("%s: %s", path, strerror(errno));
-	close(fd);
-}
-
 /* Connect N sockets; returns how many connected within @timeout seconds. */
 static unsigned int connect_all(struct pollfd *pfd, unsigned int n, int timeout)
 {
@@ -603,8 +600,7 @@ static unsigned int connect_all(struct pollfd *pfd, unsigned int n, int timeout)
 		pfd[i].events = POLLOUT;
 	}
 	while (pending && now() < deadline) {
-		if (poll(pfd, n, 1000) < 0)
-			die("poll: %s", strerror(errno));
+		poll_or_die(pfd, n, 1000);
 		for (i = 0; i < n; i++) {
 			int err = 0;
 			socklen_t l = sizeof(err);
@@ -636,8 +632,7 @@ static int cmd_idle(char **av, unsigned int n, const char *ready, int timeout)
 	sleep(1);
 	for (i = 0; i < n; i++)
 		pfd[i].events = POLLIN;
-	if (poll(pfd, n, 0) < 0)
-		die("poll: %s", strerror(errno));
+	poll_or_die(pfd, n, 0);
 	for (i = 0; i < n; i++) {
 		char b;
 
@@ -681,8 +676,7 @@ static int cmd_noread(char **av, unsigned int n, const char *ready, int timeout)
 			break;
 		for (i = 0; i < n; i++)
 			pfd[i].events = POLLOUT;
-		if (poll(pfd, n, 200) < 0)
-			die("poll: %s", strerror(errno));
+		poll_or_die(pfd, n, 200);
 		for (i = 0; i < n; i++) {
 			ssize_t k;
 
@@ -749,8 +743,7 @@ static int cmd_stuck(char **av, size_t size, int timeout)
 	pfd.fd = fd;
 	pfd.events = 0;		/* POLLERR and POLLHUP only: we never read */
 	while (now() - t0 < timeout) {
-		if (poll(&pfd, 1, 500) < 0)
-			die("poll: %s", strerror(errno));
+		poll_or_die(&pfd, 1, 500);
 		if (pfd.revents & (POLLERR | POLLHUP))
 			break;
 	}
@@ -773,10 +766,7 @@ static void __attribute__((noreturn)) cmd_listen(char **av, const char *ready)
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (bind(fd, (struct sockaddr *)&target, target_len) || listen(fd, 8))
 		die("bind/listen: %s", strerror(errno));
-	fd = open(ready, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	if (fd < 0)
-		die("%s: %s", ready, strerror(errno));
-	close(fd);
+	touch(ready);
 	for (;;)
 		pause();
 }

@@ -6,21 +6,10 @@
 # between "@@BEGIN kernel=..." and "@@DONE". The kernel console (ttyS0)
 # carries everything else, including the full dmesg at the end.
 
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev 2>/dev/null
-mkdir -p /tmp
-ip link set lo up
+INIT_NAME=vm-test
+# shellcheck source=kernel/vm/init-common.sh
+. /init-common.sh
 
-if grep -q 'vmtest=probe' /proc/cmdline; then
-	echo "@@PROBE ok" >/dev/ttyS1
-	poweroff -f
-fi
-
-exec 3>/dev/ttyS1
-ulimit -n 65536
 KO=/fastecho.ko
 SYS=/sys/kernel/fastecho
 PORT=12345
@@ -41,26 +30,41 @@ out() {	# step file
 loaded() { [ -d /sys/module/fastecho ]; }
 counter() { cat "$SYS/$1" 2>/dev/null || echo "?"; }
 unload() { loaded && timeout 60 rmmod fastecho; ! loaded; }
-wait_file() {	# file seconds
-	i=0
-	while [ ! -e "$1" ] && [ $i -lt $(($2 * 10)) ]; do
+wait_until() {	# seconds command...: poll it every 0.1 s until it succeeds
+	n=$(($1 * 10)) i=0
+	shift
+	while ! "$@" && [ $i -lt $n ]; do
 		usleep 100000
 		i=$((i + 1))
 	done
-	[ -e "$1" ]
+	"$@"
 }
-wait_active() {	# value seconds
-	i=0
-	while [ "$(counter active)" != "$1" ] && [ $i -lt $(($2 * 10)) ]; do
-		usleep 100000
-		i=$((i + 1))
-	done
-	[ "$(counter active)" = "$1" ]
+active_is() { [ "$(counter active)" = "$1" ]; }
+wait_file() { wait_until "$2" [ -e "$1" ]; }	# file seconds
+wait_active() { wait_until "$2" active_is "$1"; }	# value seconds
+# echoclient CMD 127.0.0.1 $PORT N /tmp/CMD.ready LIMIT in the background,
+# output in /tmp/CMD.log and its pid in $cl; true once it has created
+# /tmp/CMD.ready, within WAIT seconds.
+client() {	# cmd n limit wait
+	rm -f "/tmp/$1.ready"
+	echoclient "$1" 127.0.0.1 $PORT "$2" "/tmp/$1.ready" "$3" >"/tmp/$1.log" 2>&1 &
+	cl=$!
+	wait_file "/tmp/$1.ready" "$4"
 }
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
-
-echo "@@BEGIN kernel=$(uname -r) cpus=$(grep -c ^processor /proc/cpuinfo)" >&3
-echo "vm-test: start" >/dev/kmsg
+# rmmod while the client CLIENT_PID runs, then wait for it: true if rmmod
+# (60 s at most) and the client exit 0 and the module is gone; sets took
+# ("T0 -> T1 s") and why (what went wrong, for a FAIL line).
+rmmod_while() {	# client_pid
+	t0=$(uptime_s)
+	timeout 60 rmmod fastecho
+	rc=$?
+	took="$t0 -> $(uptime_s) s"
+	wait "$1"
+	crc=$?
+	why="rmmod rc=$rc, loaded=$(loaded && echo yes || echo no), client rc=$crc"
+	[ $rc = 0 ] && ! loaded && [ $crc = 0 ]
+}
 
 # 1. load with the defaults and run the project's conformance suite
 if insmod $KO >/tmp/insmod.log 2>&1 && [ -d $SYS ]; then
@@ -101,50 +105,32 @@ fi
 HOLD_N=4000
 unload
 insmod $KO backlog=4096
-rm -f /tmp/held
-echoclient hold 127.0.0.1 $PORT $HOLD_N /tmp/held 120 >/tmp/hold.log 2>&1 &
-hold=$!
-if wait_file /tmp/held 150 && wait_active $HOLD_N 10; then
+if client hold $HOLD_N 120 150 && wait_active $HOLD_N 10; then
 	active=$(counter active)
-	t0=$(uptime_s)
-	timeout 60 rmmod fastecho
-	rc=$?
-	t1=$(uptime_s)
-	wait $hold
-	crc=$?
-	if [ $rc = 0 ] && ! loaded && [ $crc = 0 ]; then
-		result rmmod_held PASS "active=$active before; rmmod took $t0 -> $t1 s; $(tail -n1 /tmp/hold.log)"
+	if rmmod_while $cl; then
+		result rmmod_held PASS "active=$active before; rmmod took $took; $(tail -n1 /tmp/hold.log)"
 	else
-		result rmmod_held FAIL "rmmod rc=$rc, loaded=$(loaded && echo yes || echo no), client rc=$crc: $(tail -n1 /tmp/hold.log)"
+		result rmmod_held FAIL "$why: $(tail -n1 /tmp/hold.log)"
 	fi
 else
 	result rmmod_held FAIL "client did not get $HOLD_N connections up (active=$(counter active)): $(tail -n2 /tmp/hold.log | tr '\n' ' ')"
-	kill $hold 2>/dev/null
+	kill $cl 2>/dev/null
 	unload
 fi
 
 # 3b. rmmod while 200 connections are moving data (half of them never read)
 insmod $KO
-rm -f /tmp/busy
-echoclient busy 127.0.0.1 $PORT 200 /tmp/busy 120 >/tmp/busy.log 2>&1 &
-busy=$!
-if wait_file /tmp/busy 120; then
+if client busy 200 120 120; then
 	sleep 1
 	bytes=$(counter bytes_echoed)
-	t0=$(uptime_s)
-	timeout 60 rmmod fastecho
-	rc=$?
-	t1=$(uptime_s)
-	wait $busy
-	crc=$?
-	if [ $rc = 0 ] && ! loaded && [ $crc = 0 ]; then
-		result rmmod_busy PASS "$bytes B echoed before; rmmod took $t0 -> $t1 s; $(tail -n1 /tmp/busy.log)"
+	if rmmod_while $cl; then
+		result rmmod_busy PASS "$bytes B echoed before; rmmod took $took; $(tail -n1 /tmp/busy.log)"
 	else
-		result rmmod_busy FAIL "rmmod rc=$rc, loaded=$(loaded && echo yes || echo no), client rc=$crc: $(tail -n2 /tmp/busy.log | tr '\n' ' ')"
+		result rmmod_busy FAIL "$why: $(tail -n2 /tmp/busy.log | tr '\n' ' ')"
 	fi
 else
 	result rmmod_busy FAIL "client did not get data moving: $(tail -n2 /tmp/busy.log | tr '\n' ' ')"
-	kill $busy 2>/dev/null
+	kill $cl 2>/dev/null
 	unload
 fi
 
@@ -238,14 +224,11 @@ echoclient conc 127.0.0.1 $PORT 10 12345 30 >/dev/null 2>&1
 crc=$?
 wait_active 0 10
 c1="$(counter accepted)/$(counter active)/$(counter bytes_echoed)"
-rm -f /tmp/held
-echoclient hold 127.0.0.1 $PORT 5 /tmp/held 30 >/tmp/hold5.log 2>&1 &
-hold=$!
-wait_file /tmp/held 30
+client hold 5 30 30
 wait_active 5 10
 c2="$(counter accepted)/$(counter active)/$(counter bytes_echoed)"
 unload
-wait $hold
+wait $cl
 hrc=$?
 want1="10/0/123450"
 want2="15/5/123455"
@@ -270,20 +253,11 @@ server_states() {	# e.g. "09:12 01:3" (hex TCP state: count)
 	awk -v p="$(printf '%04X' "$1")" 'FNR > 1 { split($2, l, ":"); if (l[2] == p && $4 != "0A") c[$4]++ } END { for (k in c) printf "%s:%d ", k, c[k] }' \
 		/proc/net/tcp /proc/net/tcp6 2>/dev/null
 }
-wait_socks() {	# port seconds: until no server-side socket is left
-	i=0
-	while [ "$(server_socks "$1")" != 0 ] && [ $i -lt $(($2 * 10)) ]; do
-		usleep 100000
-		i=$((i + 1))
-	done
-	[ "$(server_socks "$1")" = 0 ]
-}
+no_socks() { [ "$(server_socks "$1")" = 0 ]; }
+wait_socks() { wait_until "$2" no_socks "$1"; }	# port seconds: until none is left
 
 insmod $KO max_conns=50
-rm -f /tmp/idle
-echoclient idle 127.0.0.1 $PORT 80 /tmp/idle 60 >/tmp/idle.log 2>&1 &
-cl=$!
-wait_file /tmp/idle 60
+client idle 80 60 60
 wait_active 50 10
 got="accepted $(counter accepted), refused $(counter refused), active $(counter active)"
 kill $cl
@@ -306,10 +280,7 @@ sync
 echo 3 >/proc/sys/vm/drop_caches
 slab0=$(meminfo Slab)
 avail0=$(meminfo MemAvailable)
-rm -f /tmp/idle
-echoclient idle 127.0.0.1 $PORT $IDLE_N /tmp/idle 120 >/tmp/idle.log 2>&1 &
-cl=$!
-wait_file /tmp/idle 120
+client idle $IDLE_N 120 120
 wait_active $IDLE_N 10
 sleep 1
 slab1=$(meminfo Slab)
@@ -361,10 +332,7 @@ fi
 NR_N=50
 insmod $KO
 avail0=$(meminfo MemAvailable)
-rm -f /tmp/noread
-echoclient noread 127.0.0.1 $PORT $NR_N /tmp/noread 120 >/tmp/noread.log 2>&1 &
-cl=$!
-wait_file /tmp/noread 120
+client noread $NR_N 120 120
 b1=$(counter bytes_echoed)
 bufs=$(counter buffers)
 avail1=$(meminfo MemAvailable)

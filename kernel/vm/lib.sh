@@ -246,9 +246,9 @@ vm_build_client() {
 }
 
 # vm_pack_initramfs KREL INIT [NAME=PATH | +DEST=FILE]...: busybox, INIT as
-# /init, fastecho.ko, echoclient, the load/unload scripts, each PATH as
-# /bin/NAME (debug info stripped) with the shared libraries it needs, and
-# each plain FILE as /DEST. Sets VM_INITRD.
+# /init with the init-common.sh it sources, fastecho.ko, echoclient, the
+# load/unload scripts, each PATH as /bin/NAME (debug info stripped) with the
+# shared libraries it needs, and each plain FILE as /DEST. Sets VM_INITRD.
 vm_pack_initramfs() {
 	local krel=$1 init=$2 stage=$VM_CACHE/$1/initramfs arg bin lib
 	shift 2
@@ -257,6 +257,7 @@ vm_pack_initramfs() {
 	cp /bin/busybox "$stage/bin/busybox"
 	cp "$init" "$stage/init"
 	chmod 755 "$stage/init"
+	cp "$VM_DIR/init-common.sh" "$stage/init-common.sh"
 	cp "$VM_KO" "$stage/fastecho.ko"
 	cp "$VM_CLIENT" "$stage/bin/echoclient"
 	mkdir -p "$stage/kmod"
@@ -322,4 +323,33 @@ vm_boot() {
 		-serial "file:$dir/console.log" -serial "file:$dir/results.log" \
 		</dev/null >"$dir/qemu.log" 2>&1 || rc=$?
 	return $rc
+}
+
+# --- results -----------------------------------------------------------------
+
+# vm_ringecho_bin: RINGECHO_BIN (default target/release/ringecho), a relative
+# path taken from the repo root, made absolute; dies if it is not executable.
+vm_ringecho_bin() {
+	RINGECHO_BIN=${RINGECHO_BIN:-target/release/ringecho}
+	case $RINGECHO_BIN in
+	/*) ;;
+	*) RINGECHO_BIN=$REPO_ROOT/$RINGECHO_BIN ;;
+	esac
+	[ -x "$RINGECHO_BIN" ] ||
+		die "no ringecho binary at $RINGECHO_BIN: build it (cargo build --release) or set RINGECHO_BIN"
+}
+
+# vm_step_result STEP RESULTS MISSING: from the guest's RESULTS, STEP's
+# @@RESULT line: sets status and detail, or status=MISSING and detail=MISSING
+# where it has none.
+# shellcheck disable=SC2034 # status and detail are the caller's
+vm_step_result() {
+	local line
+	line=$(grep -m1 "^@@RESULT step=$1 " <<<"$2" || true)
+	if [ -z "$line" ]; then
+		status=MISSING detail=$3
+	else
+		status=$(sed -n 's/.* status=\([A-Z]*\) .*/\1/p' <<<"$line")
+		detail=${line#* detail=}
+	fi
 }

@@ -27,11 +27,7 @@ source "$(dirname "$0")/lib.sh"
 VM_SUITE=${VM_SUITE:-bookworm-backports}
 VM_TIMEOUT=${VM_TIMEOUT:-1200}
 VM_BENCH_OUT=${VM_BENCH_OUT:-$REPO_ROOT/results/vm}
-RINGECHO_BIN=${RINGECHO_BIN:-target/release/ringecho}
-case $RINGECHO_BIN in
-/*) ;;
-*) RINGECHO_BIN=$REPO_ROOT/$RINGECHO_BIN ;;
-esac
+vm_ringecho_bin
 # No arguments: --quick. --full (vm-bench's own) stands for bench-all's
 # default profile, which takes no flag of its own.
 args=()
@@ -45,8 +41,6 @@ for a in "$@"; do
 	args+=("$a")
 done
 
-[ -x "$RINGECHO_BIN" ] ||
-	die "no ringecho binary at $RINGECHO_BIN: build it (cargo build --release) or set RINGECHO_BIN"
 help=$("$RINGECHO_BIN" bench-all --help 2>&1) ||
 	die "$RINGECHO_BIN has no bench-all subcommand yet"
 grep -q -- '--note' <<<"$help" ||
@@ -85,13 +79,7 @@ res=$(tr -d '\r' <"$dir/results.log" 2>/dev/null || true)
 
 failed=0
 for step in load bench unload dmesg; do
-	line=$(grep -m1 "^@@RESULT step=$step " <<<"$res" || true)
-	if [ -z "$line" ]; then
-		status=MISSING detail="no result (qemu exit $rc; see $dir/console.log)"
-	else
-		status=$(sed -n 's/.* status=\([A-Z]*\) .*/\1/p' <<<"$line")
-		detail=${line#* detail=}
-	fi
+	vm_step_result "$step" "$res" "no result (qemu exit $rc; see $dir/console.log)"
 	[ "$status" = PASS ] || failed=1
 	printf '%-8s %-7s %s\n' "$step" "$status" "$detail"
 done

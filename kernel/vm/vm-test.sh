@@ -19,17 +19,11 @@ source "$(dirname "$0")/lib.sh"
 
 VM_SUITES=${VM_SUITES:-bookworm bookworm-backports}
 VM_TIMEOUT=${VM_TIMEOUT:-300}
-RINGECHO_BIN=${RINGECHO_BIN:-target/release/ringecho}
-case $RINGECHO_BIN in
-/*) ;;
-*) RINGECHO_BIN=$REPO_ROOT/$RINGECHO_BIN ;;
-esac
+vm_ringecho_bin
 PARAMS="port backlog addr max_conns"
 STEPS="load check echo conc1000 rmmod_held rmmod_busy bad_params port_in_use params cycles counters max_conns idle_mem burst noread linger scripts dmesg"
 
 start=$(date +%s)
-[ -x "$RINGECHO_BIN" ] ||
-	die "no ringecho binary at $RINGECHO_BIN: build it (cargo build --release) or set RINGECHO_BIN"
 mkdir -p "$VM_CACHE"
 vm_host_setup
 vm_build_client
@@ -98,14 +92,11 @@ for suite in $VM_SUITES; do
 	printf '%-12s %-6s %s\n' "build" "$prep" "$prep_detail"
 	[ $prep = PASS ] || kfail=1
 	for step in $STEPS; do
-		line=$(grep -m1 "^@@RESULT step=$step " <<<"$res" || true)
 		if [ $prep != PASS ]; then
 			status=SKIP detail="not run: the build step failed"
-		elif [ -z "$line" ]; then
-			status=MISSING detail="no result (VM timed out or crashed: see $dir/console.log)"
 		else
-			status=$(sed -n 's/.* status=\([A-Z]*\) .*/\1/p' <<<"$line")
-			detail=${line#* detail=}
+			vm_step_result "$step" "$res" \
+				"no result (VM timed out or crashed: see $dir/console.log)"
 		fi
 		[ "$status" = PASS ] || kfail=1
 		printf '%-12s %-6s %s\n' "$step" "$status" "$detail"

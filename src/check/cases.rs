@@ -2,11 +2,12 @@
 //! socket timeouts, and returns what it tried and what came back, pass or fail.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::payload::{first_mismatch, Rng};
+use super::{Case, Outcome, Suite};
 
 /// Sizes the cases use. The CLI uses [`Plan::default`]; tests shrink it.
 #[derive(Debug, Clone)]
@@ -35,77 +36,59 @@ impl Default for Plan {
     }
 }
 
-/// What every case gets.
-#[derive(Debug, Clone)]
-pub struct Ctx {
-    /// The server under test.
-    pub addr: SocketAddr,
-    /// Limit for any one connect, read or write.
-    pub timeout: Duration,
-    /// Case sizes.
-    pub plan: Plan,
-    /// Seed of this case's payloads.
-    pub seed: u64,
-}
+/// What every TCP case gets.
+pub type Ctx = super::Ctx<Plan>;
 
-/// Pass with a detail line, or fail with one.
-pub type Outcome = Result<String, String>;
-
-/// One named case.
-pub struct Case {
-    /// Its name in the table.
-    pub name: &'static str,
-    /// Runs it.
-    pub run: fn(&Ctx) -> Outcome,
-}
-
-/// Every case, in the order they run.
-pub const CASES: &[Case] = &[
-    Case {
-        name: "one byte",
-        run: one_byte,
-    },
-    Case {
-        name: "connect, close, no data",
-        run: connect_close,
-    },
-    Case {
-        name: "64 KiB binary",
-        run: |c| bulk(c, 64 << 10),
-    },
-    Case {
-        name: "1 MiB binary",
-        run: |c| bulk(c, 1 << 20),
-    },
-    Case {
-        name: "concurrent connections",
-        run: concurrent,
-    },
-    Case {
-        name: "pipelined small writes",
-        run: pipelined,
-    },
-    Case {
-        name: "half-close",
-        run: half_close,
-    },
-    Case {
-        name: "slow reader",
-        run: slow_reader,
-    },
-    Case {
-        name: "reset mid-transfer",
-        run: reset_mid_transfer,
-    },
-    Case {
-        name: "one non-reader bounded",
-        run: super::hostile::one_non_reader,
-    },
-    Case {
-        name: "many non-readers",
-        run: super::hostile::many_non_readers,
-    },
-];
+/// The TCP suite: every case, in the order they run.
+pub const SUITE: Suite<Plan> = Suite {
+    proto: "TCP",
+    cases: &[
+        Case {
+            name: "one byte",
+            run: one_byte,
+        },
+        Case {
+            name: "connect, close, no data",
+            run: connect_close,
+        },
+        Case {
+            name: "64 KiB binary",
+            run: |c| bulk(c, 64 << 10),
+        },
+        Case {
+            name: "1 MiB binary",
+            run: |c| bulk(c, 1 << 20),
+        },
+        Case {
+            name: "concurrent connections",
+            run: concurrent,
+        },
+        Case {
+            name: "pipelined small writes",
+            run: pipelined,
+        },
+        Case {
+            name: "half-close",
+            run: half_close,
+        },
+        Case {
+            name: "slow reader",
+            run: slow_reader,
+        },
+        Case {
+            name: "reset mid-transfer",
+            run: reset_mid_transfer,
+        },
+        Case {
+            name: "one non-reader bounded",
+            run: super::hostile::one_non_reader,
+        },
+        Case {
+            name: "many non-readers",
+            run: super::hostile::many_non_readers,
+        },
+    ],
+};
 
 fn one_byte(ctx: &Ctx) -> Outcome {
     let s = connect(ctx)?;
@@ -133,12 +116,7 @@ fn bulk(ctx: &Ctx, size: usize) -> Outcome {
 
 fn concurrent(ctx: &Ctx) -> Outcome {
     let n = ctx.plan.conns;
-    let limit = crate::net::raise_nofile_limit();
-    if limit < n as u64 + 64 {
-        return Err(format!(
-            "the open-file limit {limit} is too low for {n} connections (raise ulimit -n)"
-        ));
-    }
+    need_descriptors(n, "connections")?;
     let mut rng = Rng::new(ctx.seed);
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
@@ -261,6 +239,18 @@ fn reset_mid_transfer(ctx: &Ctx) -> Outcome {
     Ok("reset a connection after 256 KiB; the next client echoed 64 KiB byte-exact".into())
 }
 
+/// Raise the open-file limit as far as it goes; fail, saying so, if it stays too low for
+/// `n` client sockets (`what`) and some to spare.
+pub(super) fn need_descriptors(n: usize, what: &str) -> Result<(), String> {
+    let limit = crate::net::raise_nofile_limit();
+    if limit < n as u64 + 64 {
+        return Err(format!(
+            "the open-file limit {limit} is too low for {n} {what} (raise ulimit -n)"
+        ));
+    }
+    Ok(())
+}
+
 /// Connect with the case timeout applied to the connect and to every read and write.
 fn connect(ctx: &Ctx) -> Result<TcpStream, String> {
     let s = TcpStream::connect_timeout(&ctx.addr, ctx.timeout)
@@ -304,33 +294,68 @@ fn with_writer<T>(
 }
 
 /// Read exactly `want.len()` bytes, comparing as they arrive.
-fn read_expect(ctx: &Ctx, mut s: &TcpStream, want: &[u8]) -> Result<(), String> {
+fn read_expect(ctx: &Ctx, s: &TcpStream, want: &[u8]) -> Result<(), String> {
+    read_checked(s, want.len(), Wait::Each(ctx.timeout), |offset, got| {
+        first_mismatch(want, offset, got)
+    })
+}
+
+/// How long [`read_checked`] may wait.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Wait {
+    /// Up to this long for each read.
+    Each(Duration),
+    /// Until this instant, for all of them.
+    Until(Instant),
+}
+
+/// Read exactly `total` bytes, checking each chunk as it arrives with `differs(offset,
+/// chunk)`: None when the chunk is what belongs at `offset` of the stream, else what
+/// differs.
+pub(super) fn read_checked(
+    mut s: &TcpStream,
+    total: usize,
+    wait: Wait,
+    differs: impl Fn(usize, &[u8]) -> Option<String>,
+) -> Result<(), String> {
+    let late = |got: usize| match wait {
+        Wait::Each(t) => format!(
+            "timed out after {}s having received {got} of {total} bytes",
+            t.as_secs_f64()
+        ),
+        Wait::Until(_) => format!("got {got} of {total} bytes back in time"),
+    };
+    let set_timeout = |t| {
+        s.set_read_timeout(Some(t))
+            .map_err(|e| format!("SO_RCVTIMEO: {e}"))
+    };
+    if let Wait::Each(t) = wait {
+        set_timeout(t)?;
+    }
     let mut buf = vec![0u8; 64 << 10];
     let mut got = 0;
-    while got < want.len() {
-        let room = buf.len().min(want.len() - got);
+    while got < total {
+        if let Wait::Until(deadline) = wait {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(late(got));
+            }
+            set_timeout(left)?;
+        }
+        let room = buf.len().min(total - got);
         match s.read(&mut buf[..room]) {
-            Ok(0) => return Err(format!("server closed after {got} of {} bytes", want.len())),
+            Ok(0) => return Err(format!("server closed after {got} of {total} bytes")),
             Ok(n) => {
-                if let Some(m) = first_mismatch(want, got, &buf[..n]) {
+                if let Some(m) = differs(got, &buf[..n]) {
                     return Err(m);
                 }
                 got += n;
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Err(format!(
-                    "timed out after {}s having received {got} of {} bytes",
-                    ctx.timeout.as_secs_f64(),
-                    want.len()
-                ))
+                return Err(late(got))
             }
-            Err(e) => {
-                return Err(format!(
-                    "read failed after {got} of {} bytes: {e}",
-                    want.len()
-                ))
-            }
+            Err(e) => return Err(format!("read failed after {got} of {total} bytes: {e}")),
         }
     }
     Ok(())

@@ -2,15 +2,16 @@
 //! what it holds for each of them and keeps serving everyone else; it may reset or close
 //! non-readers to do so (shedding), which these cases count but never fail.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::cases::{Ctx, Outcome};
+use super::cases::{need_descriptors, read_checked, Ctx, Wait};
 use super::payload::{first_mismatch, Rng};
+use super::Outcome;
 use crate::epoll::sys::{self, Epoll};
 
 /// The receive buffer every non-reader asks for: small, so the server's echo backs up
@@ -55,12 +56,7 @@ const PERIOD: usize = (1 << 20) + 13;
 /// within the plan's bound, and again after the non-readers close.
 pub fn many_non_readers(ctx: &Ctx) -> Outcome {
     let n = ctx.plan.non_readers;
-    let limit = crate::net::raise_nofile_limit();
-    if limit < n as u64 + 64 {
-        return Err(format!(
-            "the open-file limit {limit} is too low for {n} non-readers (raise ulimit -n)"
-        ));
-    }
+    need_descriptors(n, "non-readers")?;
     let mut clients = Vec::with_capacity(n);
     for i in 0..n {
         let s = non_reader(ctx, Some(MANY_SNDBUF)).map_err(|e| format!("non-reader {i}: {e}"))?;
@@ -101,7 +97,7 @@ pub fn many_non_readers(ctx: &Ctx) -> Outcome {
     );
     match (during, after) {
         (Ok(_), Ok(_)) => Ok(detail),
-        _ => Err(detail),
+        _ => Err(detail.into()),
     }
 }
 
@@ -123,7 +119,8 @@ pub fn one_non_reader(ctx: &Ctx) -> Outcome {
                 written >> 20,
                 start.elapsed().as_secs_f64(),
                 ONE_NON_READER_LIMIT >> 20
-            ));
+            )
+            .into());
         }
         if start.elapsed() > ONE_NON_READER_TIME {
             return Err(format!(
@@ -131,14 +128,15 @@ pub fn one_non_reader(ctx: &Ctx) -> Outcome {
                  writes did not stall",
                 ONE_NON_READER_TIME.as_secs(),
                 written
-            ));
+            )
+            .into());
         }
         let off = written % PERIOD;
         let len = (PERIOD - off)
             .min(4 * CHUNK)
             .min(ONE_NON_READER_LIMIT - written);
         match (&s).write(&block[off..off + len]) {
-            Ok(0) => return Err(format!("write took 0 bytes after {written} B")),
+            Ok(0) => return Err(format!("write took 0 bytes after {written} B").into()),
             Ok(k) => written += k,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
@@ -151,7 +149,7 @@ pub fn one_non_reader(ctx: &Ctx) -> Outcome {
                     ONE_NON_READER_TIME.as_secs()
                 ))
             }
-            Err(e) => return Err(format!("write failed after {written} B: {e}")),
+            Err(e) => return Err(format!("write failed after {written} B: {e}").into()),
         }
     }
     let stalled = start.elapsed();
@@ -360,80 +358,26 @@ fn fresh_echoes(ctx: &Ctx, seed: u64, bound: Duration) -> Result<Duration, Strin
         clients.push((which, s, data));
     }
     for (which, s, data) in &clients {
-        read_by(s, data, deadline).map_err(|e| format!("{which}: {e}"))?;
+        read_checked(s, data.len(), Wait::Until(deadline), |offset, got| {
+            first_mismatch(data, offset, got)
+        })
+        .map_err(|e| format!("{which}: {e}"))?;
     }
     Ok(start.elapsed())
 }
 
-/// Read exactly `want` before `deadline`, comparing as it arrives.
-fn read_by(mut s: &TcpStream, want: &[u8], deadline: Instant) -> Result<(), String> {
-    let mut buf = [0u8; 4096];
-    let mut got = 0;
-    while got < want.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(format!("got {got} of {} bytes back in time", want.len()));
-        }
-        s.set_read_timeout(Some(left))
-            .map_err(|e| format!("SO_RCVTIMEO: {e}"))?;
-        match s.read(&mut buf) {
-            Ok(0) => return Err(format!("server closed after {got} of {} bytes", want.len())),
-            Ok(k) => {
-                if let Some(m) = first_mismatch(want, got, &buf[..k]) {
-                    return Err(m);
-                }
-                got += k;
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Err(format!("got {got} of {} bytes back in time", want.len()))
-            }
-            Err(e) => {
-                return Err(format!(
-                    "read failed after {got} of {} bytes: {e}",
-                    want.len()
-                ))
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Read `total` bytes of `block` repeated, comparing as they arrive.
-fn read_periodic(ctx: &Ctx, mut s: &TcpStream, block: &[u8], total: usize) -> Result<(), String> {
-    s.set_read_timeout(Some(ctx.timeout))
-        .map_err(|e| format!("SO_RCVTIMEO: {e}"))?;
-    let mut buf = vec![0u8; 64 << 10];
-    let mut got = 0;
-    while got < total {
-        let room = buf.len().min(total - got);
-        match s.read(&mut buf[..room]) {
-            Ok(0) => return Err(format!("server closed after {got} of {total} bytes")),
-            Ok(k) => {
-                let wrong = buf[..k]
-                    .iter()
-                    .enumerate()
-                    .find(|(i, b)| **b != block[(got + i) % block.len()]);
-                if let Some((i, b)) = wrong {
-                    return Err(format!(
-                        "byte {} differs: sent {:#04x} got {b:#04x}",
-                        got + i,
-                        block[(got + i) % block.len()]
-                    ));
-                }
-                got += k;
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Err(format!(
-                    "timed out after {}s having received {got} of {total} bytes",
-                    ctx.timeout.as_secs_f64()
-                ))
-            }
-            Err(e) => return Err(format!("read failed after {got} of {total} bytes: {e}")),
-        }
-    }
-    Ok(())
+fn read_periodic(ctx: &Ctx, s: &TcpStream, block: &[u8], total: usize) -> Result<(), String> {
+    read_checked(s, total, Wait::Each(ctx.timeout), |offset, got| {
+        let sent = |i: usize| block[(offset + i) % block.len()];
+        let i = got.iter().enumerate().position(|(i, &b)| b != sent(i))?;
+        Some(format!(
+            "byte {} differs: sent {:#04x} got {:#04x}",
+            offset + i,
+            sent(i),
+            got[i]
+        ))
+    })
 }
 
 /// A write error that means the server reset or closed the connection.

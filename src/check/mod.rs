@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-pub use cases::{Ctx, Plan, CASES};
+pub use cases::{Plan, SUITE};
 
 use crate::error::Result;
 
@@ -56,6 +56,46 @@ pub struct CheckArgs {
     pub seed: Option<u64>,
 }
 
+/// What every case of a suite gets; `P` is the suite's plan (its sizes).
+#[derive(Debug, Clone)]
+pub struct Ctx<P> {
+    /// The server under test.
+    pub addr: SocketAddr,
+    /// Limit for any one connect, read or write (UDP: for any one echo, resends
+    /// included).
+    pub timeout: Duration,
+    /// Case sizes.
+    pub plan: P,
+    /// Seed of this case's payloads.
+    pub seed: u64,
+}
+
+/// Why a case failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The case failed; the string says how.
+    Fail(String),
+    /// Nothing answers at the address at all: the remaining cases are not run.
+    Unreachable(String),
+}
+
+impl From<String> for Failure {
+    fn from(s: String) -> Self {
+        Failure::Fail(s)
+    }
+}
+
+/// Pass with a detail line, or fail with one.
+pub type Outcome = Result<String, Failure>;
+
+/// One named case of a suite whose plan is `P`.
+pub struct Case<P> {
+    /// Its name in the table.
+    pub name: &'static str,
+    /// Runs it.
+    pub run: fn(&Ctx<P>) -> Outcome,
+}
+
 /// One case's outcome.
 #[derive(Debug, Clone)]
 pub struct Row {
@@ -67,6 +107,43 @@ pub struct Row {
     pub detail: String,
     /// How long it took.
     pub took: Duration,
+}
+
+/// The rows of a run, and whether it stopped early because nothing answered.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// `TCP` or `UDP`, for the closing line.
+    pub proto: &'static str,
+    /// One per case run.
+    pub rows: Vec<Row>,
+    /// Cases not run because the server was unreachable (0 when it was reached).
+    pub not_run: usize,
+    /// A case found nothing answering, and the run stopped there.
+    pub unreachable: bool,
+}
+
+impl Report {
+    /// Every case ran and passed.
+    pub fn passed(&self) -> bool {
+        !self.unreachable && self.rows.iter().all(|r| r.pass)
+    }
+
+    /// The closing line.
+    pub fn summary(&self, addr: SocketAddr) -> String {
+        let failed = self.rows.iter().filter(|r| !r.pass).count();
+        if self.unreachable {
+            format!(
+                "result: FAILED: no {} echo from {addr}; {} other case{} not run",
+                self.proto,
+                self.not_run,
+                if self.not_run == 1 { "" } else { "s" }
+            )
+        } else if failed == 0 {
+            format!("result: all {} cases passed", self.rows.len())
+        } else {
+            format!("result: {failed} of {} cases FAILED", self.rows.len())
+        }
+    }
 }
 
 /// Run the suite; Ok(true) when every case passed.
@@ -82,29 +159,27 @@ pub fn run(args: &CheckArgs) -> Result<bool> {
     }
     let addr = crate::net::resolve(&args.addr)?;
     let seed = args.seed.unwrap_or_else(clock_seed);
-    let plan = Plan {
-        conns: args.conns,
-        non_readers: args.non_readers,
-        ..Plan::default()
-    };
     let timeout = Duration::from_secs_f64(args.timeout);
-    if args.udp {
-        println!(
-            "ringecho check --udp {addr} (seed {seed}, timeout {}s)",
-            args.timeout
-        );
-        let report = udp::run_cases(addr, timeout, udp::Plan::default(), seed, print_row);
-        println!("{}", report.summary(addr));
-        return Ok(report.passed());
+    if !args.udp {
+        crate::net::probe_tcp(addr)?;
     }
-    crate::net::probe_tcp(addr)?;
     println!(
-        "ringecho check {addr} (seed {seed}, timeout {}s)",
+        "ringecho check {}{addr} (seed {seed}, timeout {}s)",
+        if args.udp { "--udp " } else { "" },
         args.timeout
     );
-    let rows = run_cases(addr, timeout, plan, seed, print_row);
-    println!("{}", summary(&rows));
-    Ok(rows.iter().all(|r| r.pass))
+    let report = if args.udp {
+        udp::SUITE.run(addr, timeout, udp::Plan::default(), seed, print_row)
+    } else {
+        let plan = Plan {
+            conns: args.conns,
+            non_readers: args.non_readers,
+            ..Plan::default()
+        };
+        SUITE.run(addr, timeout, plan, seed, print_row)
+    };
+    println!("{}", report.summary(addr));
+    Ok(report.passed())
 }
 
 /// Print a row as soon as its case finishes.
@@ -113,18 +188,28 @@ fn print_row(row: &Row) {
     let _ = std::io::stdout().flush();
 }
 
-/// Run every case against `addr`, reporting each row as it finishes.
-pub fn run_cases(
-    addr: SocketAddr,
-    timeout: Duration,
-    plan: Plan,
-    seed: u64,
-    mut report: impl FnMut(&Row),
-) -> Vec<Row> {
-    CASES
-        .iter()
-        .enumerate()
-        .map(|(i, case)| {
+/// A suite: its cases, for servers of one protocol.
+pub struct Suite<P: 'static> {
+    /// `TCP` or `UDP`.
+    pub proto: &'static str,
+    /// Every case, in the order they run.
+    pub cases: &'static [Case<P>],
+}
+
+impl<P: Clone> Suite<P> {
+    /// The one runner of both suites: every case against `addr` in order, each with its
+    /// own seed, each row reported as it finishes. Stops after a case that found nothing
+    /// answering at all.
+    pub fn run(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+        plan: P,
+        seed: u64,
+        mut report: impl FnMut(&Row),
+    ) -> Report {
+        let mut rows = Vec::with_capacity(self.cases.len());
+        for (i, case) in self.cases.iter().enumerate() {
             let ctx = Ctx {
                 addr,
                 timeout,
@@ -132,17 +217,35 @@ pub fn run_cases(
                 seed: seed.wrapping_add(i as u64 * 0x9e37_79b9),
             };
             let start = Instant::now();
-            let outcome = (case.run)(&ctx);
+            let (pass, detail, stop) = match (case.run)(&ctx) {
+                Ok(d) => (true, d, false),
+                Err(Failure::Fail(d)) => (false, d, false),
+                Err(Failure::Unreachable(d)) => (false, d, true),
+            };
             let row = Row {
                 name: case.name,
-                pass: outcome.is_ok(),
-                detail: outcome.unwrap_or_else(|e| e),
+                pass,
+                detail,
                 took: start.elapsed(),
             };
             report(&row);
-            row
-        })
-        .collect()
+            rows.push(row);
+            if stop {
+                return Report {
+                    proto: self.proto,
+                    rows,
+                    not_run: self.cases.len() - i - 1,
+                    unreachable: true,
+                };
+            }
+        }
+        Report {
+            proto: self.proto,
+            rows,
+            not_run: 0,
+            unreachable: false,
+        }
+    }
 }
 
 /// One table line: name, PASS/FAIL, detail, time.
@@ -154,16 +257,6 @@ pub fn format_row(r: &Row) -> String {
         r.took.as_secs_f64(),
         r.detail
     )
-}
-
-/// The closing line.
-pub fn summary(rows: &[Row]) -> String {
-    let failed = rows.iter().filter(|r| !r.pass).count();
-    if failed == 0 {
-        format!("result: all {} cases passed", rows.len())
-    } else {
-        format!("result: {failed} of {} cases FAILED", rows.len())
-    }
 }
 
 fn clock_seed() -> u64 {
@@ -223,7 +316,20 @@ mod tests {
     }
 
     fn rows(addr: SocketAddr, timeout: Duration) -> Vec<Row> {
-        run_cases(addr, timeout, small(), 42, |_| {})
+        let report = SUITE.run(addr, timeout, small(), 42, |_| {});
+        assert!(!report.unreachable && report.not_run == 0, "{report:#?}");
+        report.rows
+    }
+
+    /// The closing line of a TCP run with these rows.
+    fn summary(rows: &[Row]) -> String {
+        let report = Report {
+            proto: "TCP",
+            rows: rows.to_vec(),
+            not_run: 0,
+            unreachable: false,
+        };
+        report.summary("127.0.0.1:7".parse().expect("addr"))
     }
 
     #[test]
@@ -233,7 +339,7 @@ mod tests {
         assert!(r.iter().all(|r| r.pass), "{r:#?}");
         assert_eq!(
             summary(&r),
-            format!("result: all {} cases passed", CASES.len())
+            format!("result: all {} cases passed", SUITE.cases.len())
         );
     }
 

@@ -16,7 +16,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::payload::{first_mismatch, Rng};
 use super::seq::{Tally, Totals, HEADER, MAX_BODY};
-use super::Row;
+use super::{Case, Failure, Outcome, Suite};
 
 /// Datagram sizes echoed byte-exact. 1 goes first: it is the reachability probe. 65,507
 /// is the largest IPv4 payload (IPv6 allows 65,527, but 65,507 is asked of both).
@@ -61,6 +61,9 @@ pub struct Plan {
     /// Datagrams one socket sends before waiting for their echoes: at most this many are
     /// unanswered per socket, which paces the case to what the server keeps up with.
     pub burst: usize,
+    /// Source ports the guard case tries to send from, in order (the CLI's:
+    /// [`GUARDED_PORTS`]).
+    pub guarded: Vec<(u16, &'static str)>,
 }
 
 impl Default for Plan {
@@ -69,146 +72,36 @@ impl Default for Plan {
             datagrams: 10_000,
             sockets: 64,
             burst: 4,
+            guarded: GUARDED_PORTS.to_vec(),
         }
     }
 }
 
-/// What every case gets.
-#[derive(Debug, Clone)]
-pub struct Ctx {
-    /// The server under test.
-    pub addr: SocketAddr,
-    /// Longest wait for any one echo, its resends included.
-    pub timeout: Duration,
-    /// Case sizes.
-    pub plan: Plan,
-    /// Seed of this case's payloads.
-    pub seed: u64,
-}
+/// What every UDP case gets.
+pub type Ctx = super::Ctx<Plan>;
 
-/// Why a case failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    /// The case failed; the string says how.
-    Fail(String),
-    /// Nothing answers at the address at all: the remaining cases are not run.
-    Unreachable(String),
-}
-
-impl From<String> for Failure {
-    fn from(s: String) -> Self {
-        Failure::Fail(s)
-    }
-}
-
-/// Pass with a detail line, or fail with one.
-pub type Outcome = Result<String, Failure>;
-
-/// One named case.
-pub struct Case {
-    /// Its name in the table.
-    pub name: &'static str,
-    /// Runs it.
-    pub run: fn(&Ctx) -> Outcome,
-}
-
-/// Every case, in the order they run.
-pub const CASES: &[Case] = &[
-    Case {
-        name: "datagram sizes",
-        run: sizes,
-    },
-    Case {
-        name: "many ports, loss counted",
-        run: many_ports,
-    },
-    Case {
-        name: "guarded source port",
-        run: guarded_port,
-    },
-    Case {
-        name: "echo loop",
-        run: echo_loop,
-    },
-];
-
-/// The rows of a run, and whether it stopped early because nothing answered.
-#[derive(Debug, Clone)]
-pub struct Report {
-    /// One per case run.
-    pub rows: Vec<Row>,
-    /// Cases not run because the server was unreachable (0 when it was reached).
-    pub not_run: usize,
-    /// The first case found nothing answering.
-    pub unreachable: bool,
-}
-
-impl Report {
-    /// Every case ran and passed.
-    pub fn passed(&self) -> bool {
-        !self.unreachable && self.rows.iter().all(|r| r.pass)
-    }
-
-    /// The closing line.
-    pub fn summary(&self, addr: SocketAddr) -> String {
-        if self.unreachable {
-            format!(
-                "result: FAILED: no UDP echo from {addr}; {} other case{} not run",
-                self.not_run,
-                if self.not_run == 1 { "" } else { "s" }
-            )
-        } else {
-            super::summary(&self.rows)
-        }
-    }
-}
-
-/// Run every UDP case against `addr`, reporting each row as it finishes. Stops after the
-/// first case if nothing answered it at all.
-pub fn run_cases(
-    addr: SocketAddr,
-    timeout: Duration,
-    plan: Plan,
-    seed: u64,
-    mut report: impl FnMut(&Row),
-) -> Report {
-    let mut rows = Vec::with_capacity(CASES.len());
-    for (i, case) in CASES.iter().enumerate() {
-        let ctx = Ctx {
-            addr,
-            timeout,
-            plan: plan.clone(),
-            seed: seed.wrapping_add(i as u64 * 0x9e37_79b9),
-        };
-        let start = Instant::now();
-        let outcome = (case.run)(&ctx);
-        let (pass, detail, stop) = match outcome {
-            Ok(d) => (true, d, false),
-            Err(Failure::Fail(d)) => (false, d, false),
-            Err(Failure::Unreachable(d)) => (false, d, true),
-        };
-        let row = Row {
-            name: case.name,
-            pass,
-            detail,
-            took: start.elapsed(),
-        };
-        report(&row);
-        rows.push(row);
-        if stop {
-            return Report {
-                rows,
-                not_run: CASES.len() - i - 1,
-                unreachable: true,
-            };
-        }
-    }
-    Report {
-        rows,
-        not_run: 0,
-        unreachable: false,
-    }
-}
+/// The UDP suite: every case, in the order they run.
+pub const SUITE: Suite<Plan> = Suite {
+    proto: "UDP",
+    cases: &[
+        Case {
+            name: "datagram sizes",
+            run: sizes,
+        },
+        Case {
+            name: "many ports, loss counted",
+            run: many_ports,
+        },
+        Case {
+            name: "guarded source port",
+            run: guarded_port,
+        },
+        Case {
+            name: "echo loop",
+            run: echo_loop,
+        },
+    ],
+};
 
 fn sizes(ctx: &Ctx) -> Outcome {
     let mut resent = Vec::new();
@@ -392,7 +285,7 @@ fn drive(ctx: &Ctx, s: &UdpSocket, index: u32, share: usize) -> (Tally, Option<S
 }
 
 fn guarded_port(ctx: &Ctx) -> Outcome {
-    let (g, port, service) = bind_guarded(ctx.addr)?;
+    let (g, port, service) = bind_guarded(ctx)?;
     let mut rng = Rng::new(ctx.seed);
     for _ in 0..3 {
         let len = rng.range(16, 64);
@@ -491,11 +384,11 @@ fn echo_loop(ctx: &Ctx) -> Outcome {
     ))
 }
 
-/// A client socket on the first of [`GUARDED_PORTS`] that is free here.
-fn bind_guarded(target: SocketAddr) -> Result<(UdpSocket, u16, &'static str), String> {
+/// A client socket on the first of the plan's guarded ports that is free here.
+fn bind_guarded(ctx: &Ctx) -> Result<(UdpSocket, u16, &'static str), String> {
     let mut why = Vec::new();
-    for (port, service) in GUARDED_PORTS {
-        match client_socket(target, port) {
+    for &(port, service) in &ctx.plan.guarded {
+        match client_socket(ctx.addr, port) {
             Ok(s) => return Ok((s, port, service)),
             Err(e) => why.push(format!("{port}: {e}")),
         }
@@ -655,15 +548,16 @@ mod tests {
     use super::*;
 
     /// A thread echoing every datagram on loopback, except (with `guard`) those from the
-    /// guarded ports and a datagram that is the last echo bounced straight back.
-    fn fake(guard: bool) -> SocketAddr {
+    /// plan's guarded ports and a datagram that is the last echo bounced straight back.
+    fn fake(plan: &Plan, guard: bool) -> SocketAddr {
+        let guarded: Vec<u16> = plan.guarded.iter().map(|&(p, _)| p).collect();
         let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let addr = s.local_addr().expect("addr");
         std::thread::spawn(move || {
             let mut buf = vec![0u8; RECV_BUF];
             let mut last: Option<(SocketAddr, Vec<u8>, Instant)> = None;
             while let Ok((n, from)) = s.recv_from(&mut buf) {
-                if guard && GUARDED_PORTS.iter().any(|&(p, _)| p == from.port()) {
+                if guard && guarded.contains(&from.port()) {
                     continue;
                 }
                 let bounced = last.as_ref().is_some_and(|(p, d, at)| {
@@ -679,28 +573,42 @@ mod tests {
         addr
     }
 
+    /// A port free on this host now (the kernel's pick, released at once).
+    fn free_port() -> u16 {
+        UdpSocket::bind("0.0.0.0:0")
+            .and_then(|s| s.local_addr())
+            .expect("free port")
+            .port()
+    }
+
+    /// Small sizes, and guarded ports the kernel just found free: never the fixed
+    /// well-known ones, which anything on this host may hold. Two, as the checker falls
+    /// back to the next when one has been taken meanwhile.
     fn small() -> Plan {
         Plan {
             datagrams: 500,
             sockets: 8,
             burst: 4,
+            guarded: vec![(free_port(), "test A"), (free_port(), "test B")],
         }
     }
 
     #[test]
     fn a_correct_server_passes_every_case() {
-        let addr = fake(true);
-        let r = run_cases(addr, Duration::from_secs(5), small(), 7, |_| {});
+        let plan = small();
+        let addr = fake(&plan, true);
+        let r = SUITE.run(addr, Duration::from_secs(5), plan, 7, |_| {});
         assert!(r.passed(), "{r:#?}");
-        assert_eq!(r.rows.len(), CASES.len());
+        assert_eq!(r.rows.len(), SUITE.cases.len());
         assert!(r.rows[1].detail.starts_with("500 datagrams"), "{r:#?}");
         assert_eq!(r.summary(addr), "result: all 4 cases passed");
     }
 
     #[test]
     fn a_server_with_no_guard_fails_the_guard_and_the_loop() {
-        let addr = fake(false);
-        let r = run_cases(addr, Duration::from_secs(5), small(), 7, |_| {});
+        let plan = small();
+        let addr = fake(&plan, false);
+        let r = SUITE.run(addr, Duration::from_secs(5), plan, 7, |_| {});
         let failed: Vec<_> = r.rows.iter().filter(|r| !r.pass).map(|r| r.name).collect();
         assert_eq!(failed, ["guarded source port", "echo loop"], "{r:#?}");
         assert!(
@@ -712,27 +620,11 @@ mod tests {
     }
 
     #[test]
-    fn a_closed_port_is_unreachable_at_once_and_stops_the_run() {
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .expect("free port");
-        let start = Instant::now();
-        let r = run_cases(port, Duration::from_secs(5), small(), 1, |_| {});
-        assert!(start.elapsed() < Duration::from_secs(2), "{r:#?}");
-        assert!(r.unreachable && !r.passed() && r.rows.len() == 1, "{r:#?}");
-        assert!(r.rows[0].detail.contains("ICMP port unreachable"), "{r:#?}");
-        assert_eq!(
-            r.summary(port),
-            format!("result: FAILED: no UDP echo from {port}; 3 other cases not run")
-        );
-    }
-
-    #[test]
     fn a_silent_server_is_unreachable_after_the_timeout() {
         let silent = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let addr = silent.local_addr().expect("addr");
         let start = Instant::now();
-        let r = run_cases(addr, Duration::from_millis(400), small(), 1, |_| {});
+        let r = SUITE.run(addr, Duration::from_millis(400), small(), 1, |_| {});
         assert!(start.elapsed() < Duration::from_secs(2), "{r:#?}");
         assert!(r.unreachable && r.rows.len() == 1, "{r:#?}");
         assert!(r.rows[0].detail.contains("nothing came back"), "{r:#?}");

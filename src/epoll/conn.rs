@@ -349,12 +349,19 @@ mod tests {
         assert_eq!(fx.stats.bytes.load(Relaxed), 4);
     }
 
+    /// A connection whose client wrote `data` and shut down its write side, with a
+    /// 4 KiB scratch buffer and cap.
+    fn half_closed(data: &[u8]) -> (Env, Conn, UnixStream) {
+        let fx = fixture(4096, 4096);
+        let (conn, mut client) = pair();
+        client.write_all(data).unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        (fx, conn, client)
+    }
+
     #[test]
     fn eof_with_nothing_pending_closes_cleanly() {
-        let mut fx = fixture(4096, 4096);
-        let (mut conn, mut client) = pair();
-        client.write_all(b"bye").unwrap();
-        client.shutdown(std::net::Shutdown::Write).unwrap();
+        let (mut fx, mut conn, mut client) = half_closed(b"bye");
         let step = conn.on_event(sys::IN | sys::RDHUP, &mut fx);
         assert!(matches!(step, Step::Close(None)), "{step:?}");
         assert_eq!(conn.read_side(), ReadSide::Eof);
@@ -363,10 +370,7 @@ mod tests {
 
     #[test]
     fn a_short_read_ends_the_turn_unless_the_mask_reports_fin() {
-        let mut fx = fixture(4096, 4096);
-        let (mut conn, mut client) = pair();
-        client.write_all(b"last words").unwrap();
-        client.shutdown(std::net::Shutdown::Write).unwrap();
+        let (mut fx, mut conn, mut client) = half_closed(b"last words");
         // The mask this test claims (IN only) says no FIN had arrived at harvest time, so
         // the short read ends the turn; a real FIN arriving later brings a fresh event...
         assert!(matches!(conn.on_event(sys::IN, &mut fx), Step::Wait));

@@ -241,6 +241,11 @@ mod tests {
         }
     }
 
+    /// `g`'s verdict on a datagram from `src` that arrived as [`on`] says, at `t`.
+    fn judged(g: &mut Policy, src: &str, arrival: Arrival, t: Instant) -> Verdict {
+        g.judge(sa(src), Some(&arrival), b"x", t)
+    }
+
     #[test]
     fn port_zero_reflectors_and_ourselves_are_guarded() {
         let mut g = Policy::new(sa("127.0.0.1:12346"), host(), None);
@@ -270,41 +275,29 @@ mod tests {
     fn on_a_wildcard_any_local_source_with_our_port_is_ourselves() {
         let mut g = Policy::new(sa("0.0.0.0:12346"), host(), None);
         let t = Instant::now();
+        let lo = || on([127, 0, 0, 1], [127, 0, 0, 1], 1);
         // 127.0.0.2:P -> 127.0.0.1:P, and the host's LAN address -> 127.0.0.1: loopback.
         for src in ["127.0.0.2:12346", "192.168.1.5:12346"] {
-            let a = on([127, 0, 0, 1], [127, 0, 0, 1], 1);
-            assert_eq!(g.judge(sa(src), Some(&a), b"x", t), Verdict::Ourselves);
+            assert_eq!(judged(&mut g, src, lo(), t), Verdict::Ourselves);
         }
         // The same port from another host (arrived on eth0) is a client like any other.
-        let a = on([192, 168, 1, 5], [192, 168, 1, 5], 2);
-        assert_eq!(
-            g.judge(sa("192.168.1.9:12346"), Some(&a), b"x", t),
-            Verdict::Echo
-        );
+        let eth = on([192, 168, 1, 5], [192, 168, 1, 5], 2);
+        assert_eq!(judged(&mut g, "192.168.1.9:12346", eth, t), Verdict::Echo);
         // Another port on this host is a local client.
-        let a = on([127, 0, 0, 1], [127, 0, 0, 1], 1);
-        assert_eq!(
-            g.judge(sa("127.0.0.2:5000"), Some(&a), b"x", t),
-            Verdict::Echo
-        );
+        assert_eq!(judged(&mut g, "127.0.0.2:5000", lo(), t), Verdict::Echo);
     }
 
     #[test]
     fn broadcast_and_multicast_destinations_get_nothing() {
         let mut g = Policy::new(sa("0.0.0.0:12346"), host(), None);
         let t = Instant::now();
+        let from = "10.77.0.2:4000";
         for dst in [[10, 77, 0, 255], [255, 255, 255, 255], [224, 0, 0, 1]] {
             let a = on([10, 77, 0, 1], dst, 2);
-            assert_eq!(
-                g.judge(sa("10.77.0.2:4000"), Some(&a), b"x", t),
-                Verdict::ToMany
-            );
+            assert_eq!(judged(&mut g, from, a, t), Verdict::ToMany);
         }
         let a = on([10, 77, 0, 1], [10, 77, 0, 1], 2);
-        assert_eq!(
-            g.judge(sa("10.77.0.2:4000"), Some(&a), b"x", t),
-            Verdict::Echo
-        );
+        assert_eq!(judged(&mut g, from, a, t), Verdict::Echo);
     }
 
     #[test]

@@ -11,6 +11,24 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// Every engine and io_uring feature set the tests cover.
+pub const ENGINES: [&[&str]; 3] = [
+    &["--engine", "uring"],
+    &["--engine", "uring", "--compat", "6.1"],
+    &["--engine", "epoll"],
+];
+
+/// Run `f` once per engine of [`ENGINES`], each on its own thread (such tests wait on
+/// timers and the network, not the CPU); a panic in any is this test's.
+pub fn each_engine(f: impl Fn(&[&str]) + Sync) {
+    std::thread::scope(|s| {
+        let hs: Vec<_> = ENGINES.iter().map(|e| s.spawn(|| f(e))).collect();
+        for h in hs {
+            h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        }
+    });
+}
+
 /// The binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ringecho")
@@ -33,6 +51,21 @@ impl Server {
     /// `ringecho serve --port 0 ARGS...`; waits up to 10 s for the start-up line.
     pub fn start(args: &[&str]) -> Server {
         Server::start_with(args, |_| {})
+    }
+
+    /// One worker of `engine` with `--stats 1`, then `more`.
+    pub fn one_worker(engine: &[&str], more: &[&str]) -> Server {
+        Server::one_worker_with(engine, more, |_| {})
+    }
+
+    /// As [`Server::one_worker`], with `setup` applied to the command first.
+    pub fn one_worker_with(
+        engine: &[&str],
+        more: &[&str],
+        setup: impl FnOnce(&mut Command),
+    ) -> Server {
+        let args = [engine, &["--threads", "1", "--stats", "1"], more].concat();
+        Server::start_with(&args, setup)
     }
 
     /// As [`Server::start`], with `setup` applied to the command first (limits, say).
@@ -177,6 +210,12 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Run `ringecho ARGS...` to completion (20 s at most): for the commands that must
+/// fail at once, or finish quickly.
+pub fn ringecho(args: &[&str]) -> Output {
+    run_bounded(Command::new(bin()).args(args), Duration::from_secs(20))
 }
 
 /// Run `ringecho check ADDR ARGS...` with a hard time limit.

@@ -25,20 +25,17 @@ pub fn ip(args: &[&str]) {
     );
 }
 
-/// Whether this process may create namespaces; prints why not (the tests that need
-/// one are then skipped). Root is assumed able to: a failure there is a test failure.
-pub fn available(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: {test} needs root (network namespaces, raw sockets)");
-        return false;
-    }
-    true
-}
-
 impl Netns {
-    /// A fresh namespace with `lo` up.
+    /// A fresh namespace with `lo` up. Panics where this process is not root: a test
+    /// that needs one and cannot make it fails, never passes as if it had run.
     pub fn new() -> Netns {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(
+            euid, 0,
+            "this test needs root (network namespaces, raw sockets): run the tests as root, \
+             or leave it out by name (cargo test -- --skip NAME)"
+        );
         static N: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "ringecho-t{}-{}",
