@@ -562,6 +562,9 @@ fn stroke<DB: DrawingBackend>(
     Ok(())
 }
 
+/// The most note lines under a chart (a sixth of its height).
+const MAX_NOTE_LINES: usize = 7;
+
 /// Draw `series` as a line chart into the PNG at `path`, with the legend and the notes
 /// in a band under the plot (never over the data).
 pub fn line_chart(path: &Path, c: &Chart, series: &[Series]) -> Result<()> {
@@ -657,11 +660,30 @@ pub fn line_chart(path: &Path, c: &Chart, series: &[Series]) -> Result<()> {
         placed.push((x, row, i));
         x += w;
     }
-    let notes: Vec<String> = c
+    // Notes take room from the plot: whole notes while they fit in a few lines, then a
+    // line saying how many more there are (summary.md lists every flagged point).
+    let wrapped: Vec<Vec<String>> = c
         .notes
         .iter()
-        .flat_map(|n| wrap(&area, n, &note_font, width as u32))
+        .map(|n| wrap(&area, n, &note_font, width as u32))
         .collect();
+    let mut notes: Vec<String> = Vec::new();
+    let total: usize = wrapped.iter().map(Vec::len).sum();
+    for (i, w) in wrapped.iter().enumerate() {
+        let room = if total <= MAX_NOTE_LINES {
+            MAX_NOTE_LINES
+        } else {
+            MAX_NOTE_LINES - 1
+        };
+        if notes.len() + w.len() > room {
+            let more = wrapped.len() - i;
+            notes.push(format!(
+                "... and {more} more: every flagged point is in summary.md."
+            ));
+            break;
+        }
+        notes.extend(w.iter().cloned());
+    }
     let band = (row + 1) * ROW + notes.len() as i32 * NOTE_ROW + 10;
     let (plot_area, legend_area) = area.split_vertically(area.dim_in_pixel().1 as i32 - band);
 

@@ -180,7 +180,17 @@ pub fn draw_all(
                         mine.iter().map(|r| (r.conns as f64, get(r))).collect(),
                     );
                     for r in &mine {
-                        let p = validity::describe(&r.reasons());
+                        let mut p = validity::describe(&r.reasons());
+                        if let Some(pct) = validity::client_bound(&r.observed()) {
+                            // Harness-bound: the echoes are real, but they measure the
+                            // client, so the point is hollow too.
+                            let bound = format!("load generator at its limit ({pct:.0}% CPU)");
+                            p = [p, bound]
+                                .into_iter()
+                                .filter(|x| !x.is_empty())
+                                .collect::<Vec<_>>()
+                                .join("; ");
+                        }
                         if !p.is_empty() {
                             s.flagged.push(r.conns as f64);
                             notes.push(format!(
@@ -215,7 +225,7 @@ pub fn draw_all(
             c.y_unit = unit;
             c.spread_label =
                 format!("whisker: min to max of {most_rounds} repeated rounds (dot: the main run)");
-            c.hollow_label = "hollow: unreliable (see notes)".into();
+            c.hollow_label = "hollow: invalid or load-generator-bound (see notes)".into();
             c.notes = notes;
             chart::line_chart(&dir.join(&name), &c, &series)?;
             written.push(name);

@@ -523,7 +523,7 @@ fn bench_all_without_epoll_claims_no_ratios_and_skips_udp_for_a_tcp_only_server(
 }
 
 /// Start `bench-all --quick` into `out` with `marker` in its environment (its servers
-/// inherit it), and return it with its stdout lines arriving on a channel.
+/// inherit it), and return it with its stdout and stderr lines arriving on a channel.
 fn start_bench_all(
     out: &Path,
     marker: &str,
@@ -537,15 +537,18 @@ fn start_bench_all(
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn bench-all");
-    let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
+    let forward = |from: Box<dyn std::io::Read + Send>, tx: std::sync::mpsc::Sender<String>| {
+        std::thread::spawn(move || {
+            for line in BufReader::new(from).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
             }
-        }
-    });
+        });
+    };
+    forward(Box::new(child.stdout.take().expect("stdout")), tx.clone());
+    forward(Box::new(child.stderr.take().expect("stderr")), tx);
     (child, rx)
 }
 
@@ -657,7 +660,8 @@ fn a_second_ctrl_c_quits_at_once_and_stops_the_servers() {
     let (mut child, rx) = start_bench_all(&out, &marker);
     lines_until(&rx, "] uring ", Duration::from_secs(60));
     sigint(&child);
-    std::thread::sleep(Duration::from_millis(200));
+    // Two signals sent before the first is taken would arrive as one.
+    lines_until(&rx, "stopping after this step", Duration::from_secs(10));
     sigint(&child);
     let status = wait_bounded(&mut child, Duration::from_secs(10));
     assert_eq!(status.code(), Some(130));
