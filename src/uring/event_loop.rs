@@ -41,8 +41,11 @@ const STOP_POLL: Duration = Duration::from_millis(20);
 /// recvmsg header). It is freed or leaked as a unit by [`EventLoop`], so a pointer into
 /// it stays valid for as long as any operation can use it.
 ///
-/// `slots` must keep what SQEs point at behind its own heap allocation (a `Box`), so
-/// that moving the `KernelMemory` never moves it.
+/// Two rules keep that true, and every `unsafe { io.push(..) }` rests on them: `slots`
+/// keeps what SQEs point at behind its own heap allocation (a `Box`), so that moving the
+/// `KernelMemory` never moves it; and a handler writes headers and slots in place, never
+/// replacing a field or a box (which would free what an operation may still use). A
+/// replaced `bufs` would be safe anyway: a registered `BufRing` leaks when dropped.
 pub struct KernelMemory<S> {
     /// The provided buffer ring receives fill.
     pub bufs: BufRing,
