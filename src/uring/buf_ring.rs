@@ -570,6 +570,43 @@ mod tests {
         assert_eq!(br.bytes(9, 8), Err(OwnershipError::OutOfRange(9)));
     }
 
+    /// Is the page at `addr` mapped? (`mincore` fails with ENOMEM on an unmapped range.)
+    fn mapped(addr: *const u8) -> bool {
+        let mut vec = 0u8;
+        // SAFETY: mincore only reads the page tables; `vec` has room for one page's byte.
+        unsafe { libc::mincore(addr.cast_mut().cast(), 1, &mut vec) == 0 }
+    }
+
+    #[test]
+    fn a_registered_ring_is_leaked_not_unmapped() {
+        let Ok(ring) = io_uring::IoUring::new(4) else {
+            eprintln!("skipped: io_uring unavailable here");
+            return;
+        };
+        let submitter = ring.submitter();
+        let mut kept = BufRing::new(4, 64, 1).expect("ring");
+        // SAFETY: no operation of `ring` ever uses the group.
+        unsafe { kept.register(&submitter, 0) }.expect("register");
+        let (descs, pool) = (kept.ring.ptr.as_ptr().cast_const(), kept.buf_ptr(0));
+        drop(kept);
+        assert!(
+            mapped(descs) && mapped(pool),
+            "registered: leaked, not unmapped"
+        );
+
+        // Unregistered, it unmaps again (not asserted through `mapped`: a test running
+        // in parallel may map the same address at once).
+        let mut freed = BufRing::new(4, 64, 2).expect("ring");
+        // SAFETY: as above.
+        unsafe { freed.register(&submitter, 0) }.expect("register");
+        assert!(freed.registered);
+        freed.unregister(&submitter).expect("unregister");
+        assert!(!freed.registered, "Drop unmaps");
+        freed
+            .unregister(&submitter)
+            .expect("a second unregister is a no-op");
+    }
+
     #[test]
     fn rejects_sizes_the_kernel_would() {
         assert!(BufRing::new(3, 64, 0).is_err());
