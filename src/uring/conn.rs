@@ -293,7 +293,7 @@ impl Conn {
 /// implies (a received buffer queued, sent buffers removed, a failed send no longer in
 /// flight) is done before the step, so the step sees the queue as it now is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
+pub enum ConnEvent {
     /// A receive completion of arming `gen`: its result, and whether the multishot goes on.
     Recv { gen: u32, res: i32, more: bool },
     /// The send completed with `res`: bytes sent, or a negative errno (0 counts as failed:
@@ -307,7 +307,7 @@ pub enum Event {
 
 /// The worker's side of a step: limits and modes that are not the connection's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Env {
+pub struct Conditions {
     /// Buffers one connection may hold before its receive is paused.
     pub cap: u16,
     /// The worker is under memory pressure (see `Conn::backpressure`).
@@ -345,10 +345,10 @@ pub struct Actions {
 /// Apply `ev` to connection `c` and decide its next operations. Pure: the only effects are
 /// on `c`'s receive state, life and receive generation; everything else is in the
 /// returned [`Actions`].
-pub fn step(c: &mut Conn, ev: Event, env: Env) -> Actions {
+pub fn step(c: &mut Conn, ev: ConnEvent, cond: Conditions) -> Actions {
     let mut a = Actions::default();
     match ev {
-        Event::Recv { gen, res, more } => {
+        ConnEvent::Recv { gen, res, more } => {
             if gen != c.recv_gen {
                 // Cannot happen (an arming's final CQE precedes the next arming), but a
                 // stale completion must never steer the current arming.
@@ -376,14 +376,14 @@ pub fn step(c: &mut Conn, ev: Event, env: Env) -> Actions {
                 a.starved = c.recv == RecvState::Starved;
             }
         }
-        Event::Sent { res } => {
+        ConnEvent::Sent { res } => {
             if res <= 0 && matches!(c.life, Life::Open | Life::Draining) {
                 // EPIPE, ECONNRESET, ECANCELED (stopping or shed): this connection is over.
                 c.life = Life::Aborting;
                 a.count_error = res != -libc::ECANCELED;
             }
         }
-        Event::Shed => {
+        ConnEvent::Shed => {
             if c.life == Life::Closing {
                 return a;
             }
@@ -392,7 +392,7 @@ pub fn step(c: &mut Conn, ev: Event, env: Env) -> Actions {
             // stay held. Its completion ends the abort like any failed send.
             a.cancel_send = c.queue.in_flight();
         }
-        Event::Refill => {
+        ConnEvent::Refill => {
             if c.life != Life::Open || c.recv != RecvState::Starved {
                 return a;
             }
@@ -401,21 +401,21 @@ pub fn step(c: &mut Conn, ev: Event, env: Env) -> Actions {
             c.recv = RecvState::Paused;
         }
     }
-    settle(c, env, &mut a);
+    settle(c, cond, &mut a);
     a
 }
 
 /// The part of every step that decides operations from the state alone.
-fn settle(c: &mut Conn, env: Env, a: &mut Actions) {
+fn settle(c: &mut Conn, cond: Conditions, a: &mut Actions) {
     a.settled = true;
-    if env.stopping && c.life != Life::Closing {
+    if cond.stopping && c.life != Life::Closing {
         // Cancel-all already targets every operation; only hand buffers back.
         c.life = Life::Aborting;
     }
     let sendable = !c.queue.is_empty() && !c.queue.in_flight();
     match c.life {
         Life::Open => {
-            match c.backpressure(env.cap, env.pressure) {
+            match c.backpressure(cond.cap, cond.pressure) {
                 Backpressure::Pause => {
                     // The client is not reading its echo. Stop receiving until the queue
                     // drains, so it cannot hoard the buffer pool.
@@ -441,7 +441,7 @@ fn settle(c: &mut Conn, env: Env, a: &mut Actions) {
         Life::Aborting => {
             a.drop_unsent = !c.queue.is_empty();
             match c.recv {
-                RecvState::Armed if !env.stopping => {
+                RecvState::Armed if !cond.stopping => {
                     c.recv = RecvState::Cancelling;
                     a.cancel_recv = true;
                 }
@@ -450,7 +450,7 @@ fn settle(c: &mut Conn, env: Env, a: &mut Actions) {
             }
             // Dropping the unsent buffers leaves the in-flight ones, so the queue's
             // `in_flight` (all `quiescent` reads of it) is unchanged by it.
-            if c.quiescent() && !env.stopping {
+            if c.quiescent() && !cond.stopping {
                 c.life = Life::Closing;
                 a.close = true;
             }
@@ -712,8 +712,8 @@ mod tests {
     type Transition = (
         &'static str,
         (Life, RecvState, u16, bool),
-        Env,
-        Event,
+        Conditions,
+        ConnEvent,
         (Life, RecvState),
         &'static [&'static str],
     );
@@ -722,21 +722,21 @@ mod tests {
     fn every_transition_of_the_connection_state_machine() {
         use Life::*;
         use RecvState::*;
-        const RUN: Env = Env {
+        const RUN: Conditions = Conditions {
             cap: 4,
             pressure: false,
             stopping: false,
         };
-        const PRESSURE: Env = Env {
+        const PRESSURE: Conditions = Conditions {
             pressure: true,
             ..RUN
         };
-        const STOP: Env = Env {
+        const STOP: Conditions = Conditions {
             stopping: true,
             ..RUN
         };
-        let recv = |res: i32, more: bool| Event::Recv { gen: 5, res, more };
-        let sent = |res: i32| Event::Sent { res };
+        let recv = |res: i32, more: bool| ConnEvent::Recv { gen: 5, res, more };
+        let sent = |res: i32| ConnEvent::Sent { res };
         let (reset, pipe) = (-libc::ECONNRESET, -libc::EPIPE);
         let (nobufs, cancelled) = (-libc::ENOBUFS, -libc::ECANCELED);
         #[rustfmt::skip]
@@ -749,7 +749,7 @@ mod tests {
             ("the pause's cancel ends a full queue: stay paused", (Open, Cancelling, 4, true), RUN, recv(cancelled, false), (Open, Paused), &[]),
             ("ENOBUFS while open starves", (Open, Armed, 0, false), RUN, recv(nobufs, false), (Open, Starved), &["starved"]),
             ("ENOBUFS while cancelling for backpressure starves", (Open, Cancelling, 4, true), RUN, recv(nobufs, false), (Open, Starved), &["starved"]),
-            ("ENOBUFS from a stale arming while paused: nothing", (Open, Paused, 4, true), RUN, Event::Recv { gen: 4, res: nobufs, more: false }, (Open, Paused), &["unsettled"]),
+            ("ENOBUFS from a stale arming while paused: nothing", (Open, Paused, 4, true), RUN, ConnEvent::Recv { gen: 4, res: nobufs, more: false }, (Open, Paused), &["unsettled"]),
             ("ENOBUFS while aborting is no starvation", (Aborting, Cancelling, 0, false), RUN, recv(nobufs, false), (Closing, Done), &["close"]),
             ("a multishot that ends with data re-arms", (Open, Armed, 1, false), RUN, recv(10, false), (Open, Armed), &["arm_recv", "send"]),
             ("EOF with nothing queued closes", (Open, Armed, 0, false), RUN, recv(0, false), (Closing, Done), &["close"]),
@@ -770,19 +770,19 @@ mod tests {
             ("stop: the cancelled receive ends, the ring closes", (Aborting, Armed, 0, false), STOP, recv(cancelled, false), (Aborting, Done), &[]),
             ("stop while paused", (Open, Paused, 1, false), STOP, sent(10), (Aborting, Done), &["drop_unsent"]),
             ("stop leaves a closing connection closing", (Closing, Done, 0, false), STOP, recv(cancelled, false), (Closing, Done), &[]),
-            ("shed with a send in flight cancels it", (Open, Paused, 4, true), RUN, Event::Shed, (Aborting, Done), &["drop_unsent", "cancel_send"]),
-            ("shed while receiving cancels the receive", (Open, Armed, 0, false), RUN, Event::Shed, (Aborting, Cancelling), &["cancel_recv"]),
-            ("shed while starved closes", (Open, Starved, 0, false), RUN, Event::Shed, (Closing, Done), &["close"]),
-            ("shed while closing: nothing", (Closing, Done, 0, false), RUN, Event::Shed, (Closing, Done), &["unsettled"]),
-            ("refill re-arms a starved receive", (Open, Starved, 0, false), RUN, Event::Refill, (Open, Armed), &["arm_recv"]),
-            ("refill with the queue still full stays paused", (Open, Starved, 4, true), RUN, Event::Refill, (Open, Paused), &[]),
-            ("refill after the connection ended: nothing", (Aborting, Done, 0, false), RUN, Event::Refill, (Aborting, Done), &["unsettled"]),
+            ("shed with a send in flight cancels it", (Open, Paused, 4, true), RUN, ConnEvent::Shed, (Aborting, Done), &["drop_unsent", "cancel_send"]),
+            ("shed while receiving cancels the receive", (Open, Armed, 0, false), RUN, ConnEvent::Shed, (Aborting, Cancelling), &["cancel_recv"]),
+            ("shed while starved closes", (Open, Starved, 0, false), RUN, ConnEvent::Shed, (Closing, Done), &["close"]),
+            ("shed while closing: nothing", (Closing, Done, 0, false), RUN, ConnEvent::Shed, (Closing, Done), &["unsettled"]),
+            ("refill re-arms a starved receive", (Open, Starved, 0, false), RUN, ConnEvent::Refill, (Open, Armed), &["arm_recv"]),
+            ("refill with the queue still full stays paused", (Open, Starved, 4, true), RUN, ConnEvent::Refill, (Open, Paused), &[]),
+            ("refill after the connection ended: nothing", (Aborting, Done, 0, false), RUN, ConnEvent::Refill, (Aborting, Done), &["unsettled"]),
         ];
-        for &(name, (life, recv_state, queued, sending), env, ev, (want_life, want_recv), want) in
+        for &(name, (life, recv_state, queued, sending), cond, ev, (want_life, want_recv), want) in
             table
         {
             let mut c = conn(life, recv_state, queued, sending);
-            let a = step(&mut c, ev, env);
+            let a = step(&mut c, ev, cond);
             assert_eq!((c.life, c.recv), (want_life, want_recv), "{name}");
             assert_eq!(names(a), want, "{name}");
             let gen = if a.arm_recv { 6 } else { 5 };

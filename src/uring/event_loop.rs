@@ -63,7 +63,7 @@ pub trait Handler {
     fn ctx(&self) -> &WorkerCtx;
 
     /// Arm the first operations (the accept, or the receive).
-    fn start(&mut self, io: &mut Io<'_, Self::Slots>) -> Result<()>;
+    fn start(&mut self, io: &mut Issuer<'_, Self::Slots>) -> Result<()>;
 
     /// The longest wait for a completion while serving (`None`: until one comes).
     fn wait_limit(&self) -> Option<Duration> {
@@ -80,7 +80,7 @@ pub trait Handler {
     /// `generation` decoded from its `user_data`).
     fn complete(
         &mut self,
-        io: &mut Io<'_, Self::Slots>,
+        io: &mut Issuer<'_, Self::Slots>,
         op: Op,
         index: u32,
         generation: u32,
@@ -89,7 +89,7 @@ pub trait Handler {
 
     /// Called once per turn, after every completion was handled and returned buffers
     /// were published to the kernel.
-    fn turn_end(&mut self, io: &mut Io<'_, Self::Slots>) -> Result<()>;
+    fn turn_end(&mut self, io: &mut Issuer<'_, Self::Slots>) -> Result<()>;
 }
 
 /// One worker's ring and the memory its operations use. `Drop` tears them down in the one
@@ -134,7 +134,7 @@ impl<S> EventLoop<S> {
         submitter
             .register_ring_fd()
             .context("registering the ring fd")?;
-        let mut io = Io {
+        let mut io = Issuer {
             submitter,
             sq,
             inflight: &mut self.inflight,
@@ -171,7 +171,7 @@ impl<S> Drop for EventLoop<S> {
 }
 
 /// The loop as a handler sees it: queue SQEs, read the stop state, reach the memory.
-pub struct Io<'a, S> {
+pub struct Issuer<'a, S> {
     submitter: Submitter<'a>,
     sq: SubmissionQueue<'a>,
     inflight: &'a mut u32,
@@ -180,7 +180,7 @@ pub struct Io<'a, S> {
     pub mem: &'a mut KernelMemory<S>,
 }
 
-impl<S> Io<'_, S> {
+impl<S> Issuer<'_, S> {
     /// Has shutdown begun? (Cancel-all is then in flight and no new work starts.)
     pub fn stopping(&self) -> bool {
         self.stopping.is_some()
@@ -191,7 +191,7 @@ impl<S> Io<'_, S> {
     /// of room.
     ///
     /// # Safety
-    /// Every pointer in `sqe` must point into [`Io::mem`] (freed only once no operation is
+    /// Every pointer in `sqe` must point into [`Issuer::mem`] (freed only once no operation is
     /// in flight) or at memory the kernel holds its own reference to.
     pub unsafe fn push(&mut self, sqe: &squeue::Entry) -> Result<()> {
         loop {

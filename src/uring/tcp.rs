@@ -18,8 +18,10 @@ use io_uring::opcode;
 use io_uring::types::Fixed;
 
 use super::buf_ring::BufRing;
-use super::conn::{self, Actions, Conn, ConnTable, Env, Event, Segments, SendPart, MAX_SEND_SEGS};
-use super::event_loop::{EventLoop, Handler, Io, KernelMemory, BGID};
+use super::conn::{
+    self, Actions, Conditions, Conn, ConnEvent, ConnTable, Segments, SendPart, MAX_SEND_SEGS,
+};
+use super::event_loop::{EventLoop, Handler, Issuer, KernelMemory, BGID};
 use super::probe::Features;
 use super::ring;
 use super::token::{self, Op};
@@ -116,7 +118,7 @@ pub struct TcpEcho {
     accept_armed: bool,
 }
 
-type TcpIo<'a> = Io<'a, SendMsgs>;
+type TcpIssuer<'a> = Issuer<'a, SendMsgs>;
 
 impl Handler for TcpEcho {
     type Slots = SendMsgs;
@@ -125,7 +127,7 @@ impl Handler for TcpEcho {
         &self.ctx
     }
 
-    fn start(&mut self, io: &mut TcpIo<'_>) -> Result<()> {
+    fn start(&mut self, io: &mut TcpIssuer<'_>) -> Result<()> {
         self.arm_accept(io)
     }
 
@@ -139,7 +141,7 @@ impl Handler for TcpEcho {
 
     fn complete(
         &mut self,
-        io: &mut TcpIo<'_>,
+        io: &mut TcpIssuer<'_>,
         op: Op,
         idx: u32,
         gen: u32,
@@ -163,7 +165,7 @@ impl Handler for TcpEcho {
         }
     }
 
-    fn turn_end(&mut self, io: &mut TcpIo<'_>) -> Result<()> {
+    fn turn_end(&mut self, io: &mut TcpIssuer<'_>) -> Result<()> {
         if io.stopping() {
             return Ok(());
         }
@@ -175,7 +177,7 @@ impl Handler for TcpEcho {
 }
 
 impl TcpEcho {
-    fn on_accept(&mut self, io: &mut TcpIo<'_>, res: i32, more: bool) -> Result<()> {
+    fn on_accept(&mut self, io: &mut TcpIssuer<'_>, res: i32, more: bool) -> Result<()> {
         if !more {
             self.accept_armed = false;
         }
@@ -231,7 +233,7 @@ impl TcpEcho {
 
     fn on_recv(
         &mut self,
-        io: &mut TcpIo<'_>,
+        io: &mut TcpIssuer<'_>,
         idx: u32,
         gen: u32,
         res: i32,
@@ -241,7 +243,7 @@ impl TcpEcho {
             self.take_received(&mut io.mem.bufs, idx, bid, res)?;
         }
         let more = cqueue::more(flags);
-        self.step(io, idx, Event::Recv { gen, res, more })?;
+        self.step(io, idx, ConnEvent::Recv { gen, res, more })?;
         Ok(())
     }
 
@@ -260,7 +262,7 @@ impl TcpEcho {
         Ok(())
     }
 
-    fn on_send(&mut self, io: &mut TcpIo<'_>, idx: u32, res: i32) -> Result<()> {
+    fn on_send(&mut self, io: &mut TcpIssuer<'_>, idx: u32, res: i32) -> Result<()> {
         let c = self.conns.get_mut(idx);
         if res > 0 {
             let sent = res as u32;
@@ -281,19 +283,19 @@ impl TcpEcho {
         } else {
             c.queue.fail_send();
         }
-        self.step(io, idx, Event::Sent { res })?;
+        self.step(io, idx, ConnEvent::Sent { res })?;
         Ok(())
     }
 
     /// Run connection `idx`'s state machine on `ev` and carry out what it decides; the
     /// hold table then learns how many buffers the connection holds.
-    fn step(&mut self, io: &mut TcpIo<'_>, idx: u32, ev: Event) -> Result<Actions> {
-        let env = Env {
+    fn step(&mut self, io: &mut TcpIssuer<'_>, idx: u32, ev: ConnEvent) -> Result<Actions> {
+        let cond = Conditions {
             cap: self.conn_cap,
             pressure: self.holds.pressure(),
             stopping: io.stopping(),
         };
-        let actions = conn::step(self.conns.get_mut(idx), ev, env);
+        let actions = conn::step(self.conns.get_mut(idx), ev, cond);
         let res = self.apply(io, idx, actions);
         if actions.settled {
             let held = u32::from(self.conns.get_mut(idx).queue.len()) * io.mem.bufs.buf_size();
@@ -303,7 +305,7 @@ impl TcpEcho {
     }
 
     /// Carry out a step's actions for connection `idx`, in the order [`Actions`] lists.
-    fn apply(&mut self, io: &mut TcpIo<'_>, idx: u32, a: Actions) -> Result<()> {
+    fn apply(&mut self, io: &mut TcpIssuer<'_>, idx: u32, a: Actions) -> Result<()> {
         if a.count_error {
             bump(&self.ctx.stats.errors, 1);
         }
@@ -364,7 +366,7 @@ impl TcpEcho {
         Ok(())
     }
 
-    fn start_send(&mut self, io: &mut TcpIo<'_>, idx: u32) -> Result<()> {
+    fn start_send(&mut self, io: &mut TcpIssuer<'_>, idx: u32) -> Result<()> {
         let c = self.conns.get_mut(idx);
         let mut parts: [SendPart; MAX_SEND_SEGS] = [(0, 0, 0); MAX_SEND_SEGS];
         let n = c.queue.start_send(&self.segs, &mut parts);
@@ -401,7 +403,7 @@ impl TcpEcho {
         unsafe { io.push(&send.user_data(ud)) }
     }
 
-    fn arm_accept(&mut self, io: &mut TcpIo<'_>) -> Result<()> {
+    fn arm_accept(&mut self, io: &mut TcpIssuer<'_>) -> Result<()> {
         if self.accept_armed {
             return Ok(());
         }
@@ -420,7 +422,7 @@ impl TcpEcho {
     /// message must not wait behind clients that keep the pool busy. Under memory
     /// pressure the rest go newest first: the oldest starved are then mostly clients
     /// that do not read, each starving again as soon as it is re-armed.
-    fn rearm_starved(&mut self, io: &mut TcpIo<'_>) -> Result<()> {
+    fn rearm_starved(&mut self, io: &mut TcpIssuer<'_>) -> Result<()> {
         let mut free = io.mem.bufs.free();
         let newest_first = self.holds.pressure();
         while free > 0 {
@@ -434,7 +436,7 @@ impl TcpEcho {
             let Some(idx) = next else {
                 break;
             };
-            if self.step(io, idx, Event::Refill)?.arm_recv {
+            if self.step(io, idx, ConnEvent::Refill)?.arm_recv {
                 free -= 1;
             }
         }
@@ -443,7 +445,7 @@ impl TcpEcho {
 
     /// Close every holder the hold policy names (see `hold`): stalled ones, and under
     /// pressure the ones without progress for longest.
-    fn shed_stalled(&mut self, io: &mut TcpIo<'_>) -> Result<()> {
+    fn shed_stalled(&mut self, io: &mut TcpIssuer<'_>) -> Result<()> {
         while let Some((idx, reason)) = self.holds.victim(self.now_ms) {
             self.holds.retire(idx);
             let counter = match reason {
@@ -451,7 +453,7 @@ impl TcpEcho {
                 Reason::Stalled => &self.ctx.stats.stalled,
             };
             bump(counter, 1);
-            self.step(io, idx, Event::Shed)?;
+            self.step(io, idx, ConnEvent::Shed)?;
         }
         Ok(())
     }

@@ -21,7 +21,7 @@ use io_uring::types::{Fd, RecvMsgOut};
 use io_uring::{cqueue, opcode};
 
 use super::buf_ring::BufRing;
-use super::event_loop::{EventLoop, Handler, Io, KernelMemory, BGID};
+use super::event_loop::{EventLoop, Handler, Issuer, KernelMemory, BGID};
 use super::probe::Features;
 use super::token::{self, Op};
 use crate::error::{Error, Result};
@@ -106,7 +106,7 @@ pub struct UdpEcho {
     starved: bool,
 }
 
-type UdpIo<'a> = Io<'a, UdpSlots>;
+type UdpIssuer<'a> = Issuer<'a, UdpSlots>;
 
 impl Handler for UdpEcho {
     type Slots = UdpSlots;
@@ -115,7 +115,7 @@ impl Handler for UdpEcho {
         &self.ctx
     }
 
-    fn start(&mut self, io: &mut UdpIo<'_>) -> Result<()> {
+    fn start(&mut self, io: &mut UdpIssuer<'_>) -> Result<()> {
         self.arm_recv(io)
     }
 
@@ -125,7 +125,7 @@ impl Handler for UdpEcho {
 
     fn complete(
         &mut self,
-        io: &mut UdpIo<'_>,
+        io: &mut UdpIssuer<'_>,
         op: Op,
         idx: u32,
         _gen: u32,
@@ -140,7 +140,7 @@ impl Handler for UdpEcho {
 
     /// Re-arm the receive if it ended; a starved one waits until the ring has a buffer
     /// again.
-    fn turn_end(&mut self, io: &mut UdpIo<'_>) -> Result<()> {
+    fn turn_end(&mut self, io: &mut UdpIssuer<'_>) -> Result<()> {
         if !self.recv_armed && !io.stopping() && (!self.starved || io.mem.bufs.in_ring() > 0) {
             self.arm_recv(io)?;
         }
@@ -149,7 +149,7 @@ impl Handler for UdpEcho {
 }
 
 impl UdpEcho {
-    fn on_recv(&mut self, io: &mut UdpIo<'_>, res: i32, flags: u32) -> Result<()> {
+    fn on_recv(&mut self, io: &mut UdpIssuer<'_>, res: i32, flags: u32) -> Result<()> {
         if !cqueue::more(flags) {
             self.recv_armed = false;
         }
@@ -176,7 +176,7 @@ impl UdpEcho {
     }
 
     /// Judge the datagram in held buffer `bid` and send its echo; false if it is dropped.
-    fn echo(&mut self, io: &mut UdpIo<'_>, bid: u16, len: usize) -> Result<bool> {
+    fn echo(&mut self, io: &mut UdpIssuer<'_>, bid: u16, len: usize) -> Result<bool> {
         let mem = &mut *io.mem;
         let data = mem
             .bufs
@@ -234,7 +234,7 @@ impl UdpEcho {
         Ok(true)
     }
 
-    fn on_send(&mut self, io: &mut UdpIo<'_>, idx: u32, res: i32) -> Result<()> {
+    fn on_send(&mut self, io: &mut UdpIssuer<'_>, idx: u32, res: i32) -> Result<()> {
         let bid = u16::try_from(idx)
             .map_err(|_| Error::msg(format!("send completion for buffer {idx}")))?;
         if res >= 0 {
@@ -252,7 +252,7 @@ impl UdpEcho {
         give_back(&mut io.mem.bufs, bid)
     }
 
-    fn arm_recv(&mut self, io: &mut UdpIo<'_>) -> Result<()> {
+    fn arm_recv(&mut self, io: &mut UdpIssuer<'_>) -> Result<()> {
         let hdr: *const libc::msghdr = &*io.mem.slots.recv_hdr;
         let recv = opcode::RecvMsgMulti::new(Fd(self.ctx.socket.as_raw_fd()), hdr, BGID)
             .build()
