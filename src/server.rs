@@ -369,8 +369,7 @@ fn run_worker(ctx: WorkerCtx, features: Option<uring::probe::Features>) -> Resul
         net::pin_current_thread(ctx.id)?;
     }
     match (features, ctx.transport) {
-        (Some(f), Transport::Tcp) => uring::run_worker(ctx, f),
-        (Some(f), Transport::Udp) => uring::run_udp_worker(ctx, f),
+        (Some(f), _) => uring::run(ctx, &f),
         (None, Transport::Tcp) => epoll::run_worker(ctx),
         (None, Transport::Udp) => epoll::run_udp_worker(ctx),
     }

@@ -19,11 +19,12 @@
 //! has the RSS it saved). The window doubles when a receive finds the ring empty while
 //! spares exist, and halves after a long stretch of turns that never used half of it.
 
+use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use io_uring::types::BufRingEntry;
-use io_uring::IoUring;
+use io_uring::Submitter;
 
 use crate::error::{Context, Error, Result};
 
@@ -57,10 +58,11 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: ptr/len are exactly what mmap returned, unmapped once. The workers that
-        // own a BufRing drop their ring first (the kernel keeps its own pin on the ring's
-        // pages) and leak the BufRing instead while an operation may still write into a
-        // buffer (see their Drop), so no access through this address follows.
+        // SAFETY: ptr/len are exactly what mmap returned, unmapped once. A mapping is only
+        // ever owned by a BufRing, which drops it only while not registered with a ring
+        // (see `BufRing`'s Drop); and a registered BufRing's owner, `EventLoop`, drops it
+        // only once no operation is in flight, and leaks it otherwise. So neither the
+        // kernel nor a slice we handed out reaches this address afterwards.
         unsafe {
             libc::munmap(self.ptr.as_ptr().cast(), self.len);
         }
@@ -72,7 +74,8 @@ impl Drop for Mapping {
 pub enum OwnershipError {
     /// A completion named a buffer that is not in the ring (held or spare).
     NotInRing(u16),
-    /// A buffer was given back that is not held (given back twice, or never taken).
+    /// A buffer was given back, or read, that is not held (given back twice, or never
+    /// taken).
     NotHeld(u16),
     /// The buffer id is beyond the ring's size.
     OutOfRange(u16),
@@ -94,17 +97,22 @@ impl From<OwnershipError> for Error {
     }
 }
 
-/// The smallest window: 16 x 64 KiB fills this machine's 1 MiB L2, and a turn that
-/// receives on more connections than this grows it at the cost of one re-arm.
+/// The smallest window: small enough that the buffers in use stay in a core's cache at the
+/// default buffer size; a turn that receives on more connections than this grows it at
+/// the cost of one re-arm.
 const MIN_WINDOW: u16 = 16;
 /// Event-loop turns between shrink checks: long enough that a window that was just
 /// grown is not given up on one quiet stretch, so ENOBUFS re-arms stay rare.
 const SHRINK_TURNS: u32 = 1024;
 
-/// One worker's buffer ring and the buffers behind it.
+/// One worker's buffer ring and the buffers behind it: the descriptors the kernel reads
+/// (`ring`) and the buffers it fills (`pool`).
 pub struct BufRing {
-    ring: Mapping,
-    slab: Mapping,
+    ring: ManuallyDrop<Mapping>,
+    pool: ManuallyDrop<Mapping>,
+    /// Registered with a ring (set by `register`, cleared by `unregister`): while set, the
+    /// kernel may read the descriptors, so Drop leaks the mappings instead of unmapping.
+    registered: bool,
     entries: u16,
     buf_size: u32,
     bgid: u16,
@@ -142,13 +150,14 @@ impl BufRing {
         let page = 4096;
         let ring_bytes =
             (usize::from(entries) * std::mem::size_of::<BufRingEntry>()).div_ceil(page) * page;
-        let ring = Mapping::new(ring_bytes)?;
-        let slab = Mapping::new(usize::from(entries) * buf_size as usize)?;
+        let ring = ManuallyDrop::new(Mapping::new(ring_bytes)?);
+        let pool = ManuallyDrop::new(Mapping::new(usize::from(entries) * buf_size as usize)?);
         let words = usize::from(entries).div_ceil(64);
         let window = MIN_WINDOW.min(entries);
         let mut br = BufRing {
             ring,
-            slab,
+            pool,
+            registered: false,
             entries,
             buf_size,
             bgid,
@@ -169,24 +178,40 @@ impl BufRing {
         Ok(br)
     }
 
-    /// Register the ring with `ring` under this ring's group id (`flags`: 0 or
-    /// `IOU_PBUF_RING_INC`).
+    /// Register the buffer ring with the ring `submitter` drives, under this ring's group
+    /// id (`flags`: 0 or `IOU_PBUF_RING_INC`).
     ///
     /// # Safety
-    /// The kernel keeps writing to the buffers and reading the descriptors until the group
-    /// is unregistered or the io_uring instance is gone: `self` must outlive both, and must
-    /// not be registered twice.
-    pub unsafe fn register(&self, ring: &IoUring, flags: u16) -> std::io::Result<()> {
-        // SAFETY: the descriptor mapping is page-aligned and `entries` long; the caller
-        // guarantees it stays mapped while registered.
+    /// Operations of that ring write into the buffers they pick until they complete: the
+    /// caller must not drop `self` while one may still be in flight (unregistering does
+    /// not stop them), and must register it with one ring only.
+    pub unsafe fn register(
+        &mut self,
+        submitter: &Submitter<'_>,
+        flags: u16,
+    ) -> std::io::Result<()> {
+        // SAFETY: the descriptor mapping is page-aligned and `entries` long; while
+        // `registered` is set, Drop never unmaps it.
         unsafe {
-            ring.submitter().register_buf_ring_with_flags(
+            submitter.register_buf_ring_with_flags(
                 self.ring.ptr.as_ptr() as u64,
                 self.entries,
                 self.bgid,
                 flags,
             )
+        }?;
+        self.registered = true;
+        Ok(())
+    }
+
+    /// Unregister the buffer ring from the ring `submitter` drives: the kernel stops
+    /// reading the descriptors, and Drop may unmap again.
+    pub fn unregister(&mut self, submitter: &Submitter<'_>) -> std::io::Result<()> {
+        if self.registered {
+            submitter.unregister_buf_ring(self.bgid)?;
+            self.registered = false;
         }
+        Ok(())
     }
 
     /// The buffer group id completions and receives refer to.
@@ -224,23 +249,31 @@ impl BufRing {
         self.window
     }
 
-    /// Start of buffer `bid`. Valid for `buf_size` bytes while the ring lives.
+    /// Start of buffer `bid`, for an SQE (a send of its bytes). Valid for `buf_size`
+    /// bytes while the buffer ring lives; only a held buffer's bytes are ours to send.
     pub fn buf_ptr(&self, bid: u16) -> *const u8 {
         debug_assert!(bid < self.entries);
-        // SAFETY: bid < entries, so the offset stays inside the slab mapping.
-        unsafe {
-            self.slab
-                .ptr
-                .as_ptr()
-                .add(usize::from(bid) * self.buf_size as usize)
-        }
+        // wrapping_add: plain address arithmetic; for bid < entries it stays inside the
+        // pool mapping.
+        self.pool
+            .ptr
+            .as_ptr()
+            .wrapping_add(usize::from(bid) * self.buf_size as usize)
     }
 
-    /// The first `len` bytes of held buffer `bid`.
-    pub fn bytes(&self, bid: u16, len: usize) -> &[u8] {
+    /// The first `len` bytes (at most the buffer size) of buffer `bid`, which must be
+    /// held: a buffer in the ring may be written by the kernel at any time.
+    pub fn bytes(&self, bid: u16, len: usize) -> Result<&[u8], OwnershipError> {
+        let (word, bit) = self.slot(bid)?;
+        if self.held[word] & bit == 0 {
+            return Err(OwnershipError::NotHeld(bid));
+        }
         let len = len.min(self.buf_size as usize);
-        // SAFETY: in range (see buf_ptr); the buffer is held, so the kernel is not writing it.
-        unsafe { std::slice::from_raw_parts(self.buf_ptr(bid), len) }
+        // SAFETY: bid < entries and len <= buf_size, so the slice is inside the pool
+        // mapping, which lives as long as `self`. The buffer is held (checked above), so
+        // it is not in the ring and no operation can pick it to write into; it leaves
+        // `held` only through `give_back(&mut self)`, which this borrow excludes.
+        Ok(unsafe { std::slice::from_raw_parts(self.buf_ptr(bid), len) })
     }
 
     /// A completion handed us buffer `bid`: it leaves the ring.
@@ -352,6 +385,21 @@ impl BufRing {
             return Err(OwnershipError::OutOfRange(bid));
         }
         Ok((usize::from(bid / 64), 1u64 << (bid % 64)))
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        if self.registered {
+            // The kernel may still read the descriptors (unregistering failed or never
+            // happened): leave both mappings in place for the rest of the process.
+            return;
+        }
+        // SAFETY: each mapping is dropped exactly once, here, and never used again.
+        unsafe {
+            ManuallyDrop::drop(&mut self.ring);
+            ManuallyDrop::drop(&mut self.pool);
+        }
     }
 }
 
@@ -500,6 +548,63 @@ mod tests {
             br.publish();
         }
         assert_eq!(br.published_tail(), 2u16.wrapping_add(40_000));
+    }
+
+    #[test]
+    fn bytes_are_readable_only_while_held() {
+        let mut br = BufRing::new(4, 64, 0).expect("ring");
+        assert_eq!(
+            br.bytes(0, 8),
+            Err(OwnershipError::NotHeld(0)),
+            "in the ring"
+        );
+        br.take(0).expect("in ring");
+        assert_eq!(
+            br.bytes(0, 1000).map(<[u8]>::len),
+            Ok(64),
+            "capped at the size"
+        );
+        assert_eq!(br.bytes(0, 5).map(<[u8]>::len), Ok(5));
+        br.give_back(0).expect("held");
+        assert_eq!(br.bytes(0, 8), Err(OwnershipError::NotHeld(0)), "spare");
+        assert_eq!(br.bytes(9, 8), Err(OwnershipError::OutOfRange(9)));
+    }
+
+    /// Is the page at `addr` mapped? (`mincore` fails with ENOMEM on an unmapped range.)
+    fn mapped(addr: *const u8) -> bool {
+        let mut vec = 0u8;
+        // SAFETY: mincore only reads the page tables; `vec` has room for one page's byte.
+        unsafe { libc::mincore(addr.cast_mut().cast(), 1, &mut vec) == 0 }
+    }
+
+    #[test]
+    fn a_registered_ring_is_leaked_not_unmapped() {
+        let Ok(ring) = io_uring::IoUring::new(4) else {
+            eprintln!("skipped: io_uring unavailable here");
+            return;
+        };
+        let submitter = ring.submitter();
+        let mut kept = BufRing::new(4, 64, 1).expect("ring");
+        // SAFETY: no operation of `ring` ever uses the group.
+        unsafe { kept.register(&submitter, 0) }.expect("register");
+        let (descs, pool) = (kept.ring.ptr.as_ptr().cast_const(), kept.buf_ptr(0));
+        drop(kept);
+        assert!(
+            mapped(descs) && mapped(pool),
+            "registered: leaked, not unmapped"
+        );
+
+        // Unregistered, it unmaps again (not asserted through `mapped`: a test running
+        // in parallel may map the same address at once).
+        let mut freed = BufRing::new(4, 64, 2).expect("ring");
+        // SAFETY: as above.
+        unsafe { freed.register(&submitter, 0) }.expect("register");
+        assert!(freed.registered);
+        freed.unregister(&submitter).expect("unregister");
+        assert!(!freed.registered, "Drop unmaps");
+        freed
+            .unregister(&submitter)
+            .expect("a second unregister is a no-op");
     }
 
     #[test]

@@ -1,10 +1,15 @@
-//! Connection state for the io_uring engine, and its send queue.
+//! Connection state for the io_uring engine: its send queue, and [`step`], the pure state
+//! machine that turns a completion (or a decision of the worker's) into the operations the
+//! connection needs next. No syscall and no ring here, so every transition is unit-tested;
+//! `tcp.rs` carries the actions out.
 //!
 //! A connection's unsent echo is a FIFO of receive buffers. The queue is intrusive: each
 //! buffer's [`Segment`] (its unsent byte range and the next buffer in the queue) lives in
 //! one worker-wide table indexed by buffer id, so queues need no allocation at all and an
 //! idle connection is a few dozen bytes. This works because a buffer belongs to at most one
 //! connection at a time (it is held from the receive completion until its bytes are sent).
+
+use super::token;
 
 /// "No buffer": the end of a queue. Buffer ids are below 32768 (the kernel's ring limit).
 pub const NO_BUF: u16 = u16::MAX;
@@ -266,24 +271,205 @@ impl Conn {
         }
     }
 
-    /// True when no operation of this connection is in flight except possibly none:
-    /// the receive has ended and no send is outstanding, so closing cannot race anything.
+    /// True when no operation of this connection is in flight: the receive has ended and
+    /// no send is outstanding, so closing cannot race anything.
     pub fn quiescent(&self) -> bool {
         !matches!(self.recv, RecvState::Armed | RecvState::Cancelling) && !self.queue.in_flight()
     }
+
+    /// Start a new arming of the receive: its completions carry the new generation.
+    pub fn arm_recv(&mut self) {
+        self.recv_gen = token::next_generation(self.recv_gen);
+        self.recv = RecvState::Armed;
+    }
+
+    /// Should a received buffer join the queue (rather than go straight back)?
+    pub fn keeps_data(&self) -> bool {
+        matches!(self.life, Life::Open | Life::Draining)
+    }
 }
 
-/// Connections of one worker: a slab with a free list, indexed by the `user_data` index.
-/// A slot is freed only when its close completes, the last completion the connection will
-/// ever get, so no completion can reach a slot reused by another connection.
+/// What happened to a connection: the input of [`step`]. Any queue bookkeeping the event
+/// implies (a received buffer queued, sent buffers removed, a failed send no longer in
+/// flight) is done before the step, so the step sees the queue as it now is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnEvent {
+    /// A receive completion of arming `gen`: its result, and whether the multishot goes on.
+    Recv { gen: u32, res: i32, more: bool },
+    /// The send completed with `res`: bytes sent, or a negative errno (0 counts as failed:
+    /// a zero-byte send would repeat forever).
+    Sent { res: i32 },
+    /// The hold policy closes the connection (shed under pressure, or stalled).
+    Shed,
+    /// Buffers came back and the worker offers a starved receive its turn.
+    Refill,
+}
+
+/// The worker's side of a step: limits and modes that are not the connection's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conditions {
+    /// Buffers one connection may hold before its receive is paused.
+    pub cap: u16,
+    /// The worker is under memory pressure (see `Conn::backpressure`).
+    pub pressure: bool,
+    /// Shutdown has begun: cancel-all targets every operation, and closing the ring
+    /// closes every connection.
+    pub stopping: bool,
+}
+
+/// The output of [`step`]: what the worker must do, in this order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Actions {
+    /// Count an error (a reset, a failed send).
+    pub count_error: bool,
+    /// The receive ended with ENOBUFS: count it and queue the connection for a refill.
+    pub starved: bool,
+    /// Give every buffer not in flight back to the ring.
+    pub drop_unsent: bool,
+    /// Cancel the send in flight (its client does not read).
+    pub cancel_send: bool,
+    /// Cancel the armed receive (generation `recv_gen`).
+    pub cancel_recv: bool,
+    /// That cancel is backpressure: count a pause.
+    pub paused: bool,
+    /// Arm the receive (generation `recv_gen`, already advanced).
+    pub arm_recv: bool,
+    /// Start a send of the queue's first buffers.
+    pub send: bool,
+    /// Close the descriptor (life is now `Closing`).
+    pub close: bool,
+    /// The connection's state was settled: the hold table should learn what it holds.
+    pub settled: bool,
+}
+
+/// Apply `ev` to connection `c` and decide its next operations. Pure: the only effects are
+/// on `c`'s receive state, life and receive generation; everything else is in the
+/// returned [`Actions`].
+pub fn step(c: &mut Conn, ev: ConnEvent, cond: Conditions) -> Actions {
+    let mut a = Actions::default();
+    match ev {
+        ConnEvent::Recv { gen, res, more } => {
+            if gen != c.recv_gen {
+                // Cannot happen (an arming's final CQE precedes the next arming), but a
+                // stale completion must never steer the current arming.
+                return a;
+            }
+            if res < 0
+                && !matches!(-res, libc::ENOBUFS | libc::ECANCELED)
+                && matches!(c.life, Life::Open | Life::Draining)
+            {
+                // ECONNRESET, ETIMEDOUT, ...: this connection is over; nothing else is.
+                c.life = Life::Aborting;
+                a.count_error = true;
+            }
+            if !more {
+                c.recv = match (res, c.life) {
+                    (0, _) => RecvState::Done,
+                    (_, Life::Open) if res == -libc::ENOBUFS => RecvState::Starved,
+                    (_, Life::Open) => RecvState::Paused,
+                    _ => RecvState::Done,
+                };
+                if res == 0 && c.life == Life::Open {
+                    // The peer shut down its write side: echo what we have, then close.
+                    c.life = Life::Draining;
+                }
+                a.starved = c.recv == RecvState::Starved;
+            }
+        }
+        ConnEvent::Sent { res } => {
+            if res <= 0 && matches!(c.life, Life::Open | Life::Draining) {
+                // EPIPE, ECONNRESET, ECANCELED (stopping or shed): this connection is over.
+                c.life = Life::Aborting;
+                a.count_error = res != -libc::ECANCELED;
+            }
+        }
+        ConnEvent::Shed => {
+            if c.life == Life::Closing {
+                return a;
+            }
+            c.life = Life::Aborting;
+            // The send waits for a client that does not read: cancel it, or its buffers
+            // stay held. Its completion ends the abort like any failed send.
+            a.cancel_send = c.queue.in_flight();
+        }
+        ConnEvent::Refill => {
+            if c.life != Life::Open || c.recv != RecvState::Starved {
+                return a;
+            }
+            // Paused, then settled: re-armed now unless backpressure keeps it paused (then
+            // its next send completion re-arms it).
+            c.recv = RecvState::Paused;
+        }
+    }
+    settle(c, cond, &mut a);
+    a
+}
+
+/// The part of every step that decides operations from the state alone.
+fn settle(c: &mut Conn, cond: Conditions, a: &mut Actions) {
+    a.settled = true;
+    if cond.stopping && c.life != Life::Closing {
+        // Cancel-all already targets every operation; only hand buffers back.
+        c.life = Life::Aborting;
+    }
+    let sendable = !c.queue.is_empty() && !c.queue.in_flight();
+    match c.life {
+        Life::Open => {
+            match c.backpressure(cond.cap, cond.pressure) {
+                Backpressure::Pause => {
+                    // The client is not reading its echo. Stop receiving until the queue
+                    // drains, so it cannot hoard the buffer pool.
+                    c.recv = RecvState::Cancelling;
+                    a.cancel_recv = true;
+                    a.paused = true;
+                }
+                Backpressure::Resume => {
+                    c.arm_recv();
+                    a.arm_recv = true;
+                }
+                Backpressure::Keep => {}
+            }
+            a.send = sendable;
+        }
+        Life::Draining => {
+            a.send = sendable;
+            if c.queue.is_empty() && c.quiescent() {
+                c.life = Life::Closing;
+                a.close = true;
+            }
+        }
+        Life::Aborting => {
+            a.drop_unsent = !c.queue.is_empty();
+            match c.recv {
+                RecvState::Armed if !cond.stopping => {
+                    c.recv = RecvState::Cancelling;
+                    a.cancel_recv = true;
+                }
+                RecvState::Paused | RecvState::Starved => c.recv = RecvState::Done,
+                _ => {}
+            }
+            // Dropping the unsent buffers leaves the in-flight ones, so the queue's
+            // `in_flight` (all `quiescent` reads of it) is unchanged by it.
+            if c.quiescent() && !cond.stopping {
+                c.life = Life::Closing;
+                a.close = true;
+            }
+        }
+        Life::Closing => {}
+    }
+}
+
+/// Connections of one worker, with a free list, indexed by the `user_data` index. A slot is
+/// freed only when its close completes, the last completion the connection will ever get,
+/// so no completion can reach a slot reused by another connection.
 #[derive(Default)]
-pub struct Slab {
+pub struct ConnTable {
     conns: Vec<Conn>,
     free: Vec<u32>,
     live: u32,
 }
 
-impl Slab {
+impl ConnTable {
     /// Store a connection; returns its index.
     pub fn insert(&mut self, c: Conn) -> u32 {
         self.live += 1;
@@ -421,8 +607,8 @@ mod tests {
     }
 
     #[test]
-    fn slab_reuses_freed_slots() {
-        let mut s = Slab::default();
+    fn the_table_reuses_freed_slots() {
+        let mut s = ConnTable::default();
         let a = s.insert(Conn::new(10));
         let b = s.insert(Conn::new(11));
         s.remove(a);
@@ -482,6 +668,125 @@ mod tests {
         for r in [RecvState::Starved, RecvState::Done] {
             c.recv = r;
             assert_eq!(c.backpressure(4, true), Backpressure::Keep);
+        }
+    }
+
+    /// A connection in `life`/`recv` at receive generation 5 with `queued` buffers, the
+    /// first of them in a send when `sending`.
+    fn conn(life: Life, recv: RecvState, queued: u16, sending: bool) -> Conn {
+        let mut segs = Segments::new(32);
+        let mut c = Conn::new(7);
+        c.recv_gen = 5;
+        c.life = life;
+        c.recv = recv;
+        for b in 0..queued {
+            c.queue.push(&mut segs, b, 10);
+        }
+        if sending {
+            let mut part = [(0, 0, 0); 1];
+            assert_eq!(c.queue.start_send(&segs, &mut part), 1);
+        }
+        c
+    }
+
+    /// The actions as names, in execution order; "unsettled" when the step left the
+    /// connection alone.
+    fn names(a: Actions) -> Vec<&'static str> {
+        let all = [
+            (a.count_error, "count_error"),
+            (a.starved, "starved"),
+            (a.drop_unsent, "drop_unsent"),
+            (a.cancel_send, "cancel_send"),
+            (a.cancel_recv, "cancel_recv"),
+            (a.paused, "paused"),
+            (a.arm_recv, "arm_recv"),
+            (a.send, "send"),
+            (a.close, "close"),
+            (!a.settled, "unsettled"),
+        ];
+        all.iter().filter(|(on, _)| *on).map(|&(_, n)| n).collect()
+    }
+
+    /// One line of the transition table: name, (life, receive, queued, sending), the
+    /// worker's side, the event, the (life, receive) after, and the actions.
+    type Transition = (
+        &'static str,
+        (Life, RecvState, u16, bool),
+        Conditions,
+        ConnEvent,
+        (Life, RecvState),
+        &'static [&'static str],
+    );
+
+    #[test]
+    fn every_transition_of_the_connection_state_machine() {
+        use Life::*;
+        use RecvState::*;
+        const RUN: Conditions = Conditions {
+            cap: 4,
+            pressure: false,
+            stopping: false,
+        };
+        const PRESSURE: Conditions = Conditions {
+            pressure: true,
+            ..RUN
+        };
+        const STOP: Conditions = Conditions {
+            stopping: true,
+            ..RUN
+        };
+        let recv = |res: i32, more: bool| ConnEvent::Recv { gen: 5, res, more };
+        let sent = |res: i32| ConnEvent::Sent { res };
+        let (reset, pipe) = (-libc::ECONNRESET, -libc::EPIPE);
+        let (nobufs, cancelled) = (-libc::ENOBUFS, -libc::ECANCELED);
+        #[rustfmt::skip]
+        let table: &[Transition] = &[
+            ("data while open goes out", (Open, Armed, 1, false), RUN, recv(10, true), (Open, Armed), &["send"]),
+            ("data behind a send in flight waits", (Open, Armed, 2, true), RUN, recv(10, true), (Open, Armed), &[]),
+            ("the cap pauses the receive", (Open, Armed, 4, true), RUN, recv(10, true), (Open, Cancelling), &["cancel_recv", "paused"]),
+            ("pressure pauses a holder whose send waits", (Open, Armed, 1, true), PRESSURE, recv(10, true), (Open, Cancelling), &["cancel_recv", "paused"]),
+            ("the pause's cancel ends a drained queue: resume", (Open, Cancelling, 0, false), RUN, recv(cancelled, false), (Open, Armed), &["arm_recv"]),
+            ("the pause's cancel ends a full queue: stay paused", (Open, Cancelling, 4, true), RUN, recv(cancelled, false), (Open, Paused), &[]),
+            ("ENOBUFS while open starves", (Open, Armed, 0, false), RUN, recv(nobufs, false), (Open, Starved), &["starved"]),
+            ("ENOBUFS while cancelling for backpressure starves", (Open, Cancelling, 4, true), RUN, recv(nobufs, false), (Open, Starved), &["starved"]),
+            ("ENOBUFS from a stale arming while paused: nothing", (Open, Paused, 4, true), RUN, ConnEvent::Recv { gen: 4, res: nobufs, more: false }, (Open, Paused), &["unsettled"]),
+            ("ENOBUFS while aborting is no starvation", (Aborting, Cancelling, 0, false), RUN, recv(nobufs, false), (Closing, Done), &["close"]),
+            ("a multishot that ends with data re-arms", (Open, Armed, 1, false), RUN, recv(10, false), (Open, Armed), &["arm_recv", "send"]),
+            ("EOF with nothing queued closes", (Open, Armed, 0, false), RUN, recv(0, false), (Closing, Done), &["close"]),
+            ("EOF with echo queued drains first", (Open, Armed, 2, false), RUN, recv(0, false), (Draining, Done), &["send"]),
+            ("EOF while cancelling drains behind the send", (Open, Cancelling, 4, true), RUN, recv(0, false), (Draining, Done), &[]),
+            ("draining: a short send continues", (Draining, Done, 1, false), RUN, sent(5), (Draining, Done), &["send"]),
+            ("draining: the last send closes", (Draining, Done, 0, false), RUN, sent(10), (Closing, Done), &["close"]),
+            ("a send error while draining closes", (Draining, Done, 2, false), RUN, sent(pipe), (Closing, Done), &["count_error", "drop_unsent", "close"]),
+            ("a send error while open cancels the receive", (Open, Armed, 1, false), RUN, sent(reset), (Aborting, Cancelling), &["count_error", "drop_unsent", "cancel_recv"]),
+            ("a zero-byte send is a failure", (Open, Armed, 1, false), RUN, sent(0), (Aborting, Cancelling), &["count_error", "drop_unsent", "cancel_recv"]),
+            ("a send error while paused closes", (Open, Paused, 3, false), RUN, sent(pipe), (Closing, Done), &["count_error", "drop_unsent", "close"]),
+            ("the abort's cancel completes: close", (Aborting, Cancelling, 0, false), RUN, recv(cancelled, false), (Closing, Done), &["close"]),
+            ("a reset while open closes", (Open, Armed, 1, false), RUN, recv(reset, false), (Closing, Done), &["count_error", "drop_unsent", "close"]),
+            ("a reset waits for the send in flight", (Open, Armed, 2, true), RUN, recv(reset, false), (Aborting, Done), &["count_error", "drop_unsent"]),
+            ("the send after a reset completes: close", (Aborting, Done, 1, false), RUN, sent(10), (Closing, Done), &["drop_unsent", "close"]),
+            ("stop in the middle of a send", (Open, Armed, 2, false), STOP, sent(cancelled), (Aborting, Armed), &["drop_unsent"]),
+            ("stop: a send's bytes arrive", (Open, Armed, 1, false), STOP, sent(10), (Aborting, Armed), &["drop_unsent"]),
+            ("stop: the cancelled receive ends, the ring closes", (Aborting, Armed, 0, false), STOP, recv(cancelled, false), (Aborting, Done), &[]),
+            ("stop while paused", (Open, Paused, 1, false), STOP, sent(10), (Aborting, Done), &["drop_unsent"]),
+            ("stop leaves a closing connection closing", (Closing, Done, 0, false), STOP, recv(cancelled, false), (Closing, Done), &[]),
+            ("shed with a send in flight cancels it", (Open, Paused, 4, true), RUN, ConnEvent::Shed, (Aborting, Done), &["drop_unsent", "cancel_send"]),
+            ("shed while receiving cancels the receive", (Open, Armed, 0, false), RUN, ConnEvent::Shed, (Aborting, Cancelling), &["cancel_recv"]),
+            ("shed while starved closes", (Open, Starved, 0, false), RUN, ConnEvent::Shed, (Closing, Done), &["close"]),
+            ("shed while closing: nothing", (Closing, Done, 0, false), RUN, ConnEvent::Shed, (Closing, Done), &["unsettled"]),
+            ("refill re-arms a starved receive", (Open, Starved, 0, false), RUN, ConnEvent::Refill, (Open, Armed), &["arm_recv"]),
+            ("refill with the queue still full stays paused", (Open, Starved, 4, true), RUN, ConnEvent::Refill, (Open, Paused), &[]),
+            ("refill after the connection ended: nothing", (Aborting, Done, 0, false), RUN, ConnEvent::Refill, (Aborting, Done), &["unsettled"]),
+        ];
+        for &(name, (life, recv_state, queued, sending), cond, ev, (want_life, want_recv), want) in
+            table
+        {
+            let mut c = conn(life, recv_state, queued, sending);
+            let a = step(&mut c, ev, cond);
+            assert_eq!((c.life, c.recv), (want_life, want_recv), "{name}");
+            assert_eq!(names(a), want, "{name}");
+            let gen = if a.arm_recv { 6 } else { 5 };
+            assert_eq!(c.recv_gen, gen, "{name}: a new arming, a new generation");
         }
     }
 

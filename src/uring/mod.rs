@@ -1,15 +1,23 @@
 //! The io_uring engine: one ring per worker thread, shared-nothing.
 //!
 //! - [`probe`]: what the kernel offers and which feature set is used.
-//! - [`ring`]: ring set-up (flags, queue sizes, registered fd, direct-descriptor table).
+//! - [`ring`]: ring set-up (flags, queue sizes, direct-descriptor table).
+//! - [`event_loop`]: the loop both transports run, and the one owner of the memory the
+//!   kernel may touch.
 //! - [`buf_ring`]: the provided buffer ring receives fill.
-//! - [`conn`]: per-connection state and the intrusive send queue.
+//! - [`conn`]: per-connection state, the intrusive send queue, and the pure TCP state
+//!   machine.
 //! - [`token`]: what a completion's `user_data` says.
-//! - [`tcp`]: the TCP worker's event loop and the handlers, accept to echo.
+//! - [`tcp`]: the TCP worker, accept to echo.
 //! - [`udp`]: the UDP worker: multishot `recvmsg` to `sendmsg`, buffer to buffer.
+//!
+//! The engine's one entry point is [`run`]; nothing here is reached from another engine,
+//! so an engine beside it (epoll, a future BPF one) needs nothing from this module but
+//! the same `WorkerCtx`.
 
 pub mod buf_ring;
 pub mod conn;
+pub mod event_loop;
 pub mod probe;
 pub mod ring;
 pub mod tcp;
@@ -17,14 +25,12 @@ pub mod token;
 pub mod udp;
 
 use crate::error::Result;
-use crate::server::WorkerCtx;
+use crate::server::{Transport, WorkerCtx};
 
-/// Serve connections on `ctx.socket` until shutdown.
-pub fn run_worker(ctx: WorkerCtx, features: probe::Features) -> Result<()> {
-    tcp::Worker::new(ctx, features)?.run()
-}
-
-/// Serve datagrams on `ctx.socket` until shutdown.
-pub fn run_udp_worker(ctx: WorkerCtx, features: probe::Features) -> Result<()> {
-    udp::UdpWorker::new(ctx, features)?.run()
+/// Serve `ctx.socket` (connections or datagrams, by its transport) until shutdown.
+pub fn run(ctx: WorkerCtx, features: &probe::Features) -> Result<()> {
+    match ctx.transport {
+        Transport::Tcp => tcp::serve(ctx, features),
+        Transport::Udp => udp::serve(ctx, features),
+    }
 }

@@ -1,7 +1,7 @@
-//! The io_uring TCP echo worker: one ring, one listener, one buffer ring, every connection
-//! of this thread. Completion-driven: nothing here waits on a socket; everything happens
-//! in response to a CQE, and every CQE's handler ends in [`Worker::settle`], the one place
-//! that decides a connection's next operations from its state.
+//! The io_uring TCP echo worker: one listener, every connection of this thread, driven by
+//! the [`EventLoop`]. Completion-driven: nothing here waits on a socket; every completion
+//! of a connection becomes a [`conn::step`], the pure state machine that decides the
+//! connection's next operations, and [`TcpEcho::apply`] carries them out.
 //!
 //! A byte's path: the multishot accept completes with a direct descriptor → a multishot
 //! receive is armed on it → a receive CQE names the buffer the kernel filled → the buffer
@@ -10,35 +10,30 @@
 //! the ring.
 
 use std::collections::VecDeque;
-use std::mem::ManuallyDrop;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use io_uring::types::{CancelBuilder, Fd, Fixed};
-use io_uring::{cqueue, opcode, squeue};
+use io_uring::cqueue;
+use io_uring::opcode;
+use io_uring::types::Fixed;
 
 use super::buf_ring::BufRing;
-use super::conn::{Backpressure, Conn, Life, RecvState, Segments, SendPart, Slab, MAX_SEND_SEGS};
+use super::conn::{
+    self, Actions, Conditions, Conn, ConnEvent, ConnTable, Segments, SendPart, MAX_SEND_SEGS,
+};
+use super::event_loop::{EventLoop, Handler, Issuer, KernelMemory, BGID};
 use super::probe::Features;
 use super::ring;
 use super::token::{self, Op};
-use crate::error::{Context, Error, Result};
+use crate::error::{Error, Result};
 use crate::hold::{Holders, Reason};
 use crate::ratelog::RateLimited;
 use crate::server::WorkerCtx;
 use crate::stats::bump;
 
-/// Completions copied out of the CQ per pass (the CQ ring is unlocked while we handle them).
-const REAP_BATCH: usize = 256;
-/// Buffer group id of the worker's buffer ring (one ring per worker, so one group).
-const BGID: u16 = 0;
 /// Spare direct-descriptor slots beyond `--max-conns`: refused connections occupy one
 /// briefly before their close completes.
 const SPARE_SLOTS: u32 = 256;
-/// How long a stopping worker waits for cancelled operations to complete.
-const STOP_WAIT: Duration = Duration::from_millis(500);
-/// How often a stopping worker looks at its deadline while it waits.
-const STOP_POLL: Duration = Duration::from_millis(20);
 
 /// What the kernel reads for one multi-buffer send.
 struct SendMsgSlot {
@@ -46,24 +41,66 @@ struct SendMsgSlot {
     iov: [libc::iovec; MAX_SEND_SEGS],
 }
 
-/// One io_uring worker. Field order matters only through `Drop`, which closes the ring
-/// before unmapping the buffers the kernel may write into.
-pub struct Worker {
-    ring: ManuallyDrop<ring::Ring>,
-    bufs: ManuallyDrop<BufRing>,
+/// The TCP worker's part of [`KernelMemory`]: the `sendmsg` header and `iovec`s of each
+/// multi-buffer send, indexed by the id of its first buffer (unique among sends in
+/// flight: a buffer is in one queue, and a queue has one send in flight). Boxed, so the
+/// kernel's pointer into a slot survives any move of the owner.
+pub struct SendMsgs(Box<[SendMsgSlot]>);
+
+/// Serve TCP connections on `ctx.socket` until shutdown.
+pub fn serve(ctx: WorkerCtx, features: &Features) -> Result<()> {
+    let cfg = &ctx.cfg;
+    let buffers = cfg.pool_buffers();
+    let entries = u16::try_from(buffers)
+        .map_err(|_| Error::msg(format!("{buffers} receive buffers are too many")))?;
+    let bufs = BufRing::new(entries, cfg.buffer_size, BGID)?;
+    let files = (cfg.max_conns.saturating_add(SPARE_SLOTS))
+        .min(crate::net::nofile_limit().min(u64::from(u32::MAX)) as u32)
+        .min(1 << 20);
+    let cq = ring::cq_entries(buffers, cfg.max_conns, cfg.backlog);
+    let send_msgs = (0..entries)
+        .map(|_| SendMsgSlot {
+            // SAFETY: msghdr and iovec are plain C structs; all-zero is valid.
+            hdr: unsafe { std::mem::zeroed() },
+            // SAFETY: as above.
+            iov: unsafe { std::mem::zeroed() },
+        })
+        .collect();
+    let mem = KernelMemory {
+        bufs,
+        slots: SendMsgs(send_msgs),
+    };
+    let mut lp = EventLoop::new(features, cq, files, mem)?;
+    let conn_cap = u16::try_from(cfg.conn_buffers).unwrap_or(u16::MAX);
+    // The pool is the budget: the kernel can fill no buffer the ring does not have.
+    let holds = Holders::new(u64::from(buffers) * u64::from(cfg.buffer_size), cfg.stall());
+    let mut echo = TcpEcho {
+        segs: Segments::new(entries),
+        conns: ConnTable::default(),
+        starved: VecDeque::new(),
+        starved_new: VecDeque::new(),
+        conn_cap,
+        holds,
+        now_ms: 0,
+        files,
+        table_full_log: RateLimited::new(),
+        max_conns_log: RateLimited::new(),
+        accept_armed: false,
+        ctx,
+    };
+    lp.run(&mut echo)
+}
+
+/// The TCP worker's state: its connections and their send queues, the starved
+/// receives, and the hold policy.
+pub struct TcpEcho {
     segs: Segments,
-    /// The `sendmsg` header and `iovec`s of a multi-buffer send, indexed by the id of its
-    /// first buffer (unique among sends in flight: a buffer is in one queue, and a queue
-    /// has one send in flight). The kernel reads them until the send completes; boxed,
-    /// they never move; leaked with the buffers (see Drop).
-    send_msgs: ManuallyDrop<Box<[SendMsgSlot]>>,
-    conns: Slab,
+    conns: ConnTable,
     /// Connections whose receive ended with ENOBUFS, oldest first, to re-arm as buffers
     /// return: those that have received data before, and those that never have (new
     /// connections, served first).
     starved: VecDeque<u32>,
     starved_new: VecDeque<u32>,
-    batch: Vec<cqueue::Entry>,
     ctx: WorkerCtx,
     /// Buffers one connection may hold before its receive is paused.
     conn_cap: u16,
@@ -78,131 +115,43 @@ pub struct Worker {
     table_full_log: RateLimited,
     /// Connections refused at `--max-conns`.
     max_conns_log: RateLimited,
-    /// SQEs submitted whose final CQE has not arrived (a multishot counts once).
-    inflight: u32,
     accept_armed: bool,
-    stopping: Option<Instant>,
 }
 
-impl Worker {
-    /// Set up the ring, the buffer ring and the direct-descriptor table.
-    pub fn new(ctx: WorkerCtx, features: Features) -> Result<Worker> {
-        let cfg = &ctx.cfg;
-        let buffers = cfg.pool_buffers();
-        let entries = u16::try_from(buffers)
-            .map_err(|_| Error::msg(format!("{buffers} receive buffers are too many")))?;
-        let bufs = BufRing::new(entries, cfg.buffer_size, BGID)?;
-        let files = (cfg.max_conns.saturating_add(SPARE_SLOTS))
-            .min(crate::net::nofile_limit().min(u64::from(u32::MAX)) as u32)
-            .min(1 << 20);
-        let cq = ring::cq_entries(buffers, cfg.max_conns, cfg.backlog);
-        let ring = ring::build(&features, cq, files)?;
-        // SAFETY: the worker owns both; `Drop` tears the ring down before the buffer ring
-        // is unmapped, and the group is registered exactly once.
-        unsafe { bufs.register(ring.inner(), 0) }.with_context(|| {
-            format!(
-                "registering a buffer ring of {buffers} x {} bytes",
-                cfg.buffer_size
-            )
-        })?;
-        let conn_cap = u16::try_from(cfg.conn_buffers).unwrap_or(u16::MAX);
-        // The pool is the budget: the kernel can fill no buffer the ring does not have.
-        let holds = Holders::new(u64::from(buffers) * u64::from(cfg.buffer_size), cfg.stall());
-        let send_msgs: Box<[SendMsgSlot]> = (0..entries)
-            .map(|_| SendMsgSlot {
-                // SAFETY: msghdr and iovec are plain C structs; all-zero is valid.
-                hdr: unsafe { std::mem::zeroed() },
-                // SAFETY: as above.
-                iov: unsafe { std::mem::zeroed() },
-            })
-            .collect();
-        Ok(Worker {
-            ring: ManuallyDrop::new(ring),
-            segs: Segments::new(entries),
-            send_msgs: ManuallyDrop::new(send_msgs),
-            bufs: ManuallyDrop::new(bufs),
-            conns: Slab::default(),
-            starved: VecDeque::new(),
-            starved_new: VecDeque::new(),
-            batch: Vec::with_capacity(REAP_BATCH),
-            conn_cap,
-            holds,
-            now_ms: 0,
-            files,
-            table_full_log: RateLimited::new(),
-            max_conns_log: RateLimited::new(),
-            inflight: 0,
-            accept_armed: false,
-            stopping: None,
-            ctx,
-        })
+type TcpIssuer<'a> = Issuer<'a, SendMsgs>;
+
+impl Handler for TcpEcho {
+    type Slots = SendMsgs;
+
+    fn ctx(&self) -> &WorkerCtx {
+        &self.ctx
     }
 
-    /// Serve until the shutdown eventfd fires, then cancel everything and return.
-    pub fn run(mut self) -> Result<()> {
-        self.arm_accept()?;
-        let wake = opcode::PollAdd::new(Fd(self.ctx.shared.shutdown.fd()), libc::POLLIN as u32)
-            .build()
-            .user_data(token::encode(Op::Wake, 0, 0));
-        self.push(wake)?;
-        self.ctx.ready();
-        loop {
-            let limit = match self.stopping {
-                Some(_) => Some(STOP_POLL),
-                None => self.holds.next_deadline(self.now_ms),
-            };
-            self.ring.enter_for(limit)?;
-            self.now_ms = self.holds.now_ms(Instant::now());
-            self.reap()?;
-            if self.stopping.is_none() {
-                self.shed_stalled()?;
-            }
-            if let Some(since) = self.stopping {
-                if self.inflight == 0 || since.elapsed() > STOP_WAIT {
-                    return Ok(());
-                }
-            }
-        }
+    fn start(&mut self, io: &mut TcpIssuer<'_>) -> Result<()> {
+        self.arm_accept(io)
     }
 
-    /// Handle every completion available, then hand returned buffers to the kernel in one
-    /// tail update and re-arm receives that starved for buffers.
-    fn reap(&mut self) -> Result<()> {
-        loop {
-            self.batch.clear();
-            self.ring.reap_into(&mut self.batch, REAP_BATCH);
-            if self.batch.is_empty() {
-                break;
-            }
-            for i in 0..self.batch.len() {
-                let cqe = self.batch[i].clone();
-                self.handle(cqe)?;
-            }
-        }
-        self.bufs.publish();
-        if !(self.starved.is_empty() && self.starved_new.is_empty()) && self.stopping.is_none() {
-            self.rearm_starved()?;
-        }
-        Ok(())
+    fn wait_limit(&self) -> Option<Duration> {
+        self.holds.next_deadline(self.now_ms)
     }
 
-    fn handle(&mut self, cqe: cqueue::Entry) -> Result<()> {
-        let flags = cqe.flags();
-        let more = cqueue::more(flags);
-        if !more {
-            self.inflight = self.inflight.saturating_sub(1);
-        }
-        let Some((op, idx, gen)) = token::decode(cqe.user_data()) else {
-            return Err(Error::msg(format!(
-                "completion with unknown user_data {:#x}",
-                cqe.user_data()
-            )));
-        };
-        let res = cqe.result();
+    fn turn_start(&mut self) {
+        self.now_ms = self.holds.now_ms(Instant::now());
+    }
+
+    fn complete(
+        &mut self,
+        io: &mut TcpIssuer<'_>,
+        op: Op,
+        idx: u32,
+        gen: u32,
+        cqe: &cqueue::Entry,
+    ) -> Result<()> {
+        let (res, flags) = (cqe.result(), cqe.flags());
         match op {
-            Op::Accept => self.on_accept(res, more),
-            Op::Recv => self.on_recv(idx, gen, res, flags, more),
-            Op::Send => self.on_send(idx, res),
+            Op::Accept => self.on_accept(io, res, cqueue::more(flags)),
+            Op::Recv => self.on_recv(io, idx, gen, res, flags),
+            Op::Send => self.on_send(io, idx, res),
             Op::Close => {
                 self.holds.reset(idx);
                 self.conns.remove(idx);
@@ -210,16 +159,25 @@ impl Worker {
                 bump(&self.ctx.stats.closed, 1);
                 Ok(())
             }
-            Op::Wake => {
-                self.begin_stop();
-                Ok(())
-            }
-            // Their outcome changes nothing: the operations they target report for themselves.
-            Op::Cancel | Op::Refuse | Op::CancelAll => Ok(()),
+            // Their outcome changes nothing: the operations they target report for
+            // themselves (the loop handles Wake and CancelAll).
+            Op::Cancel | Op::Refuse | Op::Wake | Op::CancelAll => Ok(()),
         }
     }
 
-    fn on_accept(&mut self, res: i32, more: bool) -> Result<()> {
+    fn turn_end(&mut self, io: &mut TcpIssuer<'_>) -> Result<()> {
+        if io.stopping() {
+            return Ok(());
+        }
+        if !(self.starved.is_empty() && self.starved_new.is_empty()) {
+            self.rearm_starved(io)?;
+        }
+        self.shed_stalled(io)
+    }
+}
+
+impl TcpEcho {
+    fn on_accept(&mut self, io: &mut TcpIssuer<'_>, res: i32, more: bool) -> Result<()> {
         if !more {
             self.accept_armed = false;
         }
@@ -245,15 +203,15 @@ impl Worker {
                 }
             }
         }
-        if !more && self.stopping.is_none() {
-            self.arm_accept()?;
+        if !more && !io.stopping() {
+            self.arm_accept(io)?;
         }
         if res < 0 {
             return Ok(());
         }
         let fd = res as u32;
-        if self.stopping.is_some() || !self.ctx.shared.try_admit() {
-            if self.stopping.is_none() {
+        if io.stopping() || !self.ctx.shared.try_admit() {
+            if !io.stopping() {
                 bump(&self.ctx.stats.refused, 1);
                 if let Some(n) = self.max_conns_log.hit(Instant::now()) {
                     eprintln!(
@@ -263,79 +221,53 @@ impl Worker {
                     );
                 }
             }
-            let close = opcode::Close::new(Fixed(fd))
-                .build()
-                .user_data(token::encode(Op::Refuse, fd, 0));
-            return self.push(close);
+            return io.close(fd, token::encode(Op::Refuse, fd, 0));
         }
         bump(&self.ctx.stats.accepted, 1);
         let idx = self.conns.insert(Conn::new(fd));
         self.holds.reset(idx);
-        self.arm_recv(idx)
+        let c = self.conns.get_mut(idx);
+        c.arm_recv();
+        io.recv_multi(fd, token::encode(Op::Recv, idx, c.recv_gen))
     }
 
-    fn on_recv(&mut self, idx: u32, gen: u32, res: i32, flags: u32, more: bool) -> Result<()> {
+    fn on_recv(
+        &mut self,
+        io: &mut TcpIssuer<'_>,
+        idx: u32,
+        gen: u32,
+        res: i32,
+        flags: u32,
+    ) -> Result<()> {
         if let Some(bid) = cqueue::buffer_select(flags) {
-            self.take_received(idx, bid, res)?;
+            self.take_received(&mut io.mem.bufs, idx, bid, res)?;
         }
-        let c = self.conns.get_mut(idx);
-        if gen != c.recv_gen {
-            // Cannot happen (an arming's final CQE precedes the next arming), but a stale
-            // completion must never steer the current arming.
-            return Ok(());
-        }
-        if res < 0 && !matches!(-res, libc::ENOBUFS | libc::ECANCELED) {
-            // ECONNRESET, ETIMEDOUT, ...: this connection is over; nothing else is affected.
-            if c.life != Life::Aborting {
-                c.life = Life::Aborting;
-                bump(&self.ctx.stats.errors, 1);
-            }
-        }
-        if !more {
-            c.recv = match (res, c.life) {
-                (0, _) => RecvState::Done,
-                (_, Life::Open) if res == -libc::ENOBUFS => RecvState::Starved,
-                (_, Life::Open) => RecvState::Paused,
-                _ => RecvState::Done,
-            };
-            if res == 0 && c.life == Life::Open {
-                // The peer shut down its write side: echo what we have, then close.
-                c.life = Life::Draining;
-            }
-            if c.recv == RecvState::Starved {
-                bump(&self.ctx.stats.starved, 1);
-                self.bufs.note_starved();
-                if c.fed {
-                    self.starved.push_back(idx);
-                } else {
-                    self.starved_new.push_back(idx);
-                }
-            }
-        }
-        self.settle(idx)
+        let more = cqueue::more(flags);
+        self.step(io, idx, ConnEvent::Recv { gen, res, more })?;
+        Ok(())
     }
 
     /// A receive CQE handed us buffer `bid` holding `res` bytes: queue it for echo, or
     /// give it straight back if it is empty or the connection is ending.
-    fn take_received(&mut self, idx: u32, bid: u16, res: i32) -> Result<()> {
-        self.bufs.take(bid)?;
-        let len = u32::try_from(res).unwrap_or(0).min(self.bufs.buf_size());
+    fn take_received(&mut self, bufs: &mut BufRing, idx: u32, bid: u16, res: i32) -> Result<()> {
+        bufs.take(bid)?;
+        let len = u32::try_from(res).unwrap_or(0).min(bufs.buf_size());
         let c = self.conns.get_mut(idx);
         c.fed |= len > 0;
-        if len > 0 && matches!(c.life, Life::Open | Life::Draining) {
+        if len > 0 && c.keeps_data() {
             c.queue.push(&mut self.segs, bid, len);
         } else {
-            self.bufs.give_back(bid)?;
+            bufs.give_back(bid)?;
         }
         Ok(())
     }
 
-    fn on_send(&mut self, idx: u32, res: i32) -> Result<()> {
+    fn on_send(&mut self, io: &mut TcpIssuer<'_>, idx: u32, res: i32) -> Result<()> {
         let c = self.conns.get_mut(idx);
         if res > 0 {
             let sent = res as u32;
             bump(&self.ctx.stats.bytes, u64::from(sent));
-            let bufs = &mut *self.bufs;
+            let bufs = &mut io.mem.bufs;
             let stats = &self.ctx.stats;
             let mut broken = None;
             c.queue.complete_send(&mut self.segs, sent, |bid| {
@@ -349,99 +281,92 @@ impl Worker {
             }
             self.holds.progressed(idx, self.now_ms);
         } else {
-            // EPIPE, ECONNRESET, ECANCELED (stopping or shed), or a zero-byte send that would
-            // otherwise repeat forever: this connection is over.
             c.queue.fail_send();
-            if !matches!(c.life, Life::Aborting | Life::Closing) {
-                c.life = Life::Aborting;
-                if res != -libc::ECANCELED {
-                    bump(&self.ctx.stats.errors, 1);
-                }
-            }
         }
-        self.settle(idx)
+        self.step(io, idx, ConnEvent::Sent { res })?;
+        Ok(())
     }
 
-    /// Decide a connection's next operations from its state. Every handler ends here,
-    /// and so the hold table learns here how many buffers the connection holds.
-    fn settle(&mut self, idx: u32) -> Result<()> {
-        let res = self.settle_ops(idx);
-        let held = u32::from(self.conns.get_mut(idx).queue.len()) * self.bufs.buf_size();
-        self.holds.update(idx, held, self.now_ms);
-        res
+    /// Run connection `idx`'s state machine on `ev` and carry out what it decides; the
+    /// hold table then learns how many buffers the connection holds.
+    fn step(&mut self, io: &mut TcpIssuer<'_>, idx: u32, ev: ConnEvent) -> Result<Actions> {
+        let cond = Conditions {
+            cap: self.conn_cap,
+            pressure: self.holds.pressure(),
+            stopping: io.stopping(),
+        };
+        let actions = conn::step(self.conns.get_mut(idx), ev, cond);
+        let res = self.apply(io, idx, actions);
+        if actions.settled {
+            let held = u32::from(self.conns.get_mut(idx).queue.len()) * io.mem.bufs.buf_size();
+            self.holds.update(idx, held, self.now_ms);
+        }
+        res.map(|()| actions)
     }
 
-    fn settle_ops(&mut self, idx: u32) -> Result<()> {
-        let cap = self.conn_cap;
-        let pressure = self.holds.pressure();
-        let stopping = self.stopping.is_some();
-        let c = self.conns.get_mut(idx);
-        if stopping && c.life != Life::Closing {
-            // Cancel-all already targets every operation; only hand buffers back.
-            c.life = Life::Aborting;
+    /// Carry out a step's actions for connection `idx`, in the order [`Actions`] lists.
+    fn apply(&mut self, io: &mut TcpIssuer<'_>, idx: u32, a: Actions) -> Result<()> {
+        if a.count_error {
+            bump(&self.ctx.stats.errors, 1);
         }
-        match c.life {
-            Life::Open => {
-                match c.backpressure(cap, pressure) {
-                    Backpressure::Pause => {
-                        // The client is not reading its echo. Stop receiving until the
-                        // queue drains, so it cannot hoard the buffer pool.
-                        c.recv = RecvState::Cancelling;
-                        bump(&self.ctx.stats.paused, 1);
-                        let target = token::encode(Op::Recv, idx, c.recv_gen);
-                        let cancel = opcode::AsyncCancel::new(target)
-                            .build()
-                            .user_data(token::encode(Op::Cancel, idx, c.recv_gen));
-                        self.push(cancel)?;
-                    }
-                    Backpressure::Resume => self.arm_recv(idx)?,
-                    Backpressure::Keep => {}
-                }
-                self.start_send(idx)
+        if a.starved {
+            bump(&self.ctx.stats.starved, 1);
+            io.mem.bufs.note_starved();
+            if self.conns.get_mut(idx).fed {
+                self.starved.push_back(idx);
+            } else {
+                self.starved_new.push_back(idx);
             }
-            Life::Draining => {
-                self.start_send(idx)?;
-                let c = self.conns.get_mut(idx);
-                if c.queue.is_empty() && c.quiescent() {
-                    self.close(idx)?;
-                }
-                Ok(())
-            }
-            Life::Aborting => {
-                let bufs = &mut *self.bufs;
-                let mut broken = None;
-                c.queue.drain_unsent(&mut self.segs, |b| {
+        }
+        if a.drop_unsent {
+            let bufs = &mut io.mem.bufs;
+            let mut broken = None;
+            self.conns
+                .get_mut(idx)
+                .queue
+                .drain_unsent(&mut self.segs, |b| {
                     if let Err(e) = bufs.give_back(b) {
                         broken = Some(e);
                     }
                 });
-                if let Some(e) = broken {
-                    return Err(e.into());
-                }
-                let c = self.conns.get_mut(idx);
-                match c.recv {
-                    RecvState::Armed if !stopping => {
-                        c.recv = RecvState::Cancelling;
-                        let target = token::encode(Op::Recv, idx, c.recv_gen);
-                        let cancel = opcode::AsyncCancel::new(target)
-                            .build()
-                            .user_data(token::encode(Op::Cancel, idx, c.recv_gen));
-                        self.push(cancel)?;
-                    }
-                    RecvState::Paused | RecvState::Starved => c.recv = RecvState::Done,
-                    _ => {}
-                }
-                let c = self.conns.get_mut(idx);
-                if c.quiescent() && !stopping {
-                    self.close(idx)?;
-                }
-                Ok(())
+            if let Some(e) = broken {
+                return Err(e.into());
             }
-            Life::Closing => Ok(()),
         }
+        if a.cancel_send {
+            io.cancel(
+                token::encode(Op::Send, idx, 0),
+                token::encode(Op::Cancel, idx, 0),
+            )?;
+        }
+        let c = *self.conns.get_mut(idx);
+        if a.cancel_recv {
+            if a.paused {
+                bump(&self.ctx.stats.paused, 1);
+            }
+            io.cancel(
+                token::encode(Op::Recv, idx, c.recv_gen),
+                token::encode(Op::Cancel, idx, c.recv_gen),
+            )?;
+        }
+        if a.arm_recv {
+            // One buffer per completion, never a bundle (`RecvMultiBundle`, 6.10): a
+            // bundle receive that fills the ring's last free buffers while more data is
+            // queued keeps them, unposted, until more buffers come back, so while a slow
+            // reader holds the rest of the pool this connection stalls as long as it does
+            // (docs/design.md).
+            io.recv_multi(c.fd, token::encode(Op::Recv, idx, c.recv_gen))?;
+        }
+        if a.send {
+            self.start_send(io, idx)?;
+        }
+        if a.close {
+            io.close(c.fd, token::encode(Op::Close, idx, 0))?;
+        }
+        Ok(())
     }
 
-    fn start_send(&mut self, idx: u32) -> Result<()> {
+    fn start_send(&mut self, io: &mut TcpIssuer<'_>, idx: u32) -> Result<()> {
         let c = self.conns.get_mut(idx);
         let mut parts: [SendPart; MAX_SEND_SEGS] = [(0, 0, 0); MAX_SEND_SEGS];
         let n = c.queue.start_send(&self.segs, &mut parts);
@@ -450,19 +375,18 @@ impl Worker {
         // still handled. NOSIGNAL: a vanished peer is EPIPE, not SIGPIPE.
         let flags = libc::MSG_NOSIGNAL | libc::MSG_WAITALL;
         let ud = token::encode(Op::Send, idx, 0);
+        let mem = &mut *io.mem;
         let send = match n {
             0 => return Ok(()),
             1 => {
                 let (bid, off, len) = parts[0];
-                // SAFETY (pointer arithmetic): off < buf_size, so it stays in the buffer.
-                let ptr = unsafe { self.bufs.buf_ptr(bid).add(off as usize) };
+                let ptr = mem.bufs.buf_ptr(bid).wrapping_add(off as usize);
                 opcode::Send::new(fd, ptr, len).flags(flags).build()
             }
             _ => {
-                let slot = &mut self.send_msgs[usize::from(parts[0].0)];
+                let slot = &mut mem.slots.0[usize::from(parts[0].0)];
                 for (iov, &(bid, off, len)) in slot.iov.iter_mut().zip(&parts[..n]) {
-                    // SAFETY (pointer arithmetic): as above.
-                    iov.iov_base = unsafe { self.bufs.buf_ptr(bid).add(off as usize) } as *mut _;
+                    iov.iov_base = mem.bufs.buf_ptr(bid).wrapping_add(off as usize) as *mut _;
                     iov.iov_len = len as usize;
                 }
                 slot.hdr.msg_iov = slot.iov.as_mut_ptr();
@@ -472,44 +396,19 @@ impl Worker {
                     .build()
             }
         };
-        self.push(send.user_data(ud))
+        // SAFETY: the SQE points at held buffers of `io.mem.bufs` (they stay held, queued
+        // and in flight, until this send completes) and, for a sendmsg, at this send's
+        // header slot in `io.mem.slots`, which no other send in flight uses; `io.mem` is
+        // freed only once nothing is in flight.
+        unsafe { io.push(&send.user_data(ud)) }
     }
 
-    fn arm_recv(&mut self, idx: u32) -> Result<()> {
-        let c = self.conns.get_mut(idx);
-        c.recv_gen = token::next_generation(c.recv_gen);
-        c.recv = RecvState::Armed;
-        // One buffer per completion, never a bundle (`RecvMultiBundle`, 6.10): on 6.18 a
-        // bundle receive that fills the ring's last free buffers while more data is queued
-        // keeps them, unposted, until more buffers come back. When a slow reader holds the
-        // rest of the pool, that connection stalls for as long as the slow reader does
-        // (the conformance test's starved pool caught it). Bundles measured no faster here
-        // at 64 B and within noise at 64 KiB, so the one-buffer receive is the design.
-        let recv = opcode::RecvMulti::new(Fixed(c.fd), BGID)
-            .build()
-            .user_data(token::encode(Op::Recv, idx, c.recv_gen));
-        self.push(recv)
-    }
-
-    fn arm_accept(&mut self) -> Result<()> {
+    fn arm_accept(&mut self, io: &mut TcpIssuer<'_>) -> Result<()> {
         if self.accept_armed {
             return Ok(());
         }
         self.accept_armed = true;
-        let accept = opcode::AcceptMulti::new(Fd(self.ctx.socket.as_raw_fd()))
-            .allocate_file_index(true)
-            .build()
-            .user_data(token::encode(Op::Accept, 0, 0));
-        self.push(accept)
-    }
-
-    fn close(&mut self, idx: u32) -> Result<()> {
-        let c = self.conns.get_mut(idx);
-        c.life = Life::Closing;
-        let close = opcode::Close::new(Fixed(c.fd))
-            .build()
-            .user_data(token::encode(Op::Close, idx, 0));
-        self.push(close)
+        io.accept_multi(self.ctx.socket.as_raw_fd(), token::encode(Op::Accept, 0, 0))
     }
 
     /// Buffers came back: give starved connections their receive again, oldest first, but
@@ -523,8 +422,8 @@ impl Worker {
     /// message must not wait behind clients that keep the pool busy. Under memory
     /// pressure the rest go newest first: the oldest starved are then mostly clients
     /// that do not read, each starving again as soon as it is re-armed.
-    fn rearm_starved(&mut self) -> Result<()> {
-        let mut free = self.bufs.free();
+    fn rearm_starved(&mut self, io: &mut TcpIssuer<'_>) -> Result<()> {
+        let mut free = io.mem.bufs.free();
         let newest_first = self.holds.pressure();
         while free > 0 {
             let next = self.starved_new.pop_front().or_else(|| {
@@ -537,15 +436,8 @@ impl Worker {
             let Some(idx) = next else {
                 break;
             };
-            let c = self.conns.get_mut(idx);
-            if c.life == Life::Open && c.recv == RecvState::Starved {
-                // Paused, then settle: re-armed now unless backpressure keeps it paused
-                // (then its next send completion re-arms it).
-                c.recv = RecvState::Paused;
-                self.settle(idx)?;
-                if self.conns.get_mut(idx).recv == RecvState::Armed {
-                    free -= 1;
-                }
+            if self.step(io, idx, ConnEvent::Refill)?.arm_recv {
+                free -= 1;
             }
         }
         Ok(())
@@ -553,7 +445,7 @@ impl Worker {
 
     /// Close every holder the hold policy names (see `hold`): stalled ones, and under
     /// pressure the ones without progress for longest.
-    fn shed_stalled(&mut self) -> Result<()> {
+    fn shed_stalled(&mut self, io: &mut TcpIssuer<'_>) -> Result<()> {
         while let Some((idx, reason)) = self.holds.victim(self.now_ms) {
             self.holds.retire(idx);
             let counter = match reason {
@@ -561,50 +453,8 @@ impl Worker {
                 Reason::Stalled => &self.ctx.stats.stalled,
             };
             bump(counter, 1);
-            let c = self.conns.get_mut(idx);
-            if c.life == Life::Closing {
-                continue;
-            }
-            if !matches!(c.life, Life::Aborting) {
-                c.life = Life::Aborting;
-            }
-            if c.queue.in_flight() {
-                // The send waits for a client that does not read: cancel it, or its
-                // buffers stay held. Its completion (ECANCELED, or the bytes it got out
-                // before) ends the abort like any failed send.
-                let cancel = opcode::AsyncCancel::new(token::encode(Op::Send, idx, 0))
-                    .build()
-                    .user_data(token::encode(Op::Cancel, idx, 0));
-                self.push(cancel)?;
-            }
-            self.settle(idx)?;
+            self.step(io, idx, ConnEvent::Shed)?;
         }
-        Ok(())
-    }
-
-    /// Shutdown requested: stop accepting and cancel every operation in flight. The
-    /// worker returns once they have all completed (or the grace period ends).
-    fn begin_stop(&mut self) {
-        if self.stopping.is_some() {
-            return;
-        }
-        self.stopping = Some(Instant::now());
-        let all = opcode::AsyncCancel2::new(CancelBuilder::any())
-            .build()
-            .user_data(token::encode(Op::CancelAll, 0, 0));
-        // A failure here only means the stop takes the grace period.
-        let _ = self.push(all);
-    }
-
-    /// Queue an SQE (flushing the SQ if it is full) and count it in flight.
-    fn push(&mut self, sqe: squeue::Entry) -> Result<()> {
-        // SAFETY: every buffer an SQE points at is in the buffer ring's mapping, and every
-        // sendmsg header in `send_msgs`: mapped or boxed, so they never move, and freed
-        // only by Drop, after the ring, and only if no operation is still in flight
-        // (else leaked). The kernel holds its own references to the listener and the
-        // shutdown eventfd.
-        unsafe { self.ring.push_flushing(&sqe) }?;
-        self.inflight += 1;
         Ok(())
     }
 }
@@ -633,25 +483,6 @@ fn classify_accept_error(errno: i32) -> AcceptError {
     }
 }
 
-impl Drop for Worker {
-    fn drop(&mut self) {
-        // SAFETY: the ring is dropped exactly once, here, before the buffers. Closing it
-        // releases the direct descriptors (closing every connection).
-        unsafe { ManuallyDrop::drop(&mut self.ring) };
-        if self.inflight == 0 {
-            // SAFETY: no operation is in flight, so the kernel holds no pointer into the
-            // buffers or the sendmsg headers; each dropped exactly once.
-            unsafe {
-                ManuallyDrop::drop(&mut self.bufs);
-                ManuallyDrop::drop(&mut self.send_msgs);
-            }
-        }
-        // Otherwise an operation that ignored cancellation might still write into a
-        // buffer or read a header: leak both (the process is stopping) rather than risk
-        // it.
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -666,6 +497,15 @@ mod tests {
         assert_eq!(classify_accept_error(libc::EMFILE), AcceptError::TableFull);
         assert_eq!(classify_accept_error(libc::ECONNABORTED), AcceptError::Skip);
         assert_eq!(classify_accept_error(libc::ENOMEM), AcceptError::Skip);
-        assert_eq!(classify_accept_error(libc::EINVAL), AcceptError::Fatal);
+        // A listener that is unusable fails every re-arm at once: stop, do not spin.
+        for errno in [
+            libc::EINVAL,
+            libc::EBADF,
+            libc::ENOTSOCK,
+            libc::EOPNOTSUPP,
+            libc::EFAULT,
+        ] {
+            assert_eq!(classify_accept_error(errno), AcceptError::Fatal, "{errno}");
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! The io_uring UDP echo worker: one ring, one SO_REUSEPORT socket, one buffer ring.
+//! The io_uring UDP echo worker: one SO_REUSEPORT socket, driven by the [`EventLoop`].
 //!
 //! A datagram's path: the multishot `recvmsg` (`RecvMsgMulti`) completes naming the buffer
 //! the kernel filled → the buffer holds an `io_uring_recvmsg_out` header, the sender's
@@ -6,7 +6,7 @@
 //! order → the guard judges the sender → a `sendmsg` echoes the payload straight from that
 //! buffer to the sender (from the arrival address) → its completion returns the buffer to
 //! the ring. No copy, no allocation per datagram: each buffer id has its own reply slot
-//! (`msghdr`, `iovec`, address, control) that lives as long as the worker.
+//! (`msghdr`, `iovec`, address, control) in the worker's [`KernelMemory`].
 //!
 //! The completion's length counts the header, the name and the control space as well as
 //! the payload: `RecvMsgOut::parse` splits them using the `msghdr` the receive was armed
@@ -14,32 +14,25 @@
 //! ENOBUFS (every buffer is held by a reply in flight) and a multishot that ended re-arm
 //! the receive once buffers are back.
 
-use std::mem::ManuallyDrop;
 use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use io_uring::types::{CancelBuilder, Fd, RecvMsgOut};
-use io_uring::{cqueue, opcode, squeue};
+use io_uring::types::{Fd, RecvMsgOut};
+use io_uring::{cqueue, opcode};
 
 use super::buf_ring::BufRing;
+use super::event_loop::{EventLoop, Handler, Issuer, KernelMemory, BGID};
 use super::probe::Features;
-use super::ring;
 use super::token::{self, Op};
-use crate::error::{Context, Error, Result};
+use crate::error::{Error, Result};
 use crate::server::WorkerCtx;
 use crate::stats::bump;
 use crate::udp::guard::Policy;
 use crate::udp::pktinfo::{self, CONTROL_LEN};
 use crate::udp::sockaddr::{self, NAME_LEN};
 
-/// Buffer group id of this worker's buffer ring.
-const BGID: u16 = 0;
 /// One buffer: the recvmsg header, name and control space, then any UDP payload.
 const BUF_SIZE: u32 = (64 << 10) + 256;
-/// Completions copied out of the CQ per pass.
-const REAP_BATCH: usize = 256;
-/// How long a stopping worker waits for cancelled operations to complete.
-const STOP_WAIT: Duration = Duration::from_millis(500);
 
 /// The `sendmsg` of one buffer's echo: everything the kernel reads while it is in flight.
 struct Reply {
@@ -50,175 +43,146 @@ struct Reply {
     len: u32,
 }
 
-/// One io_uring UDP worker. `Drop` closes the ring before unmapping the buffers.
-pub struct UdpWorker {
-    ring: ManuallyDrop<ring::Ring>,
-    bufs: ManuallyDrop<BufRing>,
-    /// Reply slot per buffer id (boxed: the kernel holds pointers into it while a send
-    /// is in flight, so it never moves; leaked with the buffers, see Drop).
-    replies: ManuallyDrop<Box<[Reply]>>,
-    /// The header the multishot receive was armed with: it says how much name and
-    /// control space each buffer reserves (boxed: the kernel reads it at every arming;
-    /// leaked with the buffers, see Drop).
-    recv_hdr: ManuallyDrop<Box<libc::msghdr>>,
+/// The UDP worker's part of [`KernelMemory`], boxed so that the kernel's pointers survive
+/// any move of the owner.
+pub struct UdpSlots {
+    /// Reply slot per buffer id: the kernel reads one while its send is in flight.
+    replies: Box<[Reply]>,
+    /// The header the multishot receive was armed with: it says how much name and control
+    /// space each buffer reserves, and the kernel reads it at every arming.
+    recv_hdr: Box<libc::msghdr>,
+}
+
+/// Serve datagrams on `ctx.socket` until shutdown.
+pub fn serve(ctx: WorkerCtx, features: &Features) -> Result<()> {
+    let entries = u16::try_from(ctx.cfg.udp_buffers)
+        .map_err(|_| Error::msg(format!("--udp-buffers {} is too many", ctx.cfg.udp_buffers)))?;
+    let bufs = BufRing::new(entries, BUF_SIZE, BGID)?;
+    let local = crate::net::local_addr(&ctx.socket)?;
+    let wildcard = local.ip().is_unspecified();
+    // SAFETY: msghdr is a plain C struct for which all-zero is valid.
+    let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+    recv_hdr.msg_namelen = NAME_LEN as libc::socklen_t;
+    recv_hdr.msg_controllen = if wildcard { CONTROL_LEN } else { 0 };
+    let replies = (0..entries)
+        .map(|_| Reply {
+            // SAFETY: as above, for msghdr and iovec.
+            hdr: unsafe { std::mem::zeroed() },
+            // SAFETY: as above.
+            iov: unsafe { std::mem::zeroed() },
+            name: [0; NAME_LEN],
+            control: [0; CONTROL_LEN],
+            len: 0,
+        })
+        .collect();
+    let mem = KernelMemory {
+        bufs,
+        slots: UdpSlots { replies, recv_hdr },
+    };
+    // Receives, sends (one per buffer) and the control operations.
+    let cq = (u32::from(entries) * 4).next_power_of_two().max(1024);
+    let mut lp = EventLoop::new(features, cq, 1, mem)?;
+    let policy = Policy::for_worker(&ctx, local)?;
+    let mut echo = UdpEcho {
+        policy,
+        wildcard,
+        now: Instant::now(),
+        recv_armed: false,
+        starved: false,
+        ctx,
+    };
+    lp.run(&mut echo)
+}
+
+/// The UDP worker's state: the datagram policy and the receive's arming.
+pub struct UdpEcho {
     ctx: WorkerCtx,
     policy: Policy,
     wildcard: bool,
-    /// The clock the policy reads, taken once per pass over the completion queue.
+    /// The clock the policy reads, taken once per batch of completions.
     now: Instant,
-    batch: Vec<cqueue::Entry>,
     recv_armed: bool,
     /// The receive ended for lack of buffers: re-arm once some are back.
     starved: bool,
-    inflight: u32,
-    stopping: Option<Instant>,
 }
 
-impl UdpWorker {
-    /// Set up the ring and the buffer ring for `ctx.socket`.
-    pub fn new(ctx: WorkerCtx, features: Features) -> Result<UdpWorker> {
-        let entries = u16::try_from(ctx.cfg.udp_buffers).map_err(|_| {
-            Error::msg(format!("--udp-buffers {} is too many", ctx.cfg.udp_buffers))
-        })?;
-        let bufs = BufRing::new(entries, BUF_SIZE, BGID)?;
-        // Receives, sends (one per buffer) and the control operations.
-        let cq = (u32::from(entries) * 4).next_power_of_two().max(1024);
-        let ring = ring::build(&features, cq, 1)?;
-        // SAFETY: the worker owns both; `Drop` tears the ring down before the buffer ring
-        // is unmapped, and the group is registered exactly once.
-        unsafe { bufs.register(ring.inner(), 0) }.with_context(|| {
-            format!("registering a UDP buffer ring of {entries} x {BUF_SIZE} bytes")
-        })?;
-        let local = crate::net::local_addr(&ctx.socket)?;
-        let wildcard = local.ip().is_unspecified();
-        // SAFETY: msghdr is a plain C struct for which all-zero is valid.
-        let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
-        recv_hdr.msg_namelen = NAME_LEN as libc::socklen_t;
-        recv_hdr.msg_controllen = if wildcard { CONTROL_LEN } else { 0 };
-        let replies = (0..entries)
-            .map(|_| Reply {
-                // SAFETY: as above, for msghdr and iovec.
-                hdr: unsafe { std::mem::zeroed() },
-                // SAFETY: as above.
-                iov: unsafe { std::mem::zeroed() },
-                name: [0; NAME_LEN],
-                control: [0; CONTROL_LEN],
-                len: 0,
-            })
-            .collect();
-        let policy = Policy::for_worker(&ctx, local)?;
-        Ok(UdpWorker {
-            ring: ManuallyDrop::new(ring),
-            bufs: ManuallyDrop::new(bufs),
-            replies: ManuallyDrop::new(replies),
-            recv_hdr: ManuallyDrop::new(recv_hdr),
-            policy,
-            wildcard,
-            now: Instant::now(),
-            batch: Vec::with_capacity(REAP_BATCH),
-            recv_armed: false,
-            starved: false,
-            inflight: 0,
-            stopping: None,
-            ctx,
-        })
+type UdpIssuer<'a> = Issuer<'a, UdpSlots>;
+
+impl Handler for UdpEcho {
+    type Slots = UdpSlots;
+
+    fn ctx(&self) -> &WorkerCtx {
+        &self.ctx
     }
 
-    /// Serve until the shutdown eventfd fires, then cancel everything and return.
-    pub fn run(mut self) -> Result<()> {
-        self.arm_recv()?;
-        let wake = opcode::PollAdd::new(Fd(self.ctx.shared.shutdown.fd()), libc::POLLIN as u32)
-            .build()
-            .user_data(token::encode(Op::Wake, 0, 0));
-        self.push(wake)?;
-        self.ctx.ready();
-        loop {
-            self.ring.enter(self.stopping.is_some())?;
-            self.reap()?;
-            if let Some(since) = self.stopping {
-                if self.inflight == 0 || since.elapsed() > STOP_WAIT {
-                    return Ok(());
-                }
-            }
-        }
+    fn start(&mut self, io: &mut UdpIssuer<'_>) -> Result<()> {
+        self.arm_recv(io)
     }
 
-    /// Handle every completion available, return buffers in one tail update, and re-arm
-    /// the receive if it ended.
-    fn reap(&mut self) -> Result<()> {
-        loop {
-            self.batch.clear();
-            self.ring.reap_into(&mut self.batch, REAP_BATCH);
-            if self.batch.is_empty() {
-                break;
-            }
-            self.now = Instant::now();
-            for i in 0..self.batch.len() {
-                let cqe = self.batch[i].clone();
-                self.handle(cqe)?;
-            }
-        }
-        self.bufs.publish();
-        // A starved receive waits until the ring has a buffer again.
-        if !self.recv_armed && self.stopping.is_none() && (!self.starved || self.bufs.in_ring() > 0)
-        {
-            self.arm_recv()?;
-        }
-        Ok(())
+    fn batch_start(&mut self) {
+        self.now = Instant::now();
     }
 
-    fn handle(&mut self, cqe: cqueue::Entry) -> Result<()> {
-        let flags = cqe.flags();
-        let more = cqueue::more(flags);
-        if !more {
-            self.inflight = self.inflight.saturating_sub(1);
-        }
-        let Some((op, idx, _)) = token::decode(cqe.user_data()) else {
-            return Err(Error::msg(format!(
-                "completion with unknown user_data {:#x}",
-                cqe.user_data()
-            )));
-        };
+    fn complete(
+        &mut self,
+        io: &mut UdpIssuer<'_>,
+        op: Op,
+        idx: u32,
+        _gen: u32,
+        cqe: &cqueue::Entry,
+    ) -> Result<()> {
         match op {
-            Op::Recv => self.on_recv(cqe.result(), flags, more),
-            Op::Send => self.on_send(idx, cqe.result()),
-            Op::Wake => {
-                self.begin_stop();
-                Ok(())
-            }
+            Op::Recv => self.on_recv(io, cqe.result(), cqe.flags()),
+            Op::Send => self.on_send(io, idx, cqe.result()),
             _ => Ok(()),
         }
     }
 
-    fn on_recv(&mut self, res: i32, flags: u32, more: bool) -> Result<()> {
-        if !more {
+    /// Re-arm the receive if it ended; a starved one waits until the ring has a buffer
+    /// again.
+    fn turn_end(&mut self, io: &mut UdpIssuer<'_>) -> Result<()> {
+        if !self.recv_armed && !io.stopping() && (!self.starved || io.mem.bufs.in_ring() > 0) {
+            self.arm_recv(io)?;
+        }
+        Ok(())
+    }
+}
+
+impl UdpEcho {
+    fn on_recv(&mut self, io: &mut UdpIssuer<'_>, res: i32, flags: u32) -> Result<()> {
+        if !cqueue::more(flags) {
             self.recv_armed = false;
         }
         if res == -libc::ENOBUFS {
             bump(&self.ctx.stats.starved, 1);
-            self.bufs.note_starved();
+            io.mem.bufs.note_starved();
             self.starved = true;
             return Ok(());
         }
         self.starved = false;
         let Some(bid) = cqueue::buffer_select(flags) else {
             // An error without a buffer (the socket's own, or a cancel): the re-arm in
-            // `reap` takes care of it.
+            // `turn_end` takes care of it.
             return Ok(());
         };
-        self.bufs
+        io.mem
+            .bufs
             .take(bid)
             .map_err(|e| Error::msg(format!("UDP receive named buffer {bid}: {e:?}")))?;
-        if res < 0 || !self.echo(bid, res as usize)? {
-            self.give_back(bid)?;
+        if res < 0 || !self.echo(io, bid, res as usize)? {
+            give_back(&mut io.mem.bufs, bid)?;
         }
         Ok(())
     }
 
-    /// Judge the datagram in buffer `bid` and send its echo; false if it is dropped.
-    fn echo(&mut self, bid: u16, len: usize) -> Result<bool> {
-        let data = self.bufs.bytes(bid, len);
-        let Ok(out) = RecvMsgOut::parse(data, &self.recv_hdr) else {
+    /// Judge the datagram in held buffer `bid` and send its echo; false if it is dropped.
+    fn echo(&mut self, io: &mut UdpIssuer<'_>, bid: u16, len: usize) -> Result<bool> {
+        let mem = &mut *io.mem;
+        let data = mem
+            .bufs
+            .bytes(bid, len)
+            .map_err(|e| Error::msg(format!("UDP datagram in buffer {bid}: {e:?}")))?;
+        let Ok(out) = RecvMsgOut::parse(data, &mem.slots.recv_hdr) else {
             return Ok(false);
         };
         if out.is_payload_truncated() {
@@ -239,7 +203,7 @@ impl UdpWorker {
             bump(c, 1);
             return Ok(false);
         }
-        let r = &mut self.replies[usize::from(bid)];
+        let r = &mut mem.slots.replies[usize::from(bid)];
         r.len = payload.len() as u32;
         r.iov.iov_base = payload.as_ptr() as *mut libc::c_void;
         r.iov.iov_len = payload.len();
@@ -262,78 +226,47 @@ impl UdpWorker {
             .flags(libc::MSG_NOSIGNAL as u32)
             .build()
             .user_data(token::encode(Op::Send, u32::from(bid), 0));
-        self.push(send)?;
+        // SAFETY: the SQE points at reply slot `bid` in `io.mem.slots` and, through it, at
+        // held buffer `bid` in `io.mem.bufs`; the buffer stays held (so the slot unused by
+        // any other send) until this send completes, and `io.mem` is freed only once
+        // nothing is in flight. The kernel holds its own reference to the socket.
+        unsafe { io.push(&send) }?;
         Ok(true)
     }
 
-    fn on_send(&mut self, idx: u32, res: i32) -> Result<()> {
+    fn on_send(&mut self, io: &mut UdpIssuer<'_>, idx: u32, res: i32) -> Result<()> {
         let bid = u16::try_from(idx)
             .map_err(|_| Error::msg(format!("send completion for buffer {idx}")))?;
         if res >= 0 {
+            let len = io
+                .mem
+                .slots
+                .replies
+                .get(usize::from(bid))
+                .map_or(0, |r| r.len);
             bump(&self.ctx.stats.udp_echoes, 1);
-            bump(
-                &self.ctx.stats.udp_bytes,
-                u64::from(self.replies[idx as usize].len),
-            );
+            bump(&self.ctx.stats.udp_bytes, u64::from(len));
         } else {
             bump(&self.ctx.stats.udp_send_errors, 1);
         }
-        self.give_back(bid)
+        give_back(&mut io.mem.bufs, bid)
     }
 
-    fn give_back(&mut self, bid: u16) -> Result<()> {
-        self.bufs
-            .give_back(bid)
-            .map_err(|e| Error::msg(format!("returning UDP buffer {bid}: {e:?}")))
-    }
-
-    fn arm_recv(&mut self) -> Result<()> {
-        let recv =
-            opcode::RecvMsgMulti::new(Fd(self.ctx.socket.as_raw_fd()), &**self.recv_hdr, BGID)
-                .build()
-                .user_data(token::encode(Op::Recv, 0, 0));
-        self.push(recv)?;
-        self.recv_armed = true;
-        Ok(())
-    }
-
-    fn begin_stop(&mut self) {
-        if self.stopping.is_some() {
-            return;
-        }
-        self.stopping = Some(Instant::now());
-        let all = opcode::AsyncCancel2::new(CancelBuilder::any())
+    fn arm_recv(&mut self, io: &mut UdpIssuer<'_>) -> Result<()> {
+        let hdr: *const libc::msghdr = &*io.mem.slots.recv_hdr;
+        let recv = opcode::RecvMsgMulti::new(Fd(self.ctx.socket.as_raw_fd()), hdr, BGID)
             .build()
-            .user_data(token::encode(Op::CancelAll, 0, 0));
-        let _ = self.push(all);
-    }
-
-    /// Queue an SQE (flushing the SQ if it is full) and count it in flight.
-    fn push(&mut self, sqe: squeue::Entry) -> Result<()> {
-        // SAFETY: every pointer an SQE carries is into the buffer ring, `replies` or
-        // `recv_hdr`: boxed or mapped, so they never move, and freed only by Drop, after
-        // the ring, and only if no operation is still in flight (else leaked). The
-        // kernel holds its own references to the socket and the shutdown eventfd.
-        unsafe { self.ring.push_flushing(&sqe) }?;
-        self.inflight += 1;
+            .user_data(token::encode(Op::Recv, 0, 0));
+        // SAFETY: the SQE points at the receive header in `io.mem.slots` (boxed, never
+        // written after set-up) and lets the kernel fill buffers of group BGID, which live
+        // in `io.mem.bufs`; `io.mem` is freed only once nothing is in flight.
+        unsafe { io.push(&recv) }?;
+        self.recv_armed = true;
         Ok(())
     }
 }
 
-impl Drop for UdpWorker {
-    fn drop(&mut self) {
-        // SAFETY: the ring is dropped exactly once, here, before the buffers.
-        unsafe { ManuallyDrop::drop(&mut self.ring) };
-        if self.inflight == 0 {
-            // SAFETY: nothing is in flight, so the kernel holds no pointer into the
-            // buffers, the reply slots or the receive header; each dropped exactly once.
-            unsafe {
-                ManuallyDrop::drop(&mut self.bufs);
-                ManuallyDrop::drop(&mut self.replies);
-                ManuallyDrop::drop(&mut self.recv_hdr);
-            }
-        }
-        // Otherwise an operation that ignored cancellation might still read or write
-        // them: leak all three (the process is stopping) rather than risk it.
-    }
+fn give_back(bufs: &mut BufRing, bid: u16) -> Result<()> {
+    bufs.give_back(bid)
+        .map_err(|e| Error::msg(format!("returning UDP buffer {bid}: {e:?}")))
 }
