@@ -22,7 +22,7 @@ use super::hist::{format_us, Percentiles};
 use super::loadgen::{self, LoadSpec};
 use super::openloop::{self, OpenSpec};
 use super::plan::{format_eta, Phase, Plan, Progress, ServerKind, Step, Work};
-use super::plot::{self, LatencyTag};
+use super::plot::{self, OpenLoop, OpenTag};
 use super::results::{self, BurstRow, LatencyRow, MemoryRow, ThroughputRow};
 use super::servers::{self, Target};
 use super::validity::{self, Judged};
@@ -253,7 +253,7 @@ pub fn run(a: &BenchAllArgs) -> Result<Outcome> {
     )?;
     announce(a, &profile, &targets, &plan);
     let mut progress = Progress::new(&plan);
-    let ctx = Ctx {
+    let ctx = PhaseRunner {
         args: a,
         profile: &profile,
         run_start: Instant::now(),
@@ -542,13 +542,13 @@ pub(super) struct Measured<R> {
 }
 
 /// What every phase needs.
-pub(super) struct Ctx<'a> {
+pub(super) struct PhaseRunner<'a> {
     pub(super) args: &'a BenchAllArgs,
     pub(super) profile: &'a Profile,
     pub(super) run_start: Instant,
 }
 
-impl Ctx<'_> {
+impl PhaseRunner<'_> {
     /// Load threads for a closed-loop point over `conns` connections (or sockets):
     /// `--client-threads`, else one per client CPU, never more than connections.
     pub(super) fn client_threads(&self, conns: usize) -> usize {
@@ -756,7 +756,7 @@ impl Ctx<'_> {
         rate: f64,
     ) -> Result<Measured<LatencyRow>> {
         let p = self.profile;
-        let tag = LatencyTag {
+        let tag = OpenTag {
             fraction: pct,
             rate: rate as u64,
             conns: conns as u64,
@@ -788,7 +788,7 @@ impl Ctx<'_> {
             format_us(row.u_p99_us),
         );
         let logs = open_logs(
-            |kind| tag.tag(kind),
+            |kind| tag.tag(OpenLoop::Tcp, kind),
             (began + p.warmup, p.latency_secs),
             r.corrected,
             r.uncorrected,

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::all::Ctx;
+use super::all::PhaseRunner;
 use super::hist::{format_us, Percentiles};
 use super::loadgen::{self, LoadSpec};
 use super::openloop::{self, OpenSpec};
@@ -200,7 +200,7 @@ impl Measurement {
     }
 }
 
-impl Ctx<'_> {
+impl PhaseRunner<'_> {
     /// One measurement of `pt` against `t` in `round` of `rounds` (`rate`: the open
     /// loop's, 0 for the closed loop), with its progress line; judged.
     pub(super) fn repeat(

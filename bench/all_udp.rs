@@ -5,16 +5,16 @@
 
 use std::time::Duration;
 
-use super::all::{Ctx, Measured};
+use super::all::{Measured, PhaseRunner};
 use super::hist::{format_us, Percentiles};
 use super::hlog;
-use super::plot::{self, UdpLatencyTag};
+use super::plot::{self, OpenLoop, OpenTag};
 use super::results::{self, UdpRow};
 use super::servers::Target;
 use super::udp::{self, UdpResult, UdpSpec};
 use crate::error::Result;
 
-impl Ctx<'_> {
+impl PhaseRunner<'_> {
     /// The UDP closed loop at (sockets, size) against `t`, which serves UDP at `addr`.
     pub(super) fn udp_closed(
         &self,
@@ -71,10 +71,10 @@ impl Ctx<'_> {
         let p = self.profile;
         let rate =
             super::all::fraction_of(reference_rate(closed, sockets as u64, size as u64), pct);
-        let tag = UdpLatencyTag {
+        let tag = OpenTag {
             fraction: pct,
             rate: rate as u64,
-            sockets: sockets as u64,
+            conns: sockets as u64,
             size: size as u64,
         };
         let spec = UdpSpec {
@@ -105,7 +105,7 @@ impl Ctx<'_> {
         );
         let corrected = r.corrected.unwrap_or_else(super::hist::new_histogram);
         let logs = super::all::open_logs(
-            |kind| tag.tag(kind),
+            |kind| tag.tag(OpenLoop::Udp, kind),
             (began + p.udp_warmup, p.udp_secs),
             corrected,
             r.latency,

@@ -998,7 +998,7 @@ mod tests {
         assert_eq!(*ps.last().expect("points"), 99.99);
         assert!(ps.windows(2).all(|w| w[0] < w[1]), "{ps:?}");
         assert!(ps.len() > 30 && ps.len() < 60, "{}", ps.len());
-        assert!(spectrum(&crate::bench::hist::new_histogram()).is_empty());
+        assert!(spectrum(&crate::hist::new_histogram()).is_empty());
     }
 
     #[test]
@@ -1034,9 +1034,9 @@ mod tests {
             let img = image::open(dir.join(f)).expect("decodes");
             assert_eq!((img.width(), img.height()), SIZE);
         }
-        let mut h = crate::bench::hist::new_histogram();
+        let mut h = crate::hist::new_histogram();
         for v in 1..=100_000u64 {
-            crate::bench::hist::record(&mut h, v * 100);
+            crate::hist::record(&mut h, v * 100);
         }
         let mut dashed = Series::new("uring uncorrected", spectrum(&h));
         dashed.dashed = true;

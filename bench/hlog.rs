@@ -89,7 +89,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::hist;
+    use crate::hist;
 
     #[test]
     fn histograms_round_trip_through_the_log() {

@@ -12,8 +12,8 @@
 use std::time::{Duration, Instant};
 
 use super::loadgen;
-use crate::epoll::sys::{self, Epoll};
 use crate::error::{Context, Error, Result};
+use ringecho_sys::epoll::{self as sys, Epoll};
 
 /// The outcome.
 #[derive(Debug, Clone, Copy)]

@@ -17,9 +17,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::gate::Gate;
 use super::{cpu, hist};
-use crate::check::payload_bytes;
-use crate::epoll::sys::{self, Epoll};
 use crate::error::{Context, Error, Result};
+use ringecho_check::payload_bytes;
+use ringecho_sys::epoll::{self as sys, Epoll};
 
 /// The most load threads: each drives many connections, so more than the machine has
 /// CPUs measures the client's scheduler; and far more (tens of thousands) exhausts the

@@ -43,7 +43,7 @@ pub fn environment_warnings(p: &Profile, client_cpus: &[usize]) -> Vec<String> {
     w
 }
 
-/// The UDP receive buffer the servers ask for (`src/net.rs`).
+/// The UDP receive buffer the servers ask for (`src/sys/net.rs`).
 const UDP_RCVBUF_WANTED: u64 = 4 << 20;
 
 fn read_num(path: &str) -> Option<u64> {
@@ -64,7 +64,7 @@ pub fn metadata(targets: &[Target], placement: &str, note: &str) -> String {
         .unwrap_or_else(|| "unknown".into());
     let mut m = format!(
         "kernel: {}\ncpu: {} x {}\n",
-        crate::uring::probe::kernel_release(),
+        ringecho_server::uring::probe::kernel_release(),
         crate::net::online_cpus(),
         cpu_model
     );

@@ -23,9 +23,9 @@ use socket2::Socket;
 
 use super::loadgen::{self, Errors, LoadSpec, Threads, Wire};
 use super::{cpu, hist};
-use crate::check::payload_bytes;
-use crate::epoll::sys::{self, Epoll};
 use crate::error::{Context, Result};
+use ringecho_check::payload_bytes;
+use ringecho_sys::epoll::{self as sys, Epoll};
 
 /// What to run: the closed-loop generator's connections, sizes and timing, plus a rate.
 #[derive(Debug, Clone)]
@@ -154,14 +154,14 @@ struct ThreadOut {
 }
 
 /// What one thread's loop needs at hand.
-struct Ctx<'a> {
+struct ThreadPlan<'a> {
     sched: Schedule,
     msg_len: usize,
     pattern: &'a [u8],
     window: (Instant, Instant),
 }
 
-impl Ctx<'_> {
+impl ThreadPlan<'_> {
     fn msg(&self, c: &Conn) -> &[u8] {
         &self.pattern[c.offset..c.offset + self.msg_len]
     }
@@ -319,7 +319,7 @@ fn drive(
     let ep = Epoll::new().context("creating an epoll instance")?;
     sys::set_timer_slack_ns(1).context("setting the timer slack")?;
     let pattern = payload_bytes(spec.seed ^ thread as u64, spec.size + 256);
-    let ctx = Ctx {
+    let ctx = ThreadPlan {
         sched,
         msg_len: spec.size,
         pattern: &pattern,

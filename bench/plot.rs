@@ -386,31 +386,51 @@ fn draw_burst(dir: &Path, samples: &[BurstRow], note: &str) -> Result<Vec<String
     Ok(written)
 }
 
-/// One open-loop point, parsed from a histogram tag
-/// `latency:c100-s64-r50000-f50:corrected`.
+/// Which open loop a histogram tag is of: TCP (`latency:c100-s64-r50000-f50:corrected`)
+/// or UDP (`udp-latency:s64-b64-r50000-f50:corrected`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenLoop {
+    Tcp,
+    Udp,
+}
+
+impl OpenLoop {
+    /// The tag's prefix, and the letters of its connections (sockets) and size fields.
+    fn spelling(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            OpenLoop::Tcp => ("latency:", "c", "s"),
+            OpenLoop::Udp => ("udp-latency:", "s", "b"),
+        }
+    }
+}
+
+/// One open-loop point, as its histograms' tags name it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct LatencyTag {
+pub struct OpenTag {
     /// Percent of the reference rate (epoll's closed-loop peak at that point).
     pub fraction: u32,
     pub rate: u64,
+    /// Connections (UDP: client sockets).
     pub conns: u64,
+    /// Message (datagram) size, bytes.
     pub size: u64,
 }
 
-impl LatencyTag {
+impl OpenTag {
     /// The tag of this point's `kind` (`corrected` or `uncorrected`) histogram.
-    pub fn tag(&self, kind: &str) -> String {
+    pub fn tag(&self, l: OpenLoop, kind: &str) -> String {
+        let (prefix, c, s) = l.spelling();
         format!(
-            "latency:c{}-s{}-r{}-f{}:{kind}",
+            "{prefix}{c}{}-{s}{}-r{}-f{}:{kind}",
             self.conns, self.size, self.rate, self.fraction
         )
     }
 
-    /// Parse a tag made by [`LatencyTag::tag`]; returns the point and the kind.
-    pub fn parse(tag: &str) -> Option<(LatencyTag, &str)> {
-        let rest = tag.strip_prefix("latency:")?;
-        let (point, kind) = rest.split_once(':')?;
-        let mut t = LatencyTag {
+    /// Parse a tag made by [`OpenTag::tag`] for `l`; returns the point and the kind.
+    pub fn parse(tag: &str, l: OpenLoop) -> Option<(OpenTag, &str)> {
+        let (prefix, c, s) = l.spelling();
+        let (point, kind) = tag.strip_prefix(prefix)?.split_once(':')?;
+        let mut t = OpenTag {
             fraction: 0,
             rate: 0,
             conns: 0,
@@ -418,59 +438,17 @@ impl LatencyTag {
         };
         for part in point.split('-') {
             let (k, v) = part.split_at_checked(1)?;
-            match k {
-                "c" => t.conns = v.parse().ok()?,
-                "s" => t.size = v.parse().ok()?,
-                "r" => t.rate = v.parse().ok()?,
-                "f" => t.fraction = v.parse().ok()?,
+            let field = match k {
+                "r" => &mut t.rate,
+                _ if k == c => &mut t.conns,
+                _ if k == s => &mut t.size,
+                "f" => {
+                    t.fraction = v.parse().ok()?;
+                    continue;
+                }
                 _ => return None,
-            }
-        }
-        Some((t, kind))
-    }
-}
-
-/// One open-loop UDP point, parsed from a histogram tag
-/// `udp-latency:s64-b64-r50000-f50:corrected`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct UdpLatencyTag {
-    /// Percent of the reference rate (epoll's UDP closed-loop peak at that point).
-    pub fraction: u32,
-    pub rate: u64,
-    /// Client sockets.
-    pub sockets: u64,
-    /// Datagram size, bytes.
-    pub size: u64,
-}
-
-impl UdpLatencyTag {
-    /// The tag of this point's `kind` (`corrected` or `uncorrected`) histogram.
-    pub fn tag(&self, kind: &str) -> String {
-        format!(
-            "udp-latency:s{}-b{}-r{}-f{}:{kind}",
-            self.sockets, self.size, self.rate, self.fraction
-        )
-    }
-
-    /// Parse a tag made by [`UdpLatencyTag::tag`]; returns the point and the kind.
-    pub fn parse(tag: &str) -> Option<(UdpLatencyTag, &str)> {
-        let rest = tag.strip_prefix("udp-latency:")?;
-        let (point, kind) = rest.split_once(':')?;
-        let mut t = UdpLatencyTag {
-            fraction: 0,
-            rate: 0,
-            sockets: 0,
-            size: 0,
-        };
-        for part in point.split('-') {
-            let (k, v) = part.split_at_checked(1)?;
-            match k {
-                "s" => t.sockets = v.parse().ok()?,
-                "b" => t.size = v.parse().ok()?,
-                "r" => t.rate = v.parse().ok()?,
-                "f" => t.fraction = v.parse().ok()?,
-                _ => return None,
-            }
+            };
+            *field = v.parse().ok()?;
         }
         Some((t, kind))
     }
@@ -497,8 +475,8 @@ pub struct OpenData<'a> {
 /// (dashed) latency; lines of flagged rows pale with the reason in the notes, UDP loss
 /// in the legend, repeated rounds' p50 and p99 spread as whiskers.
 fn draw_spectra(dir: &Path, hist_dir: &Path, note: &str, data: &OpenData) -> Result<Vec<String>> {
-    let mut tcp: BTreeMap<LatencyTag, Vec<Line>> = BTreeMap::new();
-    let mut udp: BTreeMap<UdpLatencyTag, Vec<Line>> = BTreeMap::new();
+    let mut tcp: BTreeMap<OpenTag, Vec<Line>> = BTreeMap::new();
+    let mut udp: BTreeMap<OpenTag, Vec<Line>> = BTreeMap::new();
     let mut files: Vec<_> = std::fs::read_dir(hist_dir)
         .with_context(|| format!("listing {}", hist_dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -511,11 +489,11 @@ fn draw_spectra(dir: &Path, hist_dir: &Path, note: &str, data: &OpenData) -> Res
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         for e in hlog::read(&path)? {
-            if let Some((point, kind)) = LatencyTag::parse(&e.tag) {
+            if let Some((point, kind)) = OpenTag::parse(&e.tag, OpenLoop::Tcp) {
                 tcp.entry(point)
                     .or_default()
                     .push((server.clone(), kind.to_string(), e.hist));
-            } else if let Some((point, kind)) = UdpLatencyTag::parse(&e.tag) {
+            } else if let Some((point, kind)) = OpenTag::parse(&e.tag, OpenLoop::Udp) {
                 udp.entry(point)
                     .or_default()
                     .push((server.clone(), kind.to_string(), e.hist));
@@ -599,17 +577,14 @@ fn draw_spectra(dir: &Path, hist_dir: &Path, note: &str, data: &OpenData) -> Res
             p.rate,
             p.fraction,
             results::rate_reference(lines.iter().map(|l| l.0.as_str())),
-            p.sockets,
+            p.conns,
             p.size
         );
         let mine: Vec<&UdpRow> = data
             .udp
             .iter()
             .filter(|r| {
-                r.is_open()
-                    && r.sockets == p.sockets
-                    && r.size == p.size
-                    && r.fraction == p.fraction
+                r.is_open() && r.sockets == p.conns && r.size == p.size && r.fraction == p.fraction
             })
             .collect();
         let mut notes = Vec::new();
@@ -694,37 +669,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn latency_tags_round_trip() {
-        let t = LatencyTag {
+    fn open_loop_tags_round_trip_and_stay_apart() {
+        let t = OpenTag {
             fraction: 50,
             rate: 48000,
             conns: 100,
             size: 64,
         };
-        let tag = t.tag("corrected");
-        assert_eq!(tag, "latency:c100-s64-r48000-f50:corrected");
-        assert_eq!(LatencyTag::parse(&tag), Some((t, "corrected")));
-        assert_eq!(LatencyTag::parse("throughput:c1-s64"), None);
-        assert_eq!(LatencyTag::parse("latency:c1-x2:corrected"), None);
-    }
-
-    #[test]
-    fn udp_latency_tags_round_trip_and_stay_apart_from_tcp_ones() {
-        let t = UdpLatencyTag {
-            fraction: 25,
-            rate: 40000,
-            sockets: 64,
-            size: 64,
-        };
-        let tag = t.tag("uncorrected");
-        assert_eq!(tag, "udp-latency:s64-b64-r40000-f25:uncorrected");
-        assert_eq!(UdpLatencyTag::parse(&tag), Some((t, "uncorrected")));
-        assert_eq!(LatencyTag::parse(&tag), None);
+        let tcp = t.tag(OpenLoop::Tcp, "corrected");
+        assert_eq!(tcp, "latency:c100-s64-r48000-f50:corrected");
         assert_eq!(
-            UdpLatencyTag::parse("latency:c100-s64-r1-f1:corrected"),
+            OpenTag::parse(&tcp, OpenLoop::Tcp),
+            Some((t.clone(), "corrected"))
+        );
+        let udp = t.tag(OpenLoop::Udp, "uncorrected");
+        assert_eq!(udp, "udp-latency:s100-b64-r48000-f50:uncorrected");
+        assert_eq!(
+            OpenTag::parse(&udp, OpenLoop::Udp),
+            Some((t, "uncorrected"))
+        );
+        assert_eq!(OpenTag::parse(&udp, OpenLoop::Tcp), None);
+        assert_eq!(OpenTag::parse(&tcp, OpenLoop::Udp), None);
+        assert_eq!(OpenTag::parse("throughput:c1-s64", OpenLoop::Tcp), None);
+        assert_eq!(
+            OpenTag::parse("latency:c1-x2:corrected", OpenLoop::Tcp),
             None
         );
-        assert_eq!(UdpLatencyTag::parse(&udp_tag(64, 1472)), None);
+        assert_eq!(OpenTag::parse(&udp_tag(64, 1472), OpenLoop::Udp), None);
         assert_eq!(udp_tag(1, 64), "udp:s1-b64");
     }
 
@@ -809,10 +780,10 @@ machine_us_per_echo,client_us_per_echo,server_us_per_echo,client_cpu_pct,lag_p99
             + &udp_line("uring", true, 64, 10000, 9675)
             + &udp_line("epoll", true, 64, 10000, 10000);
         std::fs::write(dir.join(export::UDP_CSV), udp).expect("write");
-        let point = UdpLatencyTag {
+        let point = OpenTag {
             fraction: 75,
             rate: 50000,
-            sockets: 64,
+            conns: 64,
             size: 64,
         };
         let mut back = hist::new_histogram();
@@ -820,7 +791,7 @@ machine_us_per_echo,client_us_per_echo,server_us_per_echo,client_cpu_pct,lag_p99
             hist::record(&mut back, v * 10_000);
         }
         let entry = |kind: &str, h: &Histogram<u64>| hlog::Entry {
-            tag: point.tag(kind),
+            tag: point.tag(OpenLoop::Udp, kind),
             start: std::time::Duration::ZERO,
             length: std::time::Duration::from_secs(1),
             hist: h.clone(),

@@ -1,7 +1,7 @@
 //! UDP load generator, the echobench way: many client sockets, each bound to its own
 //! ephemeral source port (so a NIC's or `SO_REUSEPORT`'s hash spreads them over receive
 //! queues and server workers), driven by a few threads, each with one epoll instance,
-//! sending and receiving in batches (`sendmmsg`/`recvmmsg`, see `udp_sys.rs`).
+//! sending and receiving in batches (`sendmmsg`/`recvmmsg`, see `ringecho_sys::mmsg`).
 //!
 //! Two modes share everything but the sending rule:
 //!
@@ -37,11 +37,11 @@ use socket2::{Domain, Protocol, Socket, Type};
 use super::loadgen::Threads;
 use super::openloop::{Schedule, SPIN};
 use super::udp_seq::{self, Echo, Tracker, HEAD};
-use super::udp_sys::{self, RecvBatch, SendBatch};
 use super::{cpu, hist};
-use crate::check::payload_bytes;
-use crate::epoll::sys::{self, Epoll};
 use crate::error::{Context, Result};
+use ringecho_check::payload_bytes;
+use ringecho_sys::epoll::{self as sys, Epoll};
+use ringecho_sys::mmsg::{self, MsgVec, SendBatch};
 
 /// Datagrams per `sendmmsg`/`recvmmsg`.
 const BATCH: usize = 32;
@@ -255,7 +255,7 @@ struct ThreadOut {
 }
 
 /// What one thread's loop needs at hand. Times are ns from `epoch`.
-struct Ctx<'a> {
+struct ThreadPlan<'a> {
     epoch: Instant,
     /// The measured window, ns.
     window: (u64, u64),
@@ -265,7 +265,7 @@ struct Ctx<'a> {
     open: bool,
 }
 
-impl Ctx<'_> {
+impl ThreadPlan<'_> {
     fn ns(&self, t: Instant) -> u64 {
         t.saturating_duration_since(self.epoch)
             .as_nanos()
@@ -303,7 +303,7 @@ impl Ctx<'_> {
         let body = &self.pattern[c.offset..c.offset + self.body_len];
         let k = match batch.send(c.sock.as_fd(), &heads[..n], body) {
             Ok(k) => k,
-            Err(e) if udp_sys::transient(&e) => 0,
+            Err(e) if mmsg::transient(&e) => 0,
             Err(_) => {
                 out.io_errors += 1;
                 0
@@ -328,11 +328,11 @@ impl Ctx<'_> {
     }
 
     /// Take every echo waiting on `c` (a few batches at most) and account for each.
-    fn receive(&self, c: &mut Client, batch: &mut RecvBatch, out: &mut ThreadOut) {
+    fn receive(&self, c: &mut Client, batch: &mut MsgVec, out: &mut ThreadOut) {
         for _ in 0..BATCHES_PER_WAKE {
             let n = match batch.recv(c.sock.as_fd()) {
                 Ok(n) => n,
-                Err(e) if udp_sys::transient(&e) => continue,
+                Err(e) if mmsg::transient(&e) => continue,
                 Err(_) => {
                     out.io_errors += 1;
                     return;
@@ -343,7 +343,8 @@ impl Ctx<'_> {
             }
             let now = self.now();
             for i in 0..n {
-                let (dgram, truncated) = batch.get(i);
+                let d = batch.slot(i);
+                let (dgram, truncated) = (d.payload, d.truncated);
                 let seq = match udp_seq::check(dgram, c.id, self.tag, self.body(c)) {
                     Some(seq) if !truncated => seq,
                     _ => {
@@ -408,7 +409,7 @@ fn client_socket(addr: SocketAddr) -> io::Result<Socket> {
             .local_addr()?
             .as_socket()
             .map_or(0, |a: SocketAddr| a.port());
-        if !crate::udp::guard::REFLECTING_PORTS.contains(&port) {
+        if !ringecho_server::udp::guard::REFLECTING_PORTS.contains(&port) {
             return Ok(s);
         }
     }
@@ -450,7 +451,7 @@ fn drive(
     }
     let pattern = payload_bytes(spec.seed ^ thread as u64, spec.size - HEAD + 256);
     let epoch = start;
-    let ctx = Ctx {
+    let ctx = ThreadPlan {
         epoch,
         window: (
             window.0.duration_since(epoch).as_nanos() as u64,
@@ -490,7 +491,7 @@ fn drive(
         heads: vec![[0u8; HEAD]; BATCH],
         dues: vec![0u64; BATCH],
         send: SendBatch::new(BATCH),
-        recv: RecvBatch::new(BATCH, spec.size + 1),
+        recv: MsgVec::new(BATCH, spec.size + 1),
     };
     let cpu = match spec.rate {
         None => closed_loop(spec, &ctx, &ep, &mut clients, &mut io, &mut out)?,
@@ -510,7 +511,7 @@ struct Io {
     heads: Vec<[u8; HEAD]>,
     dues: Vec<u64>,
     send: SendBatch,
-    recv: RecvBatch,
+    recv: MsgVec,
 }
 
 /// Tracks the thread's CPU from the window's start to its end.
@@ -538,7 +539,7 @@ impl CpuWindow {
 /// Keep `window` datagrams in flight on every socket until the window closes.
 fn closed_loop(
     spec: &UdpSpec,
-    ctx: &Ctx,
+    ctx: &ThreadPlan,
     ep: &Epoll,
     clients: &mut [Client],
     io: &mut Io,
@@ -586,7 +587,14 @@ fn closed_loop(
 }
 
 /// Top `c` up to the window (as far as its tracker has room), in batches.
-fn refill(spec: &UdpSpec, ctx: &Ctx, c: &mut Client, now: u64, io: &mut Io, out: &mut ThreadOut) {
+fn refill(
+    spec: &UdpSpec,
+    ctx: &ThreadPlan,
+    c: &mut Client,
+    now: u64,
+    io: &mut Io,
+    out: &mut ThreadOut,
+) {
     loop {
         let want = spec
             .window
@@ -607,7 +615,7 @@ fn refill(spec: &UdpSpec, ctx: &Ctx, c: &mut Client, now: u64, io: &mut Io, out:
 /// Send on the schedule until the window closes, then drain.
 fn open_loop(
     spec: &UdpSpec,
-    ctx: &Ctx,
+    ctx: &ThreadPlan,
     sched: Schedule,
     ep: &Epoll,
     clients: &mut [Client],

@@ -4,10 +4,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use ringecho::bench::all::BenchAllArgs;
-use ringecho::bench::BenchArgs;
-use ringecho::check::CheckArgs;
-use ringecho::config::ServeConfig;
+use ringecho_bench::all::BenchAllArgs;
+use ringecho_bench::BenchArgs;
+use ringecho_check::CheckArgs;
+use ringecho_server::config::ServeConfig;
 
 /// An io_uring echo server (RFC 862), its epoll baseline, and a conformance checker.
 #[derive(Parser)]
@@ -49,20 +49,20 @@ fn main() -> ExitCode {
                 eprintln!("ringecho: {e}");
                 return ExitCode::from(2);
             }
-            ringecho::server::serve(cfg).map(|()| true)
+            ringecho_server::server::serve(cfg).map(|()| true)
         }
-        Command::Check(args) => ringecho::check::run(&args),
-        Command::Bench(args) => ringecho::bench::run(&args),
+        Command::Check(args) => ringecho_check::run(&args),
+        Command::Bench(args) => ringecho_bench::run(&args),
         Command::BenchAll(args) => {
-            use ringecho::bench::all::Outcome;
-            match ringecho::bench::all::run(&args) {
+            use ringecho_bench::all::Outcome;
+            match ringecho_bench::all::run(&args) {
                 // As a shell reports a job stopped by SIGINT.
                 Ok(Outcome::Interrupted) => return ExitCode::from(130),
                 Ok(o) => Ok(o == Outcome::Passed),
                 Err(e) => Err(e),
             }
         }
-        Command::Plot { dir } => ringecho::bench::plot::plot(&dir),
+        Command::Plot { dir } => ringecho_bench::plot::plot(&dir),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

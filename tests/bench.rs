@@ -11,13 +11,23 @@ use std::time::{Duration, Instant};
 
 use common::{bin, run_bounded, Server};
 
-fn bench(addr: SocketAddr, extra: &[&str]) -> Output {
+/// `ringecho bench WORKLOAD ADDR` with a short window (`timing`), then `extra`.
+fn bench_run(workload: &str, addr: SocketAddr, timing: &[&str], extra: &[&str]) -> Output {
     run_bounded(
         Command::new(bin())
-            .args(["bench", "throughput", &addr.to_string()])
-            .args(["--secs", "1", "--warmup", "0.5"])
+            .args(["bench", workload, &addr.to_string()])
+            .args(timing)
             .args(extra),
         Duration::from_secs(60),
+    )
+}
+
+fn bench(addr: SocketAddr, extra: &[&str]) -> Output {
+    bench_run(
+        "throughput",
+        addr,
+        &["--secs", "1", "--warmup", "0.5"],
+        extra,
     )
 }
 
@@ -170,13 +180,7 @@ fn burst_releases_every_thread_and_checks_the_echo() {
 }
 
 fn latency(addr: SocketAddr, extra: &[&str]) -> Output {
-    run_bounded(
-        Command::new(bin())
-            .args(["bench", "latency", &addr.to_string()])
-            .args(["--secs", "1", "--warmup", "0.3"])
-            .args(extra),
-        Duration::from_secs(60),
-    )
+    bench_run("latency", addr, &["--secs", "1", "--warmup", "0.3"], extra)
 }
 
 #[test]
@@ -310,13 +314,8 @@ fn bad_arguments_are_one_line_errors() {
 }
 
 fn udp_bench(addr: SocketAddr, extra: &[&str]) -> Output {
-    run_bounded(
-        Command::new(bin())
-            .args(["bench", "udp", &addr.to_string()])
-            .args(["--secs", "1", "--warmup", "0.3", "--threads", "1"])
-            .args(extra),
-        Duration::from_secs(60),
-    )
+    let timing = ["--secs", "1", "--warmup", "0.3", "--threads", "1"];
+    bench_run("udp", addr, &timing, extra)
 }
 
 /// The number just before the first `after` in `text` ("12 lost (" with after = " lost (").

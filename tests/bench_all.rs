@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{bin, run_bounded};
-use ringecho::bench::export::Results;
+use ringecho_bench::export::Results;
 
 /// A fresh scratch directory for one test.
 fn scratch(what: &str) -> std::path::PathBuf {
@@ -160,8 +160,8 @@ fn bench_all_quick_writes_csv_charts_summary_and_plot_redraws() {
     // Histograms: one log per server, every point in it, and they decode.
     for server in ["uring", "epoll"] {
         let path = out.join("histograms").join(format!("{server}.hlog"));
-        let entries = ringecho::bench::hlog::read(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let entries =
+            ringecho_bench::hlog::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let tags: Vec<&str> = entries.iter().map(|e| e.tag.as_str()).collect();
         assert_eq!(entries.len(), 6 + 2 + 1 + 4 + 2, "{server}: {tags:?}");
         assert!(tags.contains(&"udp:s64-b1472"), "{tags:?}");
@@ -394,7 +394,7 @@ fn bench_all_measures_an_outside_server_beside_epoll_and_stops_it() {
         "{row:?}"
     );
     // Charts: ext's line in its own colour beside epoll's; uring, left out, has none.
-    use ringecho::bench::chart::server_rgb;
+    use ringecho_bench::chart::server_rgb;
     for png in [
         "throughput_64B.png",
         "udp_pps_64B.png",
@@ -513,11 +513,11 @@ fn bench_all_without_epoll_claims_no_ratios_and_skips_udp_for_a_tcp_only_server(
     let path = out.join("throughput_64B.png");
     assert!(has_color(
         &path,
-        ringecho::bench::chart::server_rgb("pyecho")
+        ringecho_bench::chart::server_rgb("pyecho")
     ));
     assert!(!has_color(
         &path,
-        ringecho::bench::chart::server_rgb("epoll")
+        ringecho_bench::chart::server_rgb("epoll")
     ));
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use ringecho::epoll::sys::{self, Epoll};
+use ringecho_sys::epoll::{self as sys, Epoll};
 use socket2::{Domain, Socket, Type};
 
 use common::check;

@@ -17,7 +17,7 @@ use common::netns::Netns;
 use common::{each_engine, Server, ENGINES};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-/// The loop breaker's window (src/udp/loops.rs), and a pace safely outside it.
+/// The loop breaker's window (src/server/udp/loops.rs), and a pace safely outside it.
 const WINDOW: Duration = Duration::from_millis(200);
 const SLOW: Duration = Duration::from_millis(300);
 

@@ -12,7 +12,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use super::cases::{need_descriptors, read_checked, Ctx, Wait};
 use super::payload::{first_mismatch, Rng};
 use super::Outcome;
-use crate::epoll::sys::{self, Epoll};
+use ringecho_sys::epoll::{self as sys, Epoll};
 
 /// The receive buffer every non-reader asks for: small, so the server's echo backs up
 /// into the server rather than into the client's kernel. (The kernel doubles it and

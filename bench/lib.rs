@@ -1,5 +1,6 @@
-//! `ringecho bench`: load generators, latency histograms and CPU accounting for comparing
-//! echo servers. See `bench/README.md` for what exists and what is still to come.
+//! ringecho's benchmark harness: `ringecho bench` (the load generators, one workload at a
+//! time), `ringecho bench-all` (every server side by side: run, export, output) and
+//! `ringecho plot`. `bench/README.md` lists what each file holds.
 
 pub mod all;
 pub mod all_repeat;
@@ -22,7 +23,6 @@ pub mod servers;
 pub mod stop;
 pub mod udp;
 pub mod udp_seq;
-pub mod udp_sys;
 pub mod validity;
 
 use std::time::Duration;
@@ -30,7 +30,10 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use crate::error::{Error, Result};
+
 use hist::Percentiles;
+/// The syscall boundary's modules, under the names this crate's code uses.
+pub use ringecho_sys::{bail, error, net, shutdown};
 use validity::Judged;
 
 /// `ringecho bench` flags.
@@ -75,30 +78,14 @@ pub struct UdpArgs {
     /// Open loop: datagrams per second, all sockets together.
     #[arg(long)]
     pub rate: Option<f64>,
-    /// Measured seconds.
-    #[arg(long, default_value_t = 5.0)]
-    pub secs: f64,
-    /// Warm-up seconds before measuring.
-    #[arg(long, default_value_t = 1.0)]
-    pub warmup: f64,
-    /// Load threads.
-    #[arg(long, default_value_t = 2)]
-    pub threads: usize,
-    /// CPUs to pin the load threads to, comma-separated; keep them off the server's.
-    #[arg(long, value_delimiter = ',')]
-    pub cpus: Vec<usize>,
-    /// The server's pid, to report its CPU time too.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    #[command(flatten)]
+    pub run: RunArgs,
     /// Seconds after which a datagram not echoed counts as lost.
     #[arg(long, default_value_t = udp::TIMEOUT_SECS)]
     pub timeout: f64,
     /// Loss (percent of the datagrams counted) above which the run fails.
     #[arg(long, default_value_t = udp::MAX_LOSS_PCT)]
     pub max_loss: f64,
-    /// Payload seed.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
 }
 
 /// Closed-loop datagrams in flight per socket when `--window` is not given.
@@ -132,7 +119,7 @@ impl UdpArgs {
                 crate::bail!("--rate must be between 1 and 100000000 datagrams per second");
             }
         }
-        if !(1..=64).contains(&self.threads) {
+        if !(1..=64).contains(&self.run.threads) {
             crate::bail!("--threads must be between 1 and 64");
         }
         if !(self.timeout.is_finite() && (0.001..=60.0).contains(&self.timeout)) {
@@ -141,24 +128,21 @@ impl UdpArgs {
         if !(self.max_loss.is_finite() && (0.0..=100.0).contains(&self.max_loss)) {
             crate::bail!("--max-loss must be between 0 and 100 percent");
         }
-        let spec = udp::UdpSpec {
+        let (warmup, duration) = self.run.window()?;
+        Ok(udp::UdpSpec {
             addr: crate::net::resolve(&self.addr)?,
             sockets: self.sockets,
             size: self.size,
             window,
             rate: self.rate,
             timeout: Duration::from_secs_f64(self.timeout),
-            warmup: secs_arg("warmup", self.warmup)?,
-            duration: secs_arg("secs", self.secs)?,
-            threads: self.threads,
-            cpus: self.cpus.clone(),
-            seed: self.seed,
-            server_pid: self.server_pid,
-        };
-        if spec.duration.is_zero() {
-            crate::bail!("--secs must be more than 0");
-        }
-        Ok(spec)
+            warmup,
+            duration,
+            threads: self.run.threads,
+            cpus: self.run.cpus.clone(),
+            seed: self.run.seed,
+            server_pid: self.run.server_pid,
+        })
     }
 }
 
@@ -225,13 +209,21 @@ pub struct LoadArgs {
     /// Message size in bytes.
     #[arg(long, default_value_t = 64)]
     pub size: usize,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// The flags every load generator shares: how long, from how many threads where, and
+/// whose CPU to report.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
     /// Measured seconds.
     #[arg(long, default_value_t = 5.0)]
     pub secs: f64,
     /// Warm-up seconds before measuring (connections are made then).
     #[arg(long, default_value_t = 1.0)]
     pub warmup: f64,
-    /// Load threads (at most 1024).
+    /// Load threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
     /// CPUs to pin the load threads to, comma-separated (e.g. `1` or `2,3`); keep them off
@@ -246,23 +238,35 @@ pub struct LoadArgs {
     pub seed: u64,
 }
 
+impl RunArgs {
+    /// The warm-up and the measured window, checked (the window is never empty).
+    fn window(&self) -> Result<(Duration, Duration)> {
+        let w = (
+            secs_arg("warmup", self.warmup)?,
+            secs_arg("secs", self.secs)?,
+        );
+        if w.1.is_zero() {
+            crate::bail!("--secs must be more than 0");
+        }
+        Ok(w)
+    }
+}
+
 impl LoadArgs {
     /// The validated load description.
     fn spec(&self) -> Result<loadgen::LoadSpec> {
+        let (warmup, duration) = self.run.window()?;
         let spec = loadgen::LoadSpec {
             addr: crate::net::resolve(&self.addr)?,
             conns: self.conns,
             size: self.size,
-            warmup: secs_arg("warmup", self.warmup)?,
-            duration: secs_arg("secs", self.secs)?,
-            threads: self.threads,
-            cpus: self.cpus.clone(),
-            seed: self.seed,
-            server_pid: self.server_pid,
+            warmup,
+            duration,
+            threads: self.run.threads,
+            cpus: self.run.cpus.clone(),
+            seed: self.run.seed,
+            server_pid: self.run.server_pid,
         };
-        if spec.duration.is_zero() {
-            crate::bail!("--secs must be more than 0");
-        }
         if !(1..=loadgen::MAX_THREADS).contains(&spec.threads) {
             crate::bail!("--threads must be between 1 and {}", loadgen::MAX_THREADS);
         }

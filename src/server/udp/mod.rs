@@ -11,11 +11,11 @@
 //! make us send.
 
 pub mod guard;
-pub mod ifaddrs;
 pub mod limiter;
 pub mod loops;
-pub mod pktinfo;
-pub mod sockaddr;
+
+/// The cmsg, sockaddr and interface-address code lives at the syscall boundary.
+pub use ringecho_sys::{ifaddrs, pktinfo, sockaddr};
 
 /// Largest UDP payload over IPv6 (65,535 minus the 8-byte UDP header); IPv4's is 65,507.
 pub const MAX_DATAGRAM: usize = 65_527;

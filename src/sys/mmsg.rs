@@ -1,12 +1,17 @@
-//! The UDP load generator's syscall boundary: batched `sendmmsg` and `recvmmsg` on
-//! connected, non-blocking UDP sockets. Every `unsafe` block of the UDP load generator
-//! lives here; callers see `io::Result` and borrowed descriptors and slices.
+//! Batched datagram I/O, the one `sendmmsg`/`recvmmsg` wrapper: [`MsgVec`] receives a
+//! batch with each datagram's sender and control messages and sends replies from the same
+//! slots (the epoll server's UDP worker; the UDP load generator receives with it too), and
+//! [`SendBatch`] sends datagrams made of a head and a shared body (the load generator).
+//! Callers see `io::Result` and borrowed descriptors and slices.
 //!
 //! Both batches allocate their headers (and the receive side its buffers) once; nothing
 //! is allocated per datagram.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
+
+use crate::pktinfo::CONTROL_LEN;
+use crate::sockaddr::NAME_LEN;
 
 /// Outgoing datagrams, each a short head followed by one shared body, sent with one
 /// `sendmmsg`: the body is never copied (every datagram's second iovec points at it).
@@ -86,87 +91,169 @@ impl SendBatch {
     }
 }
 
-/// Incoming datagrams: `n` buffers of `buf_size` bytes each, filled by one `recvmmsg`.
-/// The headers point into the batch's own storage (boxed slices: moving the batch moves
-/// no byte they point to), so every pointer handed to the kernel is valid by
-/// construction.
-pub struct RecvBatch {
+/// Batched datagram I/O (`recvmmsg`/`sendmmsg`) over storage it owns: `n` slots, each a
+/// payload buffer, an address and a control buffer. The kernel headers point into that
+/// storage, which is allocated once (boxed slices: moving a `MsgVec` moves no byte they
+/// point to) and lives as long as the headers, so every pointer handed to the kernel is
+/// valid by construction.
+pub struct MsgVec {
     hdrs: Box<[libc::mmsghdr]>,
     iovs: Box<[libc::iovec]>,
     bufs: Box<[u8]>,
+    names: Box<[[u8; NAME_LEN]]>,
+    controls: Box<[[u8; CONTROL_LEN]]>,
     buf_size: usize,
+    /// Headers of the replies queued for the next `send`.
+    out: Box<[libc::mmsghdr]>,
+    queued: usize,
 }
 
-impl RecvBatch {
-    /// `n` datagrams of up to `buf_size` bytes per call (a longer one is cut short and
-    /// flagged truncated).
-    pub fn new(n: usize, buf_size: usize) -> RecvBatch {
+/// One received datagram, as `MsgVec::slot` shows it.
+pub struct Datagram<'a> {
+    /// The payload (the part that fit the buffer).
+    pub payload: &'a [u8],
+    /// The datagram did not fit: its payload here is cut short.
+    pub truncated: bool,
+    /// The sender's address bytes (`sockaddr_in`/`sockaddr_in6`).
+    pub name: &'a [u8],
+    /// The control messages (pktinfo), if asked for.
+    pub control: &'a [u8],
+}
+
+impl MsgVec {
+    /// `n` slots of `buf_size` bytes each (at least one of one byte); a longer datagram
+    /// is cut short and flagged truncated.
+    pub fn new(n: usize, buf_size: usize) -> MsgVec {
         let (n, buf_size) = (n.max(1), buf_size.max(1));
-        // SAFETY: mmsghdr and iovec are plain C structs for which all-zero is valid.
+        // SAFETY: mmsghdr and iovec are plain C structs for which all-zero is valid
+        // (null pointers, zero lengths).
         let zero_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
         // SAFETY: as above.
         let zero_iov: libc::iovec = unsafe { std::mem::zeroed() };
-        let mut b = RecvBatch {
+        let mut m = MsgVec {
             hdrs: vec![zero_hdr; n].into_boxed_slice(),
             iovs: vec![zero_iov; n].into_boxed_slice(),
             bufs: vec![0u8; n * buf_size].into_boxed_slice(),
+            names: vec![[0u8; NAME_LEN]; n].into_boxed_slice(),
+            controls: vec![[0u8; CONTROL_LEN]; n].into_boxed_slice(),
             buf_size,
+            out: vec![zero_hdr; n].into_boxed_slice(),
+            queued: 0,
         };
         for i in 0..n {
-            b.iovs[i].iov_base = b.bufs[i * buf_size..].as_mut_ptr().cast();
-            b.iovs[i].iov_len = buf_size;
-            let h = &mut b.hdrs[i].msg_hdr;
-            h.msg_iov = &mut b.iovs[i];
+            m.iovs[i].iov_base = m.bufs[i * buf_size..].as_mut_ptr().cast();
+            m.iovs[i].iov_len = buf_size;
+            let h = &mut m.hdrs[i].msg_hdr;
+            h.msg_iov = &mut m.iovs[i];
             h.msg_iovlen = 1;
+            h.msg_name = m.names[i].as_mut_ptr().cast();
+            h.msg_control = m.controls[i].as_mut_ptr().cast();
         }
-        b
+        m
     }
 
-    /// Datagrams one call can receive.
+    /// Datagrams one `recv` can take.
     pub fn capacity(&self) -> usize {
         self.hdrs.len()
     }
 
-    /// Receive up to `capacity` datagrams without blocking; `Ok(0)` when none is waiting.
+    /// Receive up to `capacity` datagrams without blocking; Ok(0) when none is waiting.
     pub fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
-        for h in self.hdrs.iter_mut() {
-            h.msg_hdr.msg_name = std::ptr::null_mut();
-            h.msg_hdr.msg_namelen = 0;
-            h.msg_hdr.msg_control = std::ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
+        for (h, iov) in self.hdrs.iter_mut().zip(self.iovs.iter_mut()) {
+            iov.iov_len = self.buf_size;
+            h.msg_hdr.msg_namelen = NAME_LEN as libc::socklen_t;
+            h.msg_hdr.msg_controllen = CONTROL_LEN as _;
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
         }
-        // SAFETY: every header points at its own iovec, which points into this batch's
-        // buffers with `buf_size` bytes of room (see the type's invariant); the kernel
-        // writes at most that much per datagram, and a null timeout means none.
-        let rc = unsafe {
+        // SAFETY: every header points into this MsgVec's own storage with the lengths set
+        // just above (see the type's invariant); the kernel writes at most those lengths.
+        let n = unsafe {
             libc::recvmmsg(
                 fd.as_raw_fd(),
                 self.hdrs.as_mut_ptr(),
-                self.hdrs.len() as libc::c_uint,
+                self.hdrs.len() as u32,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
             )
         };
-        match cvt(rc) {
-            Ok(k) => Ok(k as usize),
+        match cvt(n) {
+            Ok(n) => Ok(n as usize),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
             Err(e) => Err(e),
         }
     }
 
-    /// Datagram `i` of the last `recv` (which returned more than `i`), and whether it was
-    /// longer than the buffer.
-    pub fn get(&self, i: usize) -> (&[u8], bool) {
+    /// Received datagram `i` (after `recv` returned more than `i`).
+    pub fn slot(&self, i: usize) -> Datagram<'_> {
         let h = &self.hdrs[i];
         let len = (h.msg_len as usize).min(self.buf_size);
-        let at = i * self.buf_size;
-        (
-            &self.bufs[at..at + len],
-            h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
-        )
+        let namelen = (h.msg_hdr.msg_namelen as usize).min(NAME_LEN);
+        #[allow(clippy::unnecessary_cast)] // socklen_t on some libcs, usize on glibc
+        let ctrlen = (h.msg_hdr.msg_controllen as usize).min(CONTROL_LEN);
+        Datagram {
+            payload: &self.bufs[i * self.buf_size..i * self.buf_size + len],
+            truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+            name: &self.names[i][..namelen],
+            control: &self.controls[i][..ctrlen],
+        }
+    }
+
+    /// Queue datagram `i` to go back to its sender, from `local` if given (the control
+    /// message built by `pktinfo::build`, else the socket's own address).
+    pub fn queue_reply(&mut self, i: usize, local: Option<crate::pktinfo::Local>) {
+        let len = (self.hdrs[i].msg_len as usize).min(self.buf_size);
+        self.iovs[i].iov_len = len;
+        let mut h = self.hdrs[i];
+        h.msg_hdr.msg_flags = 0;
+        match local {
+            Some(l) => {
+                h.msg_hdr.msg_controllen = crate::pktinfo::build(l, &mut self.controls[i]) as _;
+            }
+            None => {
+                h.msg_hdr.msg_control = std::ptr::null_mut();
+                h.msg_hdr.msg_controllen = 0;
+            }
+        }
+        self.out[self.queued] = h;
+        self.queued += 1;
+    }
+
+    /// Replies queued and not yet sent.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// Send every queued reply (as many `sendmmsg` calls as it takes); returns how many
+    /// the kernel refused (a full send buffer: UDP may drop, and we count it).
+    pub fn send_replies(&mut self, fd: BorrowedFd<'_>) -> u64 {
+        let mut at = 0;
+        let mut refused = 0u64;
+        while at < self.queued {
+            // SAFETY: the queued headers are copies of this MsgVec's headers, pointing into
+            // its storage with the lengths `queue_reply` set (see the type's invariant).
+            let n = unsafe {
+                libc::sendmmsg(
+                    fd.as_raw_fd(),
+                    self.out[at..].as_mut_ptr(),
+                    (self.queued - at) as u32,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            match cvt(n) {
+                Ok(n) if n > 0 => at += n as usize,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The first unsent datagram failed (full buffer, unreachable...): count
+                // it and go on with the rest.
+                _ => {
+                    refused += 1;
+                    at += 1;
+                }
+            }
+        }
+        self.queued = 0;
+        refused
     }
 }
 
@@ -217,11 +304,11 @@ mod tests {
         let mut send = SendBatch::new(8);
         let heads = [[1u8, 1], [2, 2], [3, 3]];
         assert_eq!(send.send(a.as_fd(), &heads, b"body").expect("send"), 3);
-        let mut recv = RecvBatch::new(8, 64);
+        let mut recv = MsgVec::new(8, 64);
         let mut got = Vec::new();
         for _ in 0..100 {
             let n = recv.recv(b.as_fd()).expect("recv");
-            got.extend((0..n).map(|i| recv.get(i).0.to_vec()));
+            got.extend((0..n).map(|i| recv.slot(i).payload.to_vec()));
             if got.len() == 3 {
                 break;
             }
@@ -246,7 +333,7 @@ mod tests {
             send.send(a.as_fd(), &[[9u8; 4]], &[7u8; 20]).expect("send"),
             1
         );
-        let mut recv = RecvBatch::new(2, 10);
+        let mut recv = MsgVec::new(2, 10);
         let mut n = 0;
         for _ in 0..100 {
             n = recv.recv(b.as_fd()).expect("recv");
@@ -256,7 +343,7 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert_eq!(n, 1);
-        let (d, truncated) = recv.get(0);
+        let (d, truncated) = (recv.slot(0).payload, recv.slot(0).truncated);
         assert_eq!(d.len(), 10);
         assert!(truncated);
     }
@@ -270,7 +357,7 @@ mod tests {
         drop(gone);
         a.set_nonblocking(true).expect("nonblocking");
         let mut send = SendBatch::new(1);
-        let mut recv = RecvBatch::new(1, 16);
+        let mut recv = MsgVec::new(1, 16);
         let mut refused = false;
         for _ in 0..100 {
             let r = send

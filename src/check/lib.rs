@@ -19,6 +19,9 @@ pub use cases::{Plan, SUITE};
 
 use crate::error::Result;
 
+/// The syscall boundary's modules, under the names this crate's code uses.
+pub use ringecho_sys::{bail, error, net};
+
 /// `len` reproducible random bytes (NULs included) for `seed`: the checker's payloads,
 /// shared with the load generator.
 pub fn payload_bytes(seed: u64, len: usize) -> Vec<u8> {
@@ -98,7 +101,7 @@ pub struct Case<P> {
 
 /// One case's outcome.
 #[derive(Debug, Clone)]
-pub struct Row {
+pub struct CaseOutcome {
     /// Case name.
     pub name: &'static str,
     /// Passed?
@@ -115,7 +118,7 @@ pub struct Report {
     /// `TCP` or `UDP`, for the closing line.
     pub proto: &'static str,
     /// One per case run.
-    pub rows: Vec<Row>,
+    pub rows: Vec<CaseOutcome>,
     /// Cases not run because the server was unreachable (0 when it was reached).
     pub not_run: usize,
     /// A case found nothing answering, and the run stopped there.
@@ -183,7 +186,7 @@ pub fn run(args: &CheckArgs) -> Result<bool> {
 }
 
 /// Print a row as soon as its case finishes.
-fn print_row(row: &Row) {
+fn print_row(row: &CaseOutcome) {
     println!("{}", format_row(row));
     let _ = std::io::stdout().flush();
 }
@@ -206,7 +209,7 @@ impl<P: Clone> Suite<P> {
         timeout: Duration,
         plan: P,
         seed: u64,
-        mut report: impl FnMut(&Row),
+        mut report: impl FnMut(&CaseOutcome),
     ) -> Report {
         let mut rows = Vec::with_capacity(self.cases.len());
         for (i, case) in self.cases.iter().enumerate() {
@@ -222,7 +225,7 @@ impl<P: Clone> Suite<P> {
                 Err(Failure::Fail(d)) => (false, d, false),
                 Err(Failure::Unreachable(d)) => (false, d, true),
             };
-            let row = Row {
+            let row = CaseOutcome {
                 name: case.name,
                 pass,
                 detail,
@@ -249,7 +252,7 @@ impl<P: Clone> Suite<P> {
 }
 
 /// One table line: name, PASS/FAIL, detail, time.
-pub fn format_row(r: &Row) -> String {
+pub fn format_row(r: &CaseOutcome) -> String {
     format!(
         "  {:<24} {}  {:>7.2}s  {}",
         r.name,
@@ -315,14 +318,14 @@ mod tests {
         }
     }
 
-    fn rows(addr: SocketAddr, timeout: Duration) -> Vec<Row> {
+    fn rows(addr: SocketAddr, timeout: Duration) -> Vec<CaseOutcome> {
         let report = SUITE.run(addr, timeout, small(), 42, |_| {});
         assert!(!report.unreachable && report.not_run == 0, "{report:#?}");
         report.rows
     }
 
     /// The closing line of a TCP run with these rows.
-    fn summary(rows: &[Row]) -> String {
+    fn summary(rows: &[CaseOutcome]) -> String {
         let report = Report {
             proto: "TCP",
             rows: rows.to_vec(),
@@ -399,7 +402,7 @@ mod tests {
 
     #[test]
     fn rows_are_one_line_with_status_and_time() {
-        let row = Row {
+        let row = CaseOutcome {
             name: "one byte",
             pass: false,
             detail: "timed out".into(),

@@ -7,12 +7,13 @@
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::Instant;
 
-use super::sys::{self, MsgVec};
+use super::sys;
 use crate::error::{Context, Error, Result};
 use crate::server::WorkerCtx;
 use crate::stats::bump;
 use crate::udp::guard::{Policy, Verdict};
 use crate::udp::{pktinfo, sockaddr};
+use ringecho_sys::mmsg::{transient, MsgVec};
 
 /// Datagrams per `recvmmsg`/`sendmmsg`.
 const BATCH: usize = 32;
@@ -97,19 +98,4 @@ pub fn run_udp_worker(ctx: WorkerCtx) -> Result<()> {
             }
         }
     }
-}
-
-/// Errors a UDP socket reports about an earlier datagram, not about itself.
-fn transient(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(
-            libc::ECONNREFUSED
-                | libc::EHOSTUNREACH
-                | libc::ENETUNREACH
-                | libc::EHOSTDOWN
-                | libc::ENOBUFS
-                | libc::ENOMEM
-        )
-    )
 }

@@ -17,7 +17,8 @@
 mod conn;
 mod pending;
 mod slab;
-pub mod sys;
+/// The epoll and mmsg system calls, at the syscall boundary.
+pub use ringecho_sys::epoll as sys;
 mod udp;
 
 pub use udp::run_udp_worker;
