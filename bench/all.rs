@@ -541,6 +541,16 @@ pub(super) struct Measured<R> {
     pub(super) logs: Vec<hlog::Entry>,
 }
 
+impl<R: results::HasProblems> Measured<R> {
+    /// Keep the row in `rows`; returns its line, its notes (the rule's reasons) and its
+    /// histograms.
+    fn keep(mut self, rows: &mut Vec<R>) -> (String, String, Vec<hlog::Entry>) {
+        let notes = self.row.problems_mut().clone();
+        rows.push(self.row);
+        (self.line, notes, self.logs)
+    }
+}
+
 /// What every phase needs.
 pub(super) struct PhaseRunner<'a> {
     pub(super) args: &'a BenchAllArgs,
@@ -557,6 +567,13 @@ impl PhaseRunner<'_> {
             .client_threads
             .unwrap_or(self.args.client_cpus.len());
         t.clamp(1, conns.max(1))
+    }
+
+    /// Load threads for an open-loop point over `conns` connections (or sockets): one per
+    /// client CPU. Two threads sharing a CPU delay each other's scheduled sends, which the
+    /// corrected latency would charge to the server.
+    pub(super) fn open_threads(&self, conns: usize) -> usize {
+        self.args.client_cpus.len().clamp(1, conns.max(1))
     }
 
     /// Run `step` against its server, add its rows to `results` and its histograms to
@@ -580,10 +597,7 @@ impl PhaseRunner<'_> {
         let (line, notes, entries) = match step.work {
             Work::Closed { conns, size } => {
                 progress.starting(format!("{name} {conns} conns x {size} B"));
-                let m = self.closed(t, conns, size)?;
-                let notes = m.row.problems.clone();
-                results.throughput.push(m.row);
-                (m.line, notes, m.logs)
+                self.closed(t, conns, size)?.keep(&mut results.throughput)
             }
             Work::Open {
                 conns,
@@ -593,9 +607,7 @@ impl PhaseRunner<'_> {
                 let rate = open_rate(&results.throughput, conns, size, percent);
                 progress.starting(format!("{name} open loop at {rate:.0}/s"));
                 let m = self.open(t, (conns, size, percent), rate)?;
-                let notes = m.row.problems.clone();
-                results.latency.push(m.row);
-                (m.line, notes, m.logs)
+                m.keep(&mut results.latency)
             }
             Work::Burst { threads, rounds } => {
                 progress.starting(format!("{name} burst"));
@@ -607,9 +619,7 @@ impl PhaseRunner<'_> {
             Work::UdpClosed { sockets, size } => {
                 progress.starting(format!("{name} UDP {sockets} sockets x {size} B"));
                 let m = self.udp_closed(t, udp_addr()?, sockets, size)?;
-                let notes = m.row.problems.clone();
-                results.udp.push(m.row);
-                (m.line, notes, m.logs)
+                m.keep(&mut results.udp)
             }
             Work::UdpOpen {
                 sockets,
@@ -618,9 +628,7 @@ impl PhaseRunner<'_> {
             } => {
                 progress.starting(format!("{name} UDP open loop at {percent}%"));
                 let m = self.udp_open(t, udp_addr()?, (sockets, size, percent), &results.udp)?;
-                let notes = m.row.problems.clone();
-                results.udp.push(m.row);
-                (m.line, notes, m.logs)
+                m.keep(&mut results.udp)
             }
             Work::Repeat {
                 point,
@@ -769,9 +777,7 @@ impl PhaseRunner<'_> {
                 size,
                 warmup: p.warmup,
                 duration: p.latency_secs,
-                // One thread per client CPU: two threads sharing a CPU delay each other's
-                // scheduled sends, which the corrected latency would charge to the server.
-                threads: self.args.client_cpus.len().clamp(1, conns),
+                threads: self.open_threads(conns),
                 cpus: self.args.client_cpus.clone(),
                 seed: u64::from(pct) * 7919 + size as u64,
                 server_pid: t.pid(),

@@ -236,8 +236,7 @@ impl PhaseRunner<'_> {
     fn measure(&self, t: &Target, pt: &TargetPoint, round: u32, rate: f64) -> Result<Measurement> {
         let p = self.profile;
         let threads = if pt.open {
-            // As in the latency phase: one thread per client CPU.
-            self.args.client_cpus.len().clamp(1, pt.conns)
+            self.open_threads(pt.conns)
         } else {
             self.client_threads(pt.conns)
         };

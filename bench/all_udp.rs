@@ -86,9 +86,7 @@ impl PhaseRunner<'_> {
             timeout: Duration::from_secs_f64(udp::TIMEOUT_SECS),
             warmup: p.udp_warmup,
             duration: p.udp_secs,
-            // One thread per client CPU: two sharing a CPU delay each other's scheduled
-            // sends, which the corrected latency charges to the server.
-            threads: self.args.client_cpus.len().clamp(1, sockets),
+            threads: self.open_threads(sockets),
             cpus: self.args.client_cpus.clone(),
             seed: u64::from(pct) * 7919 + size as u64,
             server_pid: t.pid(),

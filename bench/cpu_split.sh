@@ -19,11 +19,9 @@ shift $(($# < 3 ? $# : 3))
 here=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=bench/serve.sh
 . "$here/bench/serve.sh"
-bin=${RINGECHO_BIN:-$here/target/release/ringecho}
+need_bin_and_perf cpu_split
 
 die() { echo "cpu_split: $*" >&2; exit 1; }
-[ -x "$bin" ] || die "no binary at $bin: run cargo build --release (or set RINGECHO_BIN)"
-command -v perf >/dev/null || die "perf is missing: apt-get install linux-perf"
 [[ $engine == uring || $engine == epoll ]] || die "ENGINE must be uring or epoll, not '$engine'"
 
 out=$(mktemp -d)

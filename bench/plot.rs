@@ -554,19 +554,9 @@ fn draw_spectra(dir: &Path, hist_dir: &Path, note: &str, data: &OpenData) -> Res
             }
             notes.extend(invalid_notes(&rs));
         }
-        let c_notes = notes;
-        let mut c = chart::Chart::new(
-            &title,
-            note,
-            "percentile (each nine gets the same width)",
-            "latency (log scale)",
-        );
-        c.x = chart::Axis::Percentile;
-        c.y = chart::Axis::Log;
-        c.y_unit = chart::Unit::Micros;
+        let mut c = spectrum_chart(&title, note, notes);
         c.spread_label = format!("whisker: corrected p50, p99 over {most} repeated rounds");
         c.hollow_label = "hollow: a round flagged invalid".into();
-        c.notes = c_notes;
         chart::line_chart(&dir.join(&name), &c, &series)?;
         written.push(name);
     }
@@ -625,20 +615,27 @@ fn draw_spectra(dir: &Path, hist_dir: &Path, note: &str, data: &OpenData) -> Res
             // Nothing came back at all: a chart with no line would say nothing.
             continue;
         }
-        let mut c = chart::Chart::new(
-            &title,
-            note,
-            "percentile (each nine gets the same width)",
-            "latency (log scale)",
-        );
-        c.x = chart::Axis::Percentile;
-        c.y = chart::Axis::Log;
-        c.y_unit = chart::Unit::Micros;
-        c.notes = notes;
+        let c = spectrum_chart(&title, note, notes);
         chart::line_chart(&dir.join(&name), &c, &series)?;
         written.push(name);
     }
     Ok(written)
+}
+
+/// A latency spectrum's chart: percentiles across (each nine the same width), latency
+/// up on a log scale, `notes` under it.
+fn spectrum_chart<'a>(title: &'a str, note: &'a str, notes: Vec<String>) -> chart::Chart<'a> {
+    let mut c = chart::Chart::new(
+        title,
+        note,
+        "percentile (each nine gets the same width)",
+        "latency (log scale)",
+    );
+    c.x = chart::Axis::Percentile;
+    c.y = chart::Axis::Log;
+    c.y_unit = chart::Unit::Micros;
+    c.notes = notes;
+    c
 }
 
 /// Corrected lines solid, then uncorrected ones dashed; servers in `faded` pale, and

@@ -515,6 +515,7 @@ struct Io {
 }
 
 /// Tracks the thread's CPU from the window's start to its end.
+#[derive(Default)]
 struct CpuWindow {
     start: Option<Duration>,
     used: Option<Duration>,
@@ -547,10 +548,7 @@ fn closed_loop(
 ) -> Result<Duration> {
     let timeout = spec.timeout.as_nanos() as u64;
     let drain_end = ctx.window.1 + timeout;
-    let mut cpu = CpuWindow {
-        start: None,
-        used: None,
-    };
+    let mut cpu = CpuWindow::default();
     let mut next_expiry = 0u64;
     loop {
         let now = ctx.now();
@@ -629,10 +627,7 @@ fn open_loop(
     out.counts.sent = last_slot - sched.first_slot_at(epoch + Duration::from_nanos(ctx.window.0));
     let timeout = spec.timeout.as_nanos() as u64;
     let drain_end = ctx.window.1 + timeout;
-    let mut cpu = CpuWindow {
-        start: None,
-        used: None,
-    };
+    let mut cpu = CpuWindow::default();
     let mut next_slot = 0u64;
     let mut next_expiry = 0u64;
     loop {

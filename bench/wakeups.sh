@@ -17,11 +17,9 @@ engine=$1 rate=$2 conns=${3:-100} size=${4:-64}
 here=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=bench/serve.sh
 . "$here/bench/serve.sh"
-bin=${RINGECHO_BIN:-$here/target/release/ringecho}
+need_bin_and_perf wakeups
 
 die() { echo "wakeups: $*" >&2; exit 1; }
-[ -x "$bin" ] || die "no binary at $bin: run cargo build --release (or set RINGECHO_BIN)"
-command -v perf >/dev/null || die "perf is missing: apt-get install linux-perf"
 case $engine in
 uring) event=io_uring:io_uring_local_work_run ;;
 epoll) event=syscalls:sys_exit_epoll_wait ;;

@@ -3,6 +3,7 @@
 //! phase, each row with the validity rule's notes, then the machine.
 
 use super::super::all_repeat::{self, Analysis, Cell, Measurement, Median};
+use super::super::hist::Percentiles;
 use super::super::results::{rate_reference, LatencyRow, MemoryRow, ThroughputRow, UdpRow};
 use super::super::validity::{
     self, Judged, CLIENT_LIMIT_PCT, LAG_SATURATED_US, MAX_CPU_WAIT_PCT, MAX_LOSS_PCT, MIN_ECHOES,
@@ -22,12 +23,46 @@ use Align::{Left, Right};
 struct Column<R: ?Sized> {
     name: &'static str,
     align: Align,
-    cell: fn(&R) -> String,
+    cell: Box<dyn Fn(&R) -> String>,
 }
 
 /// A column.
-fn col<R: ?Sized>(name: &'static str, align: Align, cell: fn(&R) -> String) -> Column<R> {
-    Column { name, align, cell }
+fn col<R: ?Sized + 'static>(name: &'static str, align: Align, cell: fn(&R) -> String) -> Column<R> {
+    col_with(name, align, cell)
+}
+
+/// A column whose cell is any function of the row.
+fn col_with<R: ?Sized>(
+    name: &'static str,
+    align: Align,
+    cell: impl Fn(&R) -> String + 'static,
+) -> Column<R> {
+    Column {
+        name,
+        align,
+        cell: Box::new(cell),
+    }
+}
+
+/// The open loops' latency columns: corrected p50 to p99.99, uncorrected p50, p99 and
+/// p99.99, µs.
+fn open_latency<R: 'static>(
+    corrected: fn(&R) -> Percentiles,
+    uncorrected: fn(&R) -> Percentiles,
+) -> Vec<Column<R>> {
+    vec![
+        col_with("corrected p50 µs", Right, move |r| {
+            num(corrected(r).p50, 1)
+        }),
+        col_with("p99 µs", Right, move |r| num(corrected(r).p99, 1)),
+        col_with("p99.9 µs", Right, move |r| num(corrected(r).p999, 1)),
+        col_with("p99.99 µs", Right, move |r| num(corrected(r).p9999, 1)),
+        col_with("uncorrected p50 µs", Right, move |r| {
+            num(uncorrected(r).p50, 1)
+        }),
+        col_with("p99 µs", Right, move |r| num(uncorrected(r).p99, 1)),
+        col_with("p99.99 µs", Right, move |r| num(uncorrected(r).p9999, 1)),
+    ]
 }
 
 /// A Markdown table of `rows` in `cols`.
@@ -170,28 +205,30 @@ fn latency(rows: &[LatencyRow], closed: &[ThroughputRow]) -> String {
          so its CPU share is not a measure of saturation.)\n\n",
         reference = rate_reference(closed.iter().map(|r| r.server.as_str()))
     );
-    let cols: [Column<LatencyRow>; 18] = [
-        col("server", Left, |r| r.server.clone()),
-        col("conns", Right, |r| r.conns.to_string()),
-        col("size (B)", Right, |r| r.size.to_string()),
-        col("rate /s", Right, |r| num(r.rate, 0)),
-        col("achieved /s", Right, |r| num(r.achieved, 0)),
-        col("corrected p50 µs", Right, |r| num(r.c_p50_us, 1)),
-        col("p99 µs", Right, |r| num(r.c_p99_us, 1)),
-        col("p99.9 µs", Right, |r| num(r.c_p999_us, 1)),
-        col("p99.99 µs", Right, |r| num(r.c_p9999_us, 1)),
-        col("uncorrected p50 µs", Right, |r| num(r.u_p50_us, 1)),
-        col("p99 µs", Right, |r| num(r.u_p99_us, 1)),
-        col("p99.99 µs", Right, |r| num(r.u_p9999_us, 1)),
-        col("machine CPU µs/echo", Right, |r| {
+    let mut cols: Vec<Column<LatencyRow>> = vec![
+        col("server", Left, |r: &LatencyRow| r.server.clone()),
+        col("conns", Right, |r: &LatencyRow| r.conns.to_string()),
+        col("size (B)", Right, |r: &LatencyRow| r.size.to_string()),
+        col("rate /s", Right, |r: &LatencyRow| num(r.rate, 0)),
+        col("achieved /s", Right, |r: &LatencyRow| num(r.achieved, 0)),
+    ];
+    cols.extend(open_latency(LatencyRow::corrected, LatencyRow::uncorrected));
+    cols.extend([
+        col("machine CPU µs/echo", Right, |r: &LatencyRow| {
             num(r.machine_us_per_echo, 2)
         }),
-        col("client CPU %", Right, |r| num(r.client_cpu_pct, 0)),
-        col("send lag p99 µs", Right, |r| num(r.lag_p99_us, 1)),
-        col("unfinished", Right, |r| r.unfinished.to_string()),
-        col("errors", Right, |r| r.errors.to_string()),
+        col("client CPU %", Right, |r: &LatencyRow| {
+            num(r.client_cpu_pct, 0)
+        }),
+        col("send lag p99 µs", Right, |r: &LatencyRow| {
+            num(r.lag_p99_us, 1)
+        }),
+        col("unfinished", Right, |r: &LatencyRow| {
+            r.unfinished.to_string()
+        }),
+        col("errors", Right, |r: &LatencyRow| r.errors.to_string()),
         col("notes", Left, notes),
-    ];
+    ]);
     s += &table(&cols, &rows.iter().collect::<Vec<_>>());
     s
 }
@@ -239,29 +276,25 @@ fn udp(rows: &[UdpRow]) -> String {
              lateness.\n\n",
             reference = rate_reference(rows.iter().map(|r| r.server.as_str()))
         );
-        let cols: [Column<UdpRow>; 19] = [
-            col("server", Left, |r| r.server.clone()),
-            col("sockets", Right, |r| r.sockets.to_string()),
-            col("size (B)", Right, |r| r.size.to_string()),
-            col("rate /s", Right, |r| num(r.rate, 0)),
-            col("achieved /s", Right, |r| num(r.echoes_per_sec, 0)),
-            col("lost", Right, |r| r.lost.to_string()),
-            col("loss %", Right, |r| num(r.loss_pct, 3)),
-            col("corrected p50 µs", Right, |r| num(r.c_p50_us, 1)),
-            col("p99 µs", Right, |r| num(r.c_p99_us, 1)),
-            col("p99.9 µs", Right, |r| num(r.c_p999_us, 1)),
-            col("p99.99 µs", Right, |r| num(r.c_p9999_us, 1)),
-            col("uncorrected p50 µs", Right, |r| num(r.p50_us, 1)),
-            col("p99 µs", Right, |r| num(r.p99_us, 1)),
-            col("p99.99 µs", Right, |r| num(r.p9999_us, 1)),
-            col("machine CPU µs/echo", Right, |r| {
+        let mut cols: Vec<Column<UdpRow>> = vec![
+            col("server", Left, |r: &UdpRow| r.server.clone()),
+            col("sockets", Right, |r: &UdpRow| r.sockets.to_string()),
+            col("size (B)", Right, |r: &UdpRow| r.size.to_string()),
+            col("rate /s", Right, |r: &UdpRow| num(r.rate, 0)),
+            col("achieved /s", Right, |r: &UdpRow| num(r.echoes_per_sec, 0)),
+            col("lost", Right, |r: &UdpRow| r.lost.to_string()),
+            col("loss %", Right, |r: &UdpRow| num(r.loss_pct, 3)),
+        ];
+        cols.extend(open_latency(UdpRow::scheduled, UdpRow::latency));
+        cols.extend([
+            col("machine CPU µs/echo", Right, |r: &UdpRow| {
                 num(r.machine_us_per_echo, 2)
             }),
-            col("client CPU %", Right, |r| num(r.client_cpu_pct, 0)),
-            col("send lag p99 µs", Right, |r| num(r.lag_p99_us, 1)),
-            col("errors", Right, |r| r.errors.to_string()),
+            col("client CPU %", Right, |r: &UdpRow| num(r.client_cpu_pct, 0)),
+            col("send lag p99 µs", Right, |r: &UdpRow| num(r.lag_p99_us, 1)),
+            col("errors", Right, |r: &UdpRow| r.errors.to_string()),
             col("notes", Left, notes),
-        ];
+        ]);
         s += &table(&cols, &open);
     }
     s
