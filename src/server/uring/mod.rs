@@ -15,6 +15,7 @@
 //! so an engine beside it (epoll, a future BPF one) needs nothing from this module but
 //! the same `WorkerCtx`.
 
+pub mod accept;
 pub mod buf_ring;
 pub mod conn;
 pub mod event_loop;

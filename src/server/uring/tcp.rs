@@ -17,6 +17,7 @@ use io_uring::cqueue;
 use io_uring::opcode;
 use io_uring::types::Fixed;
 
+use super::accept::AcceptBackoff;
 use super::buf_ring::BufRing;
 use super::conn::{
     self, Actions, Conditions, Conn, ConnEvent, ConnTable, Segments, SendPart, MAX_SEND_SEGS,
@@ -86,6 +87,7 @@ pub fn serve(ctx: WorkerCtx, features: &Features) -> Result<()> {
         table_full_log: RateLimited::new(),
         max_conns_log: RateLimited::new(),
         accept_armed: false,
+        accept_backoff: AcceptBackoff::default(),
         ctx,
     };
     lp.run(&mut echo)
@@ -116,6 +118,8 @@ pub struct TcpEcho {
     /// Connections refused at `--max-conns`.
     max_conns_log: RateLimited,
     accept_armed: bool,
+    /// When to re-arm an accept that keeps failing.
+    accept_backoff: AcceptBackoff,
 }
 
 type TcpIssuer<'a> = Issuer<'a, SendMsgs>;
@@ -132,7 +136,11 @@ impl Handler for TcpEcho {
     }
 
     fn wait_limit(&self) -> Option<Duration> {
-        self.holds.next_deadline(self.now_ms)
+        let holds = self.holds.next_deadline(self.now_ms);
+        match (holds, self.accept_backoff.wait(self.now_ms)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn turn_start(&mut self) {
@@ -157,6 +165,9 @@ impl Handler for TcpEcho {
                 self.conns.remove(idx);
                 self.ctx.shared.release();
                 bump(&self.ctx.stats.closed, 1);
+                if self.accept_backoff.resume() && !io.stopping() {
+                    self.arm_accept(io)?;
+                }
                 Ok(())
             }
             // Their outcome changes nothing: the operations they target report for
@@ -168,6 +179,9 @@ impl Handler for TcpEcho {
     fn turn_end(&mut self, io: &mut TcpIssuer<'_>) -> Result<()> {
         if io.stopping() {
             return Ok(());
+        }
+        if self.accept_backoff.due(self.now_ms) {
+            self.arm_accept(io)?;
         }
         if !(self.starved.is_empty() && self.starved_new.is_empty()) {
             self.rearm_starved(io)?;
@@ -203,12 +217,23 @@ impl TcpEcho {
                 }
             }
         }
-        if !more && !io.stopping() {
+        // A table-full refusal consumed its connection (the kernel closed it), so the
+        // next accept is a new one: re-arm at once, refusing at the rate they come. Any
+        // other failure may leave its connection queued, and a second one in a row waits
+        // before the accept is re-armed (see `accept`), or it would come back at once,
+        // forever.
+        let rearm_now = res >= 0
+            || match classify_accept_error(-res) {
+                AcceptError::Skip => self.accept_backoff.failed(self.now_ms),
+                _ => true,
+            };
+        if !more && !io.stopping() && rearm_now {
             self.arm_accept(io)?;
         }
         if res < 0 {
             return Ok(());
         }
+        self.accept_backoff.accepted();
         let fd = res as u32;
         if io.stopping() || !self.ctx.shared.try_admit() {
             if !io.stopping() {
