@@ -36,6 +36,11 @@ pub struct BenchAllArgs {
     /// about ten.
     #[arg(long)]
     pub quick: bool,
+    /// For the harness's own tests: `--quick`'s matrix with every point cut to a few
+    /// hundred milliseconds, so that every phase, file and chart is checked end to end
+    /// in half the time. Its figures are not measurements, so it is not in `--help`.
+    #[arg(long, hide = true)]
+    pub smoke: bool,
     /// Where results go.
     #[arg(long, default_value = "results")]
     pub out: PathBuf,
@@ -194,6 +199,18 @@ impl Profile {
             }
         }
     }
+
+    /// `--smoke`: the quick matrix, each point a few hundred milliseconds.
+    pub fn smoke() -> Profile {
+        Profile {
+            warmup: Duration::from_millis(100),
+            secs: Duration::from_millis(300),
+            latency_secs: Duration::from_millis(300),
+            udp_warmup: Duration::from_millis(100),
+            udp_secs: Duration::from_millis(200),
+            ..Profile::new(true)
+        }
+    }
 }
 
 /// Per-server histogram logs being collected.
@@ -213,7 +230,11 @@ pub enum Outcome {
 /// Run the whole comparison: the plan's phases in order, each phase's files written as
 /// soon as it ends; on Ctrl-C or an error, the finished phases are summarised and kept.
 pub fn run(a: &BenchAllArgs) -> Result<Outcome> {
-    let profile = Profile::new(a.quick);
+    let profile = if a.smoke {
+        Profile::smoke()
+    } else {
+        Profile::new(a.quick)
+    };
     if a.client_threads.is_some_and(|t| t == 0 || t > 64) {
         crate::bail!("--client-threads must be between 1 and 64");
     }

@@ -1,4 +1,4 @@
-//! `ringecho bench-all` end to end (its own test binary, so that its minute of load never
+//! `ringecho bench-all` end to end (its own test binary, so that its load never
 //! runs beside another binary's timing-sensitive tests): every phase's files, the
 //! verdict, `--server`/`--only`, `plot` redrawing the committed runs, and Ctrl-C keeping
 //! the finished phases.
@@ -20,17 +20,30 @@ fn scratch(what: &str) -> std::path::PathBuf {
     dir
 }
 
-#[test]
-fn bench_all_quick_writes_csv_charts_summary_and_plot_redraws() {
-    let out = scratch("bench-all");
+/// `bench-all --smoke` (`--quick`'s matrix with points of a few hundred milliseconds:
+/// every phase, file and chart, in half the time) into `out` with `args`, no kernel
+/// module; asserts it passed and returns its stdout and stderr. An undecided target point
+/// (too few valid rounds on a busy machine) is a result the verdict states, not a
+/// failure: with no broken echo the run passes either way.
+fn smoke_run(out: &Path, args: &[&str]) -> (String, String) {
     let run = run_bounded(
         Command::new(bin())
-            .args(["bench-all", "--quick", "--kmod", "127.0.0.1:1", "--out"])
-            .arg(&out),
+            .args(["bench-all", "--smoke", "--kmod", "127.0.0.1:1"])
+            .args(args)
+            .arg("--out")
+            .arg(out),
         Duration::from_secs(180),
     );
-    let text = String::from_utf8_lossy(&run.stdout);
-    let stderr = String::from_utf8_lossy(&run.stderr);
+    let text = String::from_utf8_lossy(&run.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert!(run.status.success(), "{text}\n{stderr}");
+    (text, stderr)
+}
+
+#[test]
+fn bench_all_writes_csv_charts_summary_and_plot_redraws() {
+    let out = scratch("bench-all");
+    let (text, stderr) = smoke_run(&out, &[]);
     // The run ends with its verdict, one line per target point, and where to look.
     let verdict = text
         .split("\nverdict: ")
@@ -42,9 +55,6 @@ fn bench_all_quick_writes_csv_charts_summary_and_plot_redraws() {
             && verdict.contains("\n  Look next: summary.md, \"Repeated points\""),
         "{verdict}"
     );
-    // An undecided target point (too few valid rounds on a busy machine) is a result the
-    // verdict states, not a failure: with no errors the run passes either way.
-    assert!(run.status.success(), "{text}\n{stderr}");
     assert!(stderr.contains("nothing answers on 127.0.0.1:1"));
     for out in [&text, &stderr] {
         assert!(
@@ -333,16 +343,7 @@ fn bench_all_measures_an_outside_server_beside_epoll_and_stops_it() {
         "ext={marker} {} serve --engine epoll --threads 1 --port {{port}} & wait",
         bin()
     );
-    let run = run_bounded(
-        Command::new(bin())
-            .args(["bench-all", "--quick", "--kmod", "127.0.0.1:1"])
-            .args(["--only", "epoll,ext", "--server", &server, "--out"])
-            .arg(&out),
-        Duration::from_secs(180),
-    );
-    let text = String::from_utf8_lossy(&run.stdout);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "{text}\n{stderr}");
+    let (text, _) = smoke_run(&out, &["--only", "epoll,ext", "--server", &server]);
     assert!(text.contains("2 servers (epoll, ext)"), "{text}");
     let left = processes_with(&marker);
     assert!(left.is_empty(), "outside server processes left: {left:?}");
@@ -459,16 +460,7 @@ fn bench_all_without_epoll_claims_no_ratios_and_skips_udp_for_a_tcp_only_server(
     let marker = format!("RINGECHO_PYECHO_TEST={}", std::process::id());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pyecho.py");
     let server = format!("pyecho={marker} exec python3 {script} {{port}}");
-    let run = run_bounded(
-        Command::new(bin())
-            .args(["bench-all", "--quick", "--kmod", "127.0.0.1:1"])
-            .args(["--only", "pyecho", "--server", &server, "--out"])
-            .arg(&out),
-        Duration::from_secs(180),
-    );
-    let text = String::from_utf8_lossy(&run.stdout);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "{text}\n{stderr}");
+    let (text, stderr) = smoke_run(&out, &["--only", "pyecho", "--server", &server]);
     assert!(text.contains("1 server (pyecho)"), "{text}");
     assert!(
         stderr.contains("--only leaves epoll out: no ratios"),
@@ -522,7 +514,7 @@ fn bench_all_without_epoll_claims_no_ratios_and_skips_udp_for_a_tcp_only_server(
     let _ = std::fs::remove_dir_all(&out);
 }
 
-/// Start `bench-all --quick` into `out` with `marker` in its environment (its servers
+/// Start `bench-all --smoke` into `out` with `marker` in its environment (its servers
 /// inherit it), and return it with its stdout and stderr lines arriving on a channel.
 fn start_bench_all(
     out: &Path,
@@ -530,7 +522,7 @@ fn start_bench_all(
 ) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     let (key, value) = marker.split_once('=').expect("KEY=VALUE");
     let mut child = Command::new(bin())
-        .args(["bench-all", "--quick", "--kmod", "127.0.0.1:1", "--out"])
+        .args(["bench-all", "--smoke", "--kmod", "127.0.0.1:1", "--out"])
         .arg(out)
         .env(key, value)
         .stdout(Stdio::piped())
