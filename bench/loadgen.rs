@@ -81,17 +81,44 @@ impl RunSpec {
     }
 }
 
-/// What went wrong, counted; a run with any of these is not a clean result.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Errors {
-    /// Connections that failed to connect.
-    pub connect: u64,
-    /// Echoes that differed from what was sent (the connection is dropped).
-    pub mismatch: u64,
-    /// Connections the server closed or reset mid-run.
-    pub closed: u64,
-    /// Connections that made no progress in the whole measured window.
-    pub stalled: u64,
+/// A struct of `u64` counts, written as the struct itself inside `counters! { }`, with
+/// `add`, which adds another's counts to its own field by field: how each load thread's
+/// counts add up to the run's.
+macro_rules! counters {
+    (
+        $(#[$attr:meta])*
+        pub struct $name:ident {
+            $( $(#[$doc:meta])* pub $field:ident: u64, )*
+        }
+    ) => {
+        $(#[$attr])*
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        pub struct $name {
+            $( $(#[$doc])* pub $field: u64, )*
+        }
+
+        impl $name {
+            /// Add `o`'s counts to these.
+            pub(super) fn add(&mut self, o: &$name) {
+                $( self.$field += o.$field; )*
+            }
+        }
+    };
+}
+pub(super) use counters;
+
+counters! {
+    /// What went wrong, counted; a run with any of these is not a clean result.
+    pub struct Errors {
+        /// Connections that failed to connect.
+        pub connect: u64,
+        /// Echoes that differed from what was sent (the connection is dropped).
+        pub mismatch: u64,
+        /// Connections the server closed or reset mid-run.
+        pub closed: u64,
+        /// Connections that made no progress in the whole measured window.
+        pub stalled: u64,
+    }
 }
 
 impl Errors {
@@ -100,14 +127,6 @@ impl Errors {
     /// the server that makes the measurement invalid (see `validity.rs`), as in bench-all.
     pub fn failures(&self) -> u64 {
         self.connect + self.mismatch + self.closed
-    }
-
-    /// Add `o`'s counts to these.
-    pub(super) fn add(&mut self, o: &Errors) {
-        self.connect += o.connect;
-        self.mismatch += o.mismatch;
-        self.closed += o.closed;
-        self.stalled += o.stalled;
     }
 }
 

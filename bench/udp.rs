@@ -35,7 +35,7 @@ use hdrhistogram::Histogram;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::hist;
-use super::loadgen::{CpuWindow, RunSpec, Tally, Usage};
+use super::loadgen::{counters, CpuWindow, RunSpec, Tally, Usage};
 use super::openloop::{Schedule, SPIN};
 use super::udp_seq::{self, Echo, Tracker, HEAD};
 use crate::error::{Context, Result};
@@ -81,25 +81,26 @@ pub struct UdpSpec {
     pub run: RunSpec,
 }
 
-/// Datagram counts; see the module documentation for what is over which window.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Counts {
-    /// Closed loop: datagrams sent in the window. Open loop: datagrams due in it.
-    pub sent: u64,
-    /// Closed loop: echoes that arrived in the window. Open loop: datagrams due in the
-    /// window whose echo came back within the timeout. Byte-exact, first copies only.
-    pub echoes: u64,
-    /// Of `sent`, not echoed within the timeout (open loop: `sent - echoes`).
-    pub lost: u64,
-    /// Echoes that came after their datagram was counted lost (any time in the run).
-    pub late: u64,
-    /// Datagrams the client could not send (its send buffer full); open loop only, and
-    /// already in `lost`.
-    pub unsent: u64,
-    /// Echoes with wrong bytes: cut, altered, another socket's, never sent.
-    pub wrong: u64,
-    /// Second copies of an echo.
-    pub duplicate: u64,
+counters! {
+    /// Datagram counts; see the module documentation for what is over which window.
+    pub struct Counts {
+        /// Closed loop: datagrams sent in the window. Open loop: datagrams due in it.
+        pub sent: u64,
+        /// Closed loop: echoes that arrived in the window. Open loop: datagrams due in the
+        /// window whose echo came back within the timeout. Byte-exact, first copies only.
+        pub echoes: u64,
+        /// Of `sent`, not echoed within the timeout (open loop: `sent - echoes`).
+        pub lost: u64,
+        /// Echoes that came after their datagram was counted lost (any time in the run).
+        pub late: u64,
+        /// Datagrams the client could not send (its send buffer full); open loop only, and
+        /// already in `lost`.
+        pub unsent: u64,
+        /// Echoes with wrong bytes: cut, altered, another socket's, never sent.
+        pub wrong: u64,
+        /// Second copies of an echo.
+        pub duplicate: u64,
+    }
 }
 
 impl Counts {
@@ -115,17 +116,6 @@ impl Counts {
         } else {
             self.lost as f64 * 100.0 / self.sent as f64
         }
-    }
-
-    /// Add `o`'s counts to these.
-    fn add(&mut self, o: &Counts) {
-        self.sent += o.sent;
-        self.echoes += o.echoes;
-        self.lost += o.lost;
-        self.late += o.late;
-        self.unsent += o.unsent;
-        self.wrong += o.wrong;
-        self.duplicate += o.duplicate;
     }
 }
 
