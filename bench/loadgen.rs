@@ -75,9 +75,20 @@ impl RunSpec {
         (start, threads)
     }
 
-    /// Load thread `thread`'s payload pattern, `len` bytes: its own, from the seed.
-    pub(super) fn pattern(&self, thread: usize, len: usize) -> Vec<u8> {
-        payload_bytes(self.seed ^ thread as u64, len)
+    /// What load thread `thread` starts with: its epoll instance and its payload pattern
+    /// (`len` bytes, its own, from the seed). An open loop (`open`) also cuts the thread's
+    /// timer slack to 1 ns, so that it wakes on time for its slots.
+    pub(super) fn thread_start(
+        &self,
+        thread: usize,
+        len: usize,
+        open: bool,
+    ) -> Result<(Epoll, Vec<u8>)> {
+        let ep = Epoll::new().context("creating an epoll instance")?;
+        if open {
+            sys::set_timer_slack_ns(1).context("setting the timer slack")?;
+        }
+        Ok((ep, payload_bytes(self.seed ^ thread as u64, len)))
     }
 }
 
@@ -370,9 +381,8 @@ fn drive(
     share: usize,
     (window_start, window_end): (Instant, Instant),
 ) -> Result<(LoadResult, Duration)> {
-    let ep = Epoll::new().context("creating an epoll instance")?;
     // Per-thread pattern; connection k's messages are pattern[k % 256 ..][..size].
-    let pattern = spec.run.pattern(thread, spec.size + 256);
+    let (ep, pattern) = spec.run.thread_start(thread, spec.size + 256, false)?;
     let mut out = LoadResult {
         echoes: 0,
         bytes: 0,

@@ -24,7 +24,7 @@ use socket2::Socket;
 use super::hist;
 use super::loadgen::{self, CpuWindow, Errors, LoadSpec, Tally, Usage, Wire};
 use crate::error::{Context, Result};
-use ringecho_sys::epoll::{self as sys, Epoll};
+use ringecho_sys::epoll as sys;
 
 /// What to run: the closed-loop generator's connections, sizes and timing, plus a rate.
 #[derive(Debug, Clone)]
@@ -279,9 +279,7 @@ fn drive(
     sched: Schedule,
     window: (Instant, Instant),
 ) -> Result<(OpenResult, Duration)> {
-    let ep = Epoll::new().context("creating an epoll instance")?;
-    sys::set_timer_slack_ns(1).context("setting the timer slack")?;
-    let pattern = spec.run.pattern(thread, spec.size + 256);
+    let (ep, pattern) = spec.run.thread_start(thread, spec.size + 256, true)?;
     let ctx = ThreadPlan {
         sched,
         msg_len: spec.size,

@@ -392,11 +392,9 @@ fn drive(
     start: Instant,
     window: (Instant, Instant),
 ) -> Result<(UdpResult, Duration)> {
-    let ep = Epoll::new().context("creating an epoll instance")?;
-    if spec.rate.is_some() {
-        sys::set_timer_slack_ns(1).context("setting the timer slack")?;
-    }
-    let pattern = spec.run.pattern(thread, spec.size - HEAD + 256);
+    let (ep, pattern) =
+        spec.run
+            .thread_start(thread, spec.size - HEAD + 256, spec.rate.is_some())?;
     let epoch = start;
     let ctx = ThreadPlan {
         epoch,
