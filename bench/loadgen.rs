@@ -60,8 +60,8 @@ pub struct RunSpec {
 }
 
 impl RunSpec {
-    /// A pool of `count` load threads sharing `conns` connections, and its start: 20 ms
-    /// from now (time to spawn the threads), the measured window `warmup` after it.
+    /// A pool of `count` load threads sharing `conns` connections, and its start, 20 ms
+    /// from now; its measured window begins `warmup` after the start.
     pub(super) fn pool(&self, count: usize, conns: usize) -> (Instant, Threads<'_>) {
         let start = Instant::now() + Duration::from_millis(20);
         let window_start = start + self.warmup;
