@@ -19,7 +19,7 @@ use clap::Args;
 use super::all_repeat;
 use super::export::{self, Results};
 use super::hist::{format_us, Percentiles};
-use super::loadgen::{self, LoadSpec};
+use super::loadgen::{self, LoadSpec, RunSpec};
 use super::openloop::{self, OpenSpec};
 use super::plan::{format_eta, Phase, Plan, Progress, ServerKind, Step, Work};
 use super::plot::{self, OpenLoop, OpenTag};
@@ -750,12 +750,14 @@ impl PhaseRunner<'_> {
             addr: t.addr,
             conns,
             size,
-            warmup: p.warmup,
-            duration: p.secs,
-            threads,
-            cpus: self.args.client_cpus.clone(),
-            seed: (conns * 31 + size) as u64,
-            server_pid: t.pid(),
+            run: RunSpec {
+                warmup: p.warmup,
+                duration: p.secs,
+                threads,
+                cpus: self.args.client_cpus.clone(),
+                seed: (conns * 31 + size) as u64,
+                server_pid: t.pid(),
+            },
         };
         let began = self.run_start.elapsed();
         let r = loadgen::run(&spec)?;
@@ -796,12 +798,14 @@ impl PhaseRunner<'_> {
                 addr: t.addr,
                 conns,
                 size,
-                warmup: p.warmup,
-                duration: p.latency_secs,
-                threads: self.open_threads(conns),
-                cpus: self.args.client_cpus.clone(),
-                seed: u64::from(pct) * 7919 + size as u64,
-                server_pid: t.pid(),
+                run: RunSpec {
+                    warmup: p.warmup,
+                    duration: p.latency_secs,
+                    threads: self.open_threads(conns),
+                    cpus: self.args.client_cpus.clone(),
+                    seed: u64::from(pct) * 7919 + size as u64,
+                    server_pid: t.pid(),
+                },
             },
             rate,
         };
@@ -912,7 +916,7 @@ pub(super) fn latency_row(
     rate: f64,
     r: &openloop::OpenResult,
 ) -> LatencyRow {
-    let secs = r.window.as_secs_f64();
+    let secs = r.usage.window.as_secs_f64();
     let nan = f64::NAN;
     let mut row = LatencyRow {
         server: server.into(),
@@ -935,9 +939,10 @@ pub(super) fn latency_row(
         u_p9999_us: nan,
         u_max_us: nan,
         machine_us_per_echo: r
+            .usage
             .machine_cpu
             .map_or(f64::NAN, |m| m.as_secs_f64() * 1e6 / r.echoes.max(1) as f64),
-        client_cpu_pct: r.client_cpu.as_secs_f64() / secs * 100.0,
+        client_cpu_pct: r.usage.client_cpu.as_secs_f64() / secs * 100.0,
         lag_p99_us: {
             // No samples (every connection busy at its slot) is no figure, not 0.
             let lag = Percentiles::of(&r.send_lag);
@@ -949,8 +954,8 @@ pub(super) fn latency_row(
         },
         errors: r.errors.failures(),
         echoes: Some(r.echoes),
-        server_wait_pct: r.waits.pct(r.window).0,
-        client_wait_pct: r.waits.pct(r.window).1,
+        server_wait_pct: r.usage.waits.pct(r.usage.window).0,
+        client_wait_pct: r.usage.waits.pct(r.usage.window).1,
         problems: String::new(),
     };
     row.set_latency(
@@ -978,7 +983,7 @@ pub(super) fn to_row(
     threads: usize,
     r: &loadgen::LoadResult,
 ) -> ThroughputRow {
-    let secs = r.window.as_secs_f64();
+    let secs = r.usage.window.as_secs_f64();
     let per = |d: Option<Duration>| match d {
         Some(d) if r.echoes > 0 => d.as_secs_f64() * 1e6 / r.echoes as f64,
         _ => f64::NAN,
@@ -996,16 +1001,16 @@ pub(super) fn to_row(
         p99_us: p.p99,
         p999_us: p.p999,
         max_us: p.max,
-        machine_us_per_echo: per(r.machine_cpu),
-        client_us_per_echo: per(Some(r.client_cpu)),
-        server_us_per_echo: per(r.server_cpu),
-        client_cpu_pct: r.client_cpu.as_secs_f64() / secs * 100.0,
+        machine_us_per_echo: per(r.usage.machine_cpu),
+        client_us_per_echo: per(Some(r.usage.client_cpu)),
+        server_us_per_echo: per(r.usage.server_cpu),
+        client_cpu_pct: r.usage.client_cpu.as_secs_f64() / secs * 100.0,
         errors: r.errors.failures(),
         stalled: r.errors.stalled,
         echoes: Some(r.echoes),
         load_threads: Some(threads as u64),
-        server_wait_pct: r.waits.pct(r.window).0,
-        client_wait_pct: r.waits.pct(r.window).1,
+        server_wait_pct: r.usage.waits.pct(r.usage.window).0,
+        client_wait_pct: r.usage.waits.pct(r.usage.window).1,
         problems: String::new(),
     })
 }

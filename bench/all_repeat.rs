@@ -16,7 +16,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::all::PhaseRunner;
 use super::hist::{format_us, Percentiles};
-use super::loadgen::{self, LoadSpec};
+use super::loadgen::{self, LoadSpec, RunSpec};
 use super::openloop::{self, OpenSpec};
 use super::servers::Target;
 use super::validity::{self, Judged, Observed, Reason};
@@ -244,12 +244,14 @@ impl PhaseRunner<'_> {
             addr: t.addr,
             conns: pt.conns,
             size: pt.size,
-            warmup: p.warmup,
-            duration: if pt.open { p.latency_secs } else { p.secs },
-            threads,
-            cpus: self.args.client_cpus.clone(),
-            seed: u64::from(round) * 104_729 + pt.size as u64,
-            server_pid: t.pid(),
+            run: RunSpec {
+                warmup: p.warmup,
+                duration: if pt.open { p.latency_secs } else { p.secs },
+                threads,
+                cpus: self.args.client_cpus.clone(),
+                seed: u64::from(round) * 104_729 + pt.size as u64,
+                server_pid: t.pid(),
+            },
         };
         let base = Measurement {
             open: pt.open,
@@ -278,29 +280,29 @@ impl PhaseRunner<'_> {
         if pt.open {
             let r = openloop::run(&OpenSpec { load, rate })?;
             let c = Percentiles::of(&r.corrected);
-            let secs = r.window.as_secs_f64();
+            let secs = r.usage.window.as_secs_f64();
             let per_echo = |d: Option<std::time::Duration>| match d {
                 Some(d) if r.echoes > 0 => d.as_secs_f64() * 1e6 / r.echoes as f64,
                 _ => f64::NAN,
             };
             Ok(Measurement {
                 echoes_per_sec: r.echoes as f64 / secs,
-                machine_us_per_echo: per_echo(r.machine_cpu),
-                server_us_per_echo: per_echo(r.server_cpu),
+                machine_us_per_echo: per_echo(r.usage.machine_cpu),
+                server_us_per_echo: per_echo(r.usage.server_cpu),
                 p50_us: c.p50,
                 p99_us: c.p99,
                 errors: r.errors.failures(),
                 echoes: Some(r.echoes),
                 scheduled: Some(r.scheduled),
                 unfinished: Some(r.unfinished),
-                client_cpu_pct: Some(r.client_cpu.as_secs_f64() / secs * 100.0),
+                client_cpu_pct: Some(r.usage.client_cpu.as_secs_f64() / secs * 100.0),
                 // No samples (every connection busy at its slot) is no figure, not 0.
                 lag_p99_us: {
                     let lag = Percentiles::of(&r.send_lag);
                     (lag.count > 0).then_some(lag.p99)
                 },
-                server_wait_pct: r.waits.pct(r.window).0,
-                client_wait_pct: r.waits.pct(r.window).1,
+                server_wait_pct: r.usage.waits.pct(r.usage.window).0,
+                client_wait_pct: r.usage.waits.pct(r.usage.window).1,
                 ..base
             })
         } else {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::all::{Measured, PhaseRunner};
 use super::hist::{format_us, Percentiles};
 use super::hlog;
+use super::loadgen::RunSpec;
 use super::plot::{self, OpenLoop, OpenTag};
 use super::results::{self, UdpRow};
 use super::servers::Target;
@@ -31,12 +32,14 @@ impl PhaseRunner<'_> {
             window: p.udp_window,
             rate: None,
             timeout: Duration::from_secs_f64(udp::TIMEOUT_SECS),
-            warmup: p.udp_warmup,
-            duration: p.udp_secs,
-            threads: self.client_threads(sockets),
-            cpus: self.args.client_cpus.clone(),
-            seed: (sockets * 31 + size) as u64,
-            server_pid: t.pid(),
+            run: RunSpec {
+                warmup: p.udp_warmup,
+                duration: p.udp_secs,
+                threads: self.client_threads(sockets),
+                cpus: self.args.client_cpus.clone(),
+                seed: (sockets * 31 + size) as u64,
+                server_pid: t.pid(),
+            },
         };
         let began = self.run_start.elapsed();
         let r = udp::run(&spec)?;
@@ -84,12 +87,14 @@ impl PhaseRunner<'_> {
             window: 1,
             rate: Some(rate),
             timeout: Duration::from_secs_f64(udp::TIMEOUT_SECS),
-            warmup: p.udp_warmup,
-            duration: p.udp_secs,
-            threads: self.open_threads(sockets),
-            cpus: self.args.client_cpus.clone(),
-            seed: u64::from(pct) * 7919 + size as u64,
-            server_pid: t.pid(),
+            run: RunSpec {
+                warmup: p.udp_warmup,
+                duration: p.udp_secs,
+                threads: self.open_threads(sockets),
+                cpus: self.args.client_cpus.clone(),
+                seed: u64::from(pct) * 7919 + size as u64,
+                server_pid: t.pid(),
+            },
         };
         let began = self.run_start.elapsed();
         let r = udp::run(&spec)?;
@@ -125,7 +130,7 @@ fn reference_rate(closed: &[UdpRow], sockets: u64, size: u64) -> f64 {
 
 /// A measured point as a CSV row (`fraction` set for the open loop), judged.
 fn to_row(server: &str, spec: &UdpSpec, fraction: Option<u32>, r: &UdpResult) -> UdpRow {
-    let secs = r.window.as_secs_f64();
+    let secs = r.usage.window.as_secs_f64();
     let c = r.counts;
     let per = |d: Option<Duration>| match d {
         Some(d) if c.echoes > 0 => d.as_secs_f64() * 1e6 / c.echoes as f64,
@@ -167,18 +172,18 @@ fn to_row(server: &str, spec: &UdpSpec, fraction: Option<u32>, r: &UdpResult) ->
         c_p999_us: nan,
         c_p9999_us: nan,
         c_max_us: nan,
-        machine_us_per_echo: per(r.machine_cpu),
-        client_us_per_echo: per(Some(r.client_cpu)),
-        server_us_per_echo: per(r.server_cpu),
-        client_cpu_pct: r.client_cpu.as_secs_f64() / secs * 100.0,
+        machine_us_per_echo: per(r.usage.machine_cpu),
+        client_us_per_echo: per(Some(r.usage.client_cpu)),
+        server_us_per_echo: per(r.usage.server_cpu),
+        client_cpu_pct: r.usage.client_cpu.as_secs_f64() / secs * 100.0,
         lag_p99_us: r
             .send_lag
             .as_ref()
             .map_or(f64::NAN, |h| Percentiles::of(h).p99),
         errors: c.errors(),
         echoes: Some(c.echoes),
-        server_wait_pct: r.waits.pct(r.window).0,
-        client_wait_pct: r.waits.pct(r.window).1,
+        server_wait_pct: r.usage.waits.pct(r.usage.window).0,
+        client_wait_pct: r.usage.waits.pct(r.usage.window).1,
         problems: String::new(),
     };
     let corrected = r.corrected.as_ref().map(Percentiles::of);

@@ -39,27 +39,16 @@ impl IdleResult {
 /// VmRSS of `pid` in KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    parse_rss(&status)
-}
-
-/// The `VmRSS:` value (KiB) of a `/proc/PID/status` text.
-pub fn parse_rss(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    parse_kib(&status, "VmRSS")
 }
 
 /// Where fastecho.ko publishes the bytes it has allocated now.
 pub const KMOD_MEM_BYTES: &str = "/sys/kernel/fastecho/mem_bytes";
 
-/// The value (KiB) of `key` (e.g. `Slab`) in a `/proc/meminfo` text.
-pub fn parse_meminfo(meminfo: &str, key: &str) -> Option<u64> {
-    meminfo
-        .lines()
+/// The value (KiB) of `key` (e.g. `Slab`, `VmRSS`) in a text of `Key: value kB` lines:
+/// `/proc/meminfo`, `/proc/PID/status`.
+pub fn parse_kib(text: &str, key: &str) -> Option<u64> {
+    text.lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?
         .split_whitespace()
         .next()?
@@ -69,7 +58,7 @@ pub fn parse_meminfo(meminfo: &str, key: &str) -> Option<u64> {
 
 /// The kernel's slab (`Slab:` in `/proc/meminfo`), KiB.
 pub fn slab_kib() -> Option<u64> {
-    parse_meminfo(&std::fs::read_to_string("/proc/meminfo").ok()?, "Slab")
+    parse_kib(&std::fs::read_to_string("/proc/meminfo").ok()?, "Slab")
 }
 
 /// What fastecho.ko has allocated now (its counter), KiB, rounded down.
@@ -194,21 +183,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_vmrss() {
+    fn reads_vmrss_and_meminfo() {
         let status = "Name:\tx\nVmPeak:\t  9000 kB\nVmRSS:\t    6468 kB\nThreads:\t3\n";
-        assert_eq!(parse_rss(status), Some(6468));
-        assert_eq!(parse_rss("Name: x\n"), None);
+        let meminfo = "MemTotal:        2014552 kB\nSlab:              51234 kB\nSReclaimable:      20000 kB\n";
+        for (text, key, want) in [
+            (status, "VmRSS", Some(6468)),
+            ("Name: x\n", "VmRSS", None),
+            (meminfo, "Slab", Some(51234)),
+            (meminfo, "MemTotal", Some(2014552)),
+            (meminfo, "Sla", None),
+            (meminfo, "MemFree", None),
+        ] {
+            assert_eq!(parse_kib(text, key), want, "{key} in {text:?}");
+        }
         let me = rss_kib(std::process::id()).expect("own rss");
         assert!(me > 0);
-    }
-
-    #[test]
-    fn reads_meminfo() {
-        let text = "MemTotal:        2014552 kB\nSlab:              51234 kB\nSReclaimable:      20000 kB\n";
-        assert_eq!(parse_meminfo(text, "Slab"), Some(51234));
-        assert_eq!(parse_meminfo(text, "MemTotal"), Some(2014552));
-        assert_eq!(parse_meminfo(text, "Sla"), None);
-        assert_eq!(parse_meminfo(text, "MemFree"), None);
         assert!(slab_kib().expect("this kernel's slab") > 0);
     }
 

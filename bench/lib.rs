@@ -128,7 +128,7 @@ impl UdpArgs {
         if !(self.max_loss.is_finite() && (0.0..=100.0).contains(&self.max_loss)) {
             crate::bail!("--max-loss must be between 0 and 100 percent");
         }
-        let (warmup, duration) = self.run.window()?;
+        let run = self.run.spec()?;
         Ok(udp::UdpSpec {
             addr: crate::net::resolve(&self.addr)?,
             sockets: self.sockets,
@@ -136,12 +136,7 @@ impl UdpArgs {
             window,
             rate: self.rate,
             timeout: Duration::from_secs_f64(self.timeout),
-            warmup,
-            duration,
-            threads: self.run.threads,
-            cpus: self.run.cpus.clone(),
-            seed: self.run.seed,
-            server_pid: self.run.server_pid,
+            run,
         })
     }
 }
@@ -239,35 +234,38 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// The warm-up and the measured window, checked (the window is never empty).
-    fn window(&self) -> Result<(Duration, Duration)> {
-        let w = (
+    /// The run's description, its warm-up and measured window checked (the window is
+    /// never empty).
+    fn spec(&self) -> Result<loadgen::RunSpec> {
+        let (warmup, duration) = (
             secs_arg("warmup", self.warmup)?,
             secs_arg("secs", self.secs)?,
         );
-        if w.1.is_zero() {
+        if duration.is_zero() {
             crate::bail!("--secs must be more than 0");
         }
-        Ok(w)
+        Ok(loadgen::RunSpec {
+            warmup,
+            duration,
+            threads: self.threads,
+            cpus: self.cpus.clone(),
+            seed: self.seed,
+            server_pid: self.server_pid,
+        })
     }
 }
 
 impl LoadArgs {
     /// The validated load description.
     fn spec(&self) -> Result<loadgen::LoadSpec> {
-        let (warmup, duration) = self.run.window()?;
+        let run = self.run.spec()?;
         let spec = loadgen::LoadSpec {
             addr: crate::net::resolve(&self.addr)?,
             conns: self.conns,
             size: self.size,
-            warmup,
-            duration,
-            threads: self.run.threads,
-            cpus: self.run.cpus.clone(),
-            seed: self.run.seed,
-            server_pid: self.run.server_pid,
+            run,
         };
-        if !(1..=loadgen::MAX_THREADS).contains(&spec.threads) {
+        if !(1..=loadgen::MAX_THREADS).contains(&spec.run.threads) {
             crate::bail!("--threads must be between 1 and {}", loadgen::MAX_THREADS);
         }
         Ok(spec)
@@ -279,9 +277,9 @@ impl LoadArgs {
             "{} conns x {} B, {} load thread(s), {:.1}s (+{:.1}s warm-up)",
             spec.conns,
             spec.size,
-            spec.threads,
-            spec.duration.as_secs_f64(),
-            spec.warmup.as_secs_f64()
+            spec.run.threads,
+            spec.run.duration.as_secs_f64(),
+            spec.run.warmup.as_secs_f64()
         )
     }
 }
@@ -360,8 +358,8 @@ fn latency(a: &LatencyArgs) -> Result<bool> {
             [("corrected", &r.corrected), ("uncorrected", &r.uncorrected)].map(|(kind, h)| {
                 hlog::Entry {
                     tag: format!("latency:r{:.0}:{kind}", spec.rate),
-                    start: spec.load.warmup,
-                    length: spec.load.duration,
+                    start: spec.load.run.warmup,
+                    length: spec.load.run.duration,
                     hist: h.clone(),
                 }
             });
@@ -373,7 +371,7 @@ fn latency(a: &LatencyArgs) -> Result<bool> {
 
 /// The human-readable result lines of an open-loop run.
 pub fn latency_report(r: &openloop::OpenResult) -> String {
-    let secs = r.window.as_secs_f64();
+    let secs = r.usage.window.as_secs_f64();
     let mut s = format!(
         "  {:.0} echoes/s of {:.0} scheduled; {} of {} due in the window unfinished\n  \
          corrected   {}\n  uncorrected {}",
@@ -391,7 +389,7 @@ pub fn latency_report(r: &openloop::OpenResult) -> String {
         hist::format_us(lag.p99),
         hist::format_us(lag.max)
     );
-    if let (Some(m), true) = (r.machine_cpu, r.echoes > 0) {
+    if let (Some(m), true) = (r.usage.machine_cpu, r.echoes > 0) {
         s += &format!(
             "\n  cpu per echo: machine {:.2} µs",
             m.as_secs_f64() * 1e6 / r.echoes as f64
@@ -399,9 +397,9 @@ pub fn latency_report(r: &openloop::OpenResult) -> String {
     }
     s += &format!(
         "\n  client load: {:.0}% of one CPU",
-        r.client_cpu.as_secs_f64() / secs * 100.0
+        r.usage.client_cpu.as_secs_f64() / secs * 100.0
     );
-    s += &waits_line(&r.waits, r.window);
+    s += &waits_line(&r.usage.waits, r.usage.window);
     if r.unfinished > 0 {
         s += "\n  note: the rate was not kept (server or load generator saturated): \
               the corrected percentiles include the backlog";
@@ -432,9 +430,9 @@ fn udp_cmd(a: &UdpArgs) -> Result<bool> {
         "udp {}: {mode} x {} B, {} load thread(s), {:.1}s (+{:.1}s warm-up), timeout {:.0} ms",
         spec.addr,
         spec.size,
-        spec.threads.min(spec.sockets),
-        spec.duration.as_secs_f64(),
-        spec.warmup.as_secs_f64(),
+        spec.run.threads.min(spec.sockets),
+        spec.run.duration.as_secs_f64(),
+        spec.run.warmup.as_secs_f64(),
         spec.timeout.as_secs_f64() * 1e3
     );
     let r = udp::run(&spec)?;
@@ -453,7 +451,7 @@ fn udp_cmd(a: &UdpArgs) -> Result<bool> {
 /// The human-readable result lines of a UDP run (either mode).
 pub fn udp_report(r: &udp::UdpResult) -> String {
     let c = r.counts;
-    let secs = r.window.as_secs_f64();
+    let secs = r.usage.window.as_secs_f64();
     let mut s = match &r.corrected {
         None => format!(
             "  {:.0} echoes/s, {:.2} MB/s; {} sent in the window, {} lost ({:.3}%), {} late\n  \
@@ -502,15 +500,15 @@ pub fn udp_report(r: &udp::UdpResult) -> String {
     };
     s += &format!(
         "\n  cpu per echo: machine {}, client {}",
-        r.machine_cpu.map_or("n/a".into(), per_echo),
-        per_echo(r.client_cpu)
+        r.usage.machine_cpu.map_or("n/a".into(), per_echo),
+        per_echo(r.usage.client_cpu)
     );
-    if let Some(sc) = r.server_cpu {
+    if let Some(sc) = r.usage.server_cpu {
         s += &format!(", server {}", per_echo(sc));
     }
     s += &format!(
         "\n  client load: {:.0}% of one CPU",
-        r.client_cpu.as_secs_f64() / secs * 100.0
+        r.usage.client_cpu.as_secs_f64() / secs * 100.0
     );
     if r.io_errors > 0 {
         s += &format!("\n  {} socket calls failed", r.io_errors);
@@ -578,7 +576,7 @@ fn throughput(a: &ThroughputArgs) -> Result<bool> {
     println!("throughput {}: {}", spec.addr, LoadArgs::describe(&spec));
     let r = loadgen::run(&spec)?;
     println!("{}", report(&r));
-    let row = all::to_row("server", spec.conns, spec.size, spec.threads, &r);
+    let row = all::to_row("server", spec.conns, spec.size, spec.run.threads, &r);
     Ok(verdict(&row))
 }
 
@@ -610,7 +608,7 @@ fn verdict(row: &impl Judged) -> bool {
 
 /// The human-readable result lines.
 pub fn report(r: &loadgen::LoadResult) -> String {
-    let secs = r.window.as_secs_f64();
+    let secs = r.usage.window.as_secs_f64();
     let per_echo = |d: Duration| {
         if r.echoes == 0 {
             "n/a".to_string()
@@ -623,17 +621,17 @@ pub fn report(r: &loadgen::LoadResult) -> String {
         r.echoes as f64 / secs,
         r.bytes as f64 / secs / 1e6,
         Percentiles::of(&r.latency).describe(),
-        r.machine_cpu.map_or("n/a".into(), per_echo),
-        per_echo(r.client_cpu),
+        r.usage.machine_cpu.map_or("n/a".into(), per_echo),
+        per_echo(r.usage.client_cpu),
     );
-    if let Some(sc) = r.server_cpu {
+    if let Some(sc) = r.usage.server_cpu {
         s += &format!(", server {}", per_echo(sc));
     }
     s += &format!(
         "\n  client load: {:.0}% of one CPU",
-        r.client_cpu.as_secs_f64() / secs * 100.0
+        r.usage.client_cpu.as_secs_f64() / secs * 100.0
     );
-    s += &waits_line(&r.waits, r.window);
+    s += &waits_line(&r.usage.waits, r.usage.window);
     let e = r.errors;
     s += &if e.failures() == 0 {
         "\n  errors: none (every byte checked)".to_string()

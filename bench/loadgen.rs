@@ -36,11 +36,20 @@ pub struct LoadSpec {
     pub conns: usize,
     /// Message size in bytes.
     pub size: usize,
+    /// Warm-up, measured time, threads, CPUs, seed, server pid.
+    pub run: RunSpec,
+}
+
+/// How long a load generator runs, on which threads, and whose CPU it reports: the part
+/// of the description every generator (TCP closed and open loop, UDP) shares.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
     /// Time before measuring (connections are made in it).
     pub warmup: Duration,
     /// Measured time.
     pub duration: Duration,
-    /// Load threads.
+    /// Load threads (all of them in the TCP closed loop; the others use at most one per
+    /// connection or socket).
     pub threads: usize,
     /// CPUs to pin load thread i to (`cpus[i % len]`); empty = not pinned.
     pub cpus: Vec<usize>,
@@ -50,17 +59,77 @@ pub struct LoadSpec {
     pub server_pid: Option<u32>,
 }
 
-/// What went wrong, counted; a run with any of these is not a clean result.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Errors {
-    /// Connections that failed to connect.
-    pub connect: u64,
-    /// Echoes that differed from what was sent (the connection is dropped).
-    pub mismatch: u64,
-    /// Connections the server closed or reset mid-run.
-    pub closed: u64,
-    /// Connections that made no progress in the whole measured window.
-    pub stalled: u64,
+impl RunSpec {
+    /// A pool of `count` load threads sharing `conns` connections, and its start, 20 ms
+    /// from now; its measured window begins `warmup` after the start.
+    pub(super) fn pool(&self, count: usize, conns: usize) -> (Instant, Threads<'_>) {
+        let start = Instant::now() + Duration::from_millis(20);
+        let window_start = start + self.warmup;
+        let threads = Threads {
+            count,
+            conns,
+            cpus: &self.cpus,
+            window: (window_start, window_start + self.duration),
+            server_pid: self.server_pid,
+        };
+        (start, threads)
+    }
+
+    /// What load thread `thread` starts with: its epoll instance and its payload pattern
+    /// (`len` bytes, its own, from the seed). An open loop (`open`) also cuts the thread's
+    /// timer slack to 1 ns, so that it wakes on time for its slots.
+    pub(super) fn thread_start(
+        &self,
+        thread: usize,
+        len: usize,
+        open: bool,
+    ) -> Result<(Epoll, Vec<u8>)> {
+        let ep = Epoll::new().context("creating an epoll instance")?;
+        if open {
+            sys::set_timer_slack_ns(1).context("setting the timer slack")?;
+        }
+        Ok((ep, payload_bytes(self.seed ^ thread as u64, len)))
+    }
+}
+
+/// A struct of `u64` counts, written as the struct itself inside `counters! { }`, with
+/// `add`, which adds another's counts to its own field by field: how each load thread's
+/// counts add up to the run's.
+macro_rules! counters {
+    (
+        $(#[$attr:meta])*
+        pub struct $name:ident {
+            $( $(#[$doc:meta])* pub $field:ident: u64, )*
+        }
+    ) => {
+        $(#[$attr])*
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        pub struct $name {
+            $( $(#[$doc])* pub $field: u64, )*
+        }
+
+        impl $name {
+            /// Add `o`'s counts to these.
+            pub(super) fn add(&mut self, o: &$name) {
+                $( self.$field += o.$field; )*
+            }
+        }
+    };
+}
+pub(super) use counters;
+
+counters! {
+    /// What went wrong, counted; a run with any of these is not a clean result.
+    pub struct Errors {
+        /// Connections that failed to connect.
+        pub connect: u64,
+        /// Echoes that differed from what was sent (the connection is dropped).
+        pub mismatch: u64,
+        /// Connections the server closed or reset mid-run.
+        pub closed: u64,
+        /// Connections that made no progress in the whole measured window.
+        pub stalled: u64,
+    }
 }
 
 impl Errors {
@@ -70,16 +139,9 @@ impl Errors {
     pub fn failures(&self) -> u64 {
         self.connect + self.mismatch + self.closed
     }
-
-    pub(super) fn add(&mut self, o: &Errors) {
-        self.connect += o.connect;
-        self.mismatch += o.mismatch;
-        self.closed += o.closed;
-        self.stalled += o.stalled;
-    }
 }
 
-/// The measured window's outcome, all threads merged.
+/// The measured window's outcome, all threads merged (each thread counts its own in one).
 #[derive(Debug)]
 pub struct LoadResult {
     /// Complete, verified echoes inside the window.
@@ -88,18 +150,27 @@ pub struct LoadResult {
     pub bytes: u64,
     /// Send-to-full-echo latency of each of those echoes, in ns.
     pub latency: Histogram<u64>,
-    /// Length of the measured window.
-    pub window: Duration,
-    /// CPU the load threads used inside the window.
-    pub client_cpu: Duration,
-    /// Busy CPU of the whole machine inside the window.
-    pub machine_cpu: Option<Duration>,
-    /// CPU of the server process inside the window.
-    pub server_cpu: Option<Duration>,
-    /// Run-queue waits of the server's and the load generator's threads in the window.
-    pub waits: Waits,
+    /// The window's length, CPU and waits: the whole run's (a thread's own is unset).
+    pub usage: Usage,
     /// Problems seen.
     pub errors: Errors,
+}
+
+impl Tally for LoadResult {
+    fn merge(&mut self, o: LoadResult) {
+        self.echoes += o.echoes;
+        self.bytes += o.bytes;
+        let _ = self.latency.add(&o.latency);
+        self.errors.add(&o.errors);
+    }
+}
+
+/// What a load thread counts: its generator's result type, which the run's result is the
+/// sum of ([`Threads::run`] merges them).
+pub(super) trait Tally: Send {
+    /// Add another thread's counts and histograms to these (not the usage: that is the
+    /// run's, not a thread's).
+    fn merge(&mut self, o: Self);
 }
 
 /// One connection's progress through its current message.
@@ -120,58 +191,32 @@ enum State {
     Dead,
 }
 
-struct ThreadOut {
-    echoes: u64,
-    bytes: u64,
-    latency: Histogram<u64>,
-    cpu: Duration,
-    errors: Errors,
-}
-
 /// Run the load and wait for it; errors only for set-up failures (no socket at all).
 pub fn run(spec: &LoadSpec) -> Result<LoadResult> {
-    if spec.threads == 0 || spec.conns == 0 || spec.size == 0 {
+    if spec.run.threads == 0 || spec.conns == 0 || spec.size == 0 {
         crate::bail!("threads, connections and message size must all be at least 1");
     }
-    let start = Instant::now() + Duration::from_millis(20);
-    let window_start = start + spec.warmup;
-    let window_end = window_start + spec.duration;
-    let threads = Threads {
-        count: spec.threads,
-        conns: spec.conns,
-        cpus: &spec.cpus,
-        window: (window_start, window_end),
-        server_pid: spec.server_pid,
-    };
-    let (outs, sampled) =
-        threads.run(|t, share| drive(spec, t, share, window_start, window_end))?;
-    let mut result = LoadResult {
-        echoes: 0,
-        bytes: 0,
-        latency: hist::new_histogram(),
-        window: window_end - window_start,
-        client_cpu: Duration::ZERO,
-        machine_cpu: sampled.machine_cpu,
-        server_cpu: sampled.server_cpu,
-        waits: sampled.waits,
-        errors: Errors::default(),
-    };
-    for out in outs {
-        result.echoes += out.echoes;
-        result.bytes += out.bytes;
-        let _ = result.latency.add(&out.latency);
-        result.client_cpu += out.cpu;
-        result.errors.add(&out.errors);
-    }
+    let (_, threads) = spec.run.pool(spec.run.threads, spec.conns);
+    let window = threads.window;
+    let (mut result, usage) = threads.run(|t, share| drive(spec, t, share, window))?;
+    result.usage = usage;
     Ok(result)
 }
 
-/// What the sampler saw of the machine and the server over the measured window.
+/// The measured window and what it cost: its length, the CPU used in it (the load
+/// threads', the whole machine's, the server's) and the run-queue waits in it. Every load
+/// generator's report has one.
 #[derive(Debug, Default, Clone, Copy)]
-pub(super) struct Sampled {
-    /// Busy CPU of the whole machine, and of the server process.
+pub struct Usage {
+    /// Length of the measured window.
+    pub window: Duration,
+    /// CPU the load threads used inside the window.
+    pub client_cpu: Duration,
+    /// Busy CPU of the whole machine inside the window.
     pub machine_cpu: Option<Duration>,
+    /// CPU of the server process inside the window.
     pub server_cpu: Option<Duration>,
+    /// Run-queue waits of the server's and the load generator's threads in the window.
     pub waits: Waits,
 }
 
@@ -197,7 +242,7 @@ impl Waits {
 }
 
 /// Load threads sharing the connections, and the CPU sampling around their measured window;
-/// shared by the closed-loop and the open-loop generators.
+/// shared by every generator (made by [`RunSpec::pool`]).
 pub(super) struct Threads<'a> {
     /// Threads to run.
     pub count: usize,
@@ -213,12 +258,13 @@ pub(super) struct Threads<'a> {
 
 impl Threads<'_> {
     /// Run `f(thread, connections)` on every thread at once (released together at a
-    /// barrier); returns each thread's output and the machine's and server's busy CPU in
-    /// the window.
-    pub fn run<T: Send>(
+    /// barrier); `f` returns the thread's tally and the CPU it used in the window. Returns
+    /// the tallies merged and the window's [`Usage`]: its length, the threads' CPU summed,
+    /// and the machine's and the server's busy CPU and waits.
+    pub fn run<T: Tally>(
         &self,
-        f: impl Fn(usize, usize) -> Result<T> + Sync,
-    ) -> Result<(Vec<T>, Sampled)> {
+        f: impl Fn(usize, usize) -> Result<(T, Duration)> + Sync,
+    ) -> Result<(T, Usage)> {
         if self.count > MAX_THREADS {
             crate::bail!(
                 "at most {MAX_THREADS} load threads (asked for {})",
@@ -277,13 +323,14 @@ impl Threads<'_> {
                     let waited = |a: Option<Vec<(u32, u64)>>, b: Option<Vec<(u32, u64)>>| {
                         a.zip(b).map(|(a, b)| cpu::waited(&a, &b))
                     };
-                    Sampled {
+                    Usage {
                         machine_cpu: m0.zip(m1).map(|(a, b)| b.saturating_sub(a)),
                         server_cpu: s0.zip(s1).map(|(a, b)| b.saturating_sub(a)),
                         waits: Waits {
                             server: waited(sw0, sw1),
                             client: waited(cw0, cw1),
                         },
+                        ..Usage::default()
                     }
                 }) {
                     Ok(h) => Some(h),
@@ -296,21 +343,34 @@ impl Threads<'_> {
             if failed.is_some() {
                 gate.call_off();
             }
-            let outs: Vec<Result<T>> = handles
+            let outs: Vec<Result<(T, Duration)>> = handles
                 .into_iter()
                 .map(|h| {
                     h.join()
                         .unwrap_or_else(|_| Err(Error::msg("load thread panicked")))
                 })
                 .collect();
-            let sampled = sampler.map_or(Sampled::default(), |h| h.join().unwrap_or_default());
+            let sampled = sampler.map_or(Usage::default(), |h| h.join().unwrap_or_default());
             match failed {
                 Some(e) => Err(e),
                 None => Ok((outs, sampled)),
             }
         })?;
-        let outs = outs.into_iter().collect::<Result<Vec<T>>>()?;
-        Ok((outs, sampled))
+        let mut usage = Usage {
+            window: window_end - window_start,
+            ..sampled
+        };
+        let mut total: Option<T> = None;
+        for out in outs {
+            let (out, cpu) = out?;
+            usage.client_cpu += cpu;
+            match &mut total {
+                Some(total) => total.merge(out),
+                None => total = Some(out),
+            }
+        }
+        let total = total.ok_or_else(|| Error::msg("no load threads"))?;
+        Ok((total, usage))
     }
 }
 
@@ -319,17 +379,15 @@ fn drive(
     spec: &LoadSpec,
     thread: usize,
     share: usize,
-    window_start: Instant,
-    window_end: Instant,
-) -> Result<ThreadOut> {
-    let ep = Epoll::new().context("creating an epoll instance")?;
+    (window_start, window_end): (Instant, Instant),
+) -> Result<(LoadResult, Duration)> {
     // Per-thread pattern; connection k's messages are pattern[k % 256 ..][..size].
-    let pattern = payload_bytes(spec.seed ^ thread as u64, spec.size + 256);
-    let mut out = ThreadOut {
+    let (ep, pattern) = spec.run.thread_start(thread, spec.size + 256, false)?;
+    let mut out = LoadResult {
         echoes: 0,
         bytes: 0,
         latency: hist::new_histogram(),
-        cpu: Duration::ZERO,
+        usage: Usage::default(),
         errors: Errors::default(),
     };
     let mut clients = Vec::with_capacity(share);
@@ -357,12 +415,10 @@ fn drive(
     }
     let mut events = sys::event_buffer(1024);
     let mut scratch = vec![0u8; spec.size.clamp(4096, 1 << 20)];
-    let mut cpu_at_start = None;
+    let mut cpu = CpuWindow::default();
     loop {
         let now = Instant::now();
-        if cpu_at_start.is_none() && now >= window_start {
-            cpu_at_start = Some(cpu::thread_cpu());
-        }
+        cpu.tick(now, (window_start, window_end));
         if now >= window_end {
             break;
         }
@@ -385,14 +441,40 @@ fn drive(
             );
         }
     }
-    out.cpu = cpu::thread_cpu().saturating_sub(cpu_at_start.unwrap_or_default());
     // Stalled: a message (or connect) outstanding since before the window began and still
     // not done at its end, i.e. no progress at all while we measured. Slow is not stalled.
     out.errors.stalled = clients
         .iter()
         .filter(|c| c.state != State::Dead && c.started < window_start)
         .count() as u64;
-    Ok(out)
+    Ok((out, cpu.used()))
+}
+
+/// The calling thread's CPU over a window: from its start to its end, or to now while it
+/// has not ended.
+#[derive(Default)]
+pub(super) struct CpuWindow {
+    start: Option<Duration>,
+    used: Option<Duration>,
+}
+
+impl CpuWindow {
+    /// Read the thread's CPU when `now` first reaches the window's start, and again when
+    /// it first reaches its end.
+    pub fn tick<T: PartialOrd>(&mut self, now: T, window: (T, T)) {
+        if self.start.is_none() && now >= window.0 {
+            self.start = Some(cpu::thread_cpu());
+        }
+        if self.used.is_none() && now >= window.1 {
+            self.used = Some(cpu::thread_cpu().saturating_sub(self.start.unwrap_or_default()));
+        }
+    }
+
+    /// The CPU used from the window's start to its end (to now if it has not ended).
+    pub fn used(&self) -> Duration {
+        self.used
+            .unwrap_or_else(|| cpu::thread_cpu().saturating_sub(self.start.unwrap_or_default()))
+    }
 }
 
 /// Advance one connection on an epoll event.
@@ -402,7 +484,7 @@ fn step(
     msg: &[u8],
     scratch: &mut [u8],
     window: (Instant, Instant),
-    out: &mut ThreadOut,
+    out: &mut LoadResult,
 ) {
     if c.state == State::Connecting {
         if bits & (sys::OUT | sys::ERR | sys::HUP) == 0 {
@@ -445,7 +527,7 @@ fn step(
     }
 }
 
-fn fail(c: &mut Client, why: Wire, out: &mut ThreadOut) {
+fn fail(c: &mut Client, why: Wire, out: &mut LoadResult) {
     c.state = State::Dead;
     out.errors.count(why);
 }

@@ -21,11 +21,10 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use socket2::Socket;
 
-use super::loadgen::{self, Errors, LoadSpec, Threads, Wire};
-use super::{cpu, hist};
+use super::hist;
+use super::loadgen::{self, CpuWindow, Errors, LoadSpec, Tally, Usage, Wire};
 use crate::error::{Context, Result};
-use ringecho_check::payload_bytes;
-use ringecho_sys::epoll::{self as sys, Epoll};
+use ringecho_sys::epoll as sys;
 
 /// What to run: the closed-loop generator's connections, sizes and timing, plus a rate.
 #[derive(Debug, Clone)]
@@ -43,7 +42,7 @@ const DRAIN: Duration = Duration::from_secs(1);
 /// A slot closer than this is waited for by polling, not sleeping.
 pub const SPIN: Duration = Duration::from_micros(50);
 
-/// The outcome, all threads merged.
+/// The outcome, all threads merged (each thread counts its own in one).
 #[derive(Debug)]
 pub struct OpenResult {
     /// Messages due inside the window.
@@ -60,18 +59,24 @@ pub struct OpenResult {
     /// Actual send minus scheduled send, ns: the load generator's own lateness (a high
     /// tail means it, not the server, fell behind).
     pub send_lag: Histogram<u64>,
-    /// Length of the measured window.
-    pub window: Duration,
-    /// CPU the load threads used inside the window.
-    pub client_cpu: Duration,
-    /// Busy CPU of the whole machine inside the window.
-    pub machine_cpu: Option<Duration>,
-    /// CPU of the server process inside the window.
-    pub server_cpu: Option<Duration>,
-    /// Run-queue waits of the server's and the load generator's threads in the window.
-    pub waits: super::loadgen::Waits,
+    /// The window's length, CPU and waits: the whole run's (a thread's own is unset). The
+    /// load threads' CPU includes the drain after the window: the window's last echoes
+    /// are their work too.
+    pub usage: Usage,
     /// Problems seen (stalled is not used: see `unfinished`).
     pub errors: Errors,
+}
+
+impl Tally for OpenResult {
+    fn merge(&mut self, o: OpenResult) {
+        self.scheduled += o.scheduled;
+        self.echoes += o.echoes;
+        self.unfinished += o.unfinished;
+        let _ = self.corrected.add(&o.corrected);
+        let _ = self.uncorrected.add(&o.uncorrected);
+        let _ = self.send_lag.add(&o.send_lag);
+        self.errors.add(&o.errors);
+    }
 }
 
 /// One thread's send schedule: its share of the rate, spread evenly over its connections.
@@ -142,17 +147,6 @@ struct Conn {
     sent_at: Instant,
 }
 
-struct ThreadOut {
-    scheduled: u64,
-    echoes: u64,
-    unfinished: u64,
-    corrected: Histogram<u64>,
-    uncorrected: Histogram<u64>,
-    send_lag: Histogram<u64>,
-    cpu: Duration,
-    errors: Errors,
-}
-
 /// What one thread's loop needs at hand.
 struct ThreadPlan<'a> {
     sched: Schedule,
@@ -176,7 +170,7 @@ impl ThreadPlan<'_> {
         c: &mut Conn,
         now: Instant,
         on_time: bool,
-        out: &mut ThreadOut,
+        out: &mut OpenResult,
     ) {
         let due = self.sched.due(k, c.next);
         if c.state != State::Idle || due > now || due >= self.window.1 {
@@ -202,7 +196,7 @@ impl ThreadPlan<'_> {
     }
 
     /// Advance connection `k` on an epoll event.
-    fn step(&self, k: usize, c: &mut Conn, bits: u32, scratch: &mut [u8], out: &mut ThreadOut) {
+    fn step(&self, k: usize, c: &mut Conn, bits: u32, scratch: &mut [u8], out: &mut OpenResult) {
         if c.state == State::Connecting {
             if bits & (sys::OUT | sys::ERR | sys::HUP) == 0 {
                 return;
@@ -248,7 +242,7 @@ impl ThreadPlan<'_> {
     }
 }
 
-fn kill(c: &mut Conn, why: Wire, out: &mut ThreadOut) {
+fn kill(c: &mut Conn, why: Wire, out: &mut OpenResult) {
     c.state = State::Dead;
     out.errors.count(why);
 }
@@ -260,50 +254,19 @@ fn ns(d: Duration) -> u64 {
 /// Run the load and wait for it; errors only for set-up failures.
 pub fn run(open: &OpenSpec) -> Result<OpenResult> {
     let spec = &open.load;
-    if spec.threads == 0 || spec.conns == 0 || spec.size == 0 {
+    if spec.run.threads == 0 || spec.conns == 0 || spec.size == 0 {
         crate::bail!("threads, connections and message size must all be at least 1");
     }
     if !(open.rate.is_finite() && open.rate >= 1.0) {
         crate::bail!("the rate must be at least 1 message per second");
     }
-    let threads = spec.threads.min(spec.conns);
-    let start = Instant::now() + Duration::from_millis(20);
-    let window = (start + spec.warmup, start + spec.warmup + spec.duration);
-    let pool = Threads {
-        count: threads,
-        conns: spec.conns,
-        cpus: &spec.cpus,
-        window,
-        server_pid: spec.server_pid,
-    };
-    let (outs, sampled) = pool.run(|t, share| {
+    let (start, pool) = spec.run.pool(spec.run.threads.min(spec.conns), spec.conns);
+    let window = pool.window;
+    let (mut r, usage) = pool.run(|t, share| {
         let rate = open.rate * share as f64 / spec.conns as f64;
         drive(spec, t, share, Schedule::new(start, rate, share), window)
     })?;
-    let mut r = OpenResult {
-        scheduled: 0,
-        echoes: 0,
-        unfinished: 0,
-        corrected: hist::new_histogram(),
-        uncorrected: hist::new_histogram(),
-        send_lag: hist::new_histogram(),
-        window: spec.duration,
-        client_cpu: Duration::ZERO,
-        machine_cpu: sampled.machine_cpu,
-        server_cpu: sampled.server_cpu,
-        waits: sampled.waits,
-        errors: Errors::default(),
-    };
-    for o in outs {
-        r.scheduled += o.scheduled;
-        r.echoes += o.echoes;
-        r.unfinished += o.unfinished;
-        let _ = r.corrected.add(&o.corrected);
-        let _ = r.uncorrected.add(&o.uncorrected);
-        let _ = r.send_lag.add(&o.send_lag);
-        r.client_cpu += o.cpu;
-        r.errors.add(&o.errors);
-    }
+    r.usage = usage;
     Ok(r)
 }
 
@@ -315,24 +278,22 @@ fn drive(
     share: usize,
     sched: Schedule,
     window: (Instant, Instant),
-) -> Result<ThreadOut> {
-    let ep = Epoll::new().context("creating an epoll instance")?;
-    sys::set_timer_slack_ns(1).context("setting the timer slack")?;
-    let pattern = payload_bytes(spec.seed ^ thread as u64, spec.size + 256);
+) -> Result<(OpenResult, Duration)> {
+    let (ep, pattern) = spec.run.thread_start(thread, spec.size + 256, true)?;
     let ctx = ThreadPlan {
         sched,
         msg_len: spec.size,
         pattern: &pattern,
         window,
     };
-    let mut out = ThreadOut {
+    let mut out = OpenResult {
         scheduled: sched.first_slot_at(window.1) - sched.first_slot_at(window.0),
         echoes: 0,
         unfinished: 0,
         corrected: hist::new_histogram(),
         uncorrected: hist::new_histogram(),
         send_lag: hist::new_histogram(),
-        cpu: Duration::ZERO,
+        usage: Usage::default(),
         errors: Errors::default(),
     };
     // Connection k (its index here, and its token) has the schedule's k-th slots; the
@@ -368,13 +329,12 @@ fn drive(
     let mut events = sys::event_buffer(1024);
     let mut scratch = vec![0u8; spec.size.clamp(4096, 1 << 20)];
     let mut next_slot = 0u64;
-    let mut cpu_at_start = None;
     let drain_end = window.1 + DRAIN;
+    // The thread's CPU counts from the window's start until the drain ends.
+    let mut cpu = CpuWindow::default();
     loop {
         let now = Instant::now();
-        if cpu_at_start.is_none() && now >= window.0 {
-            cpu_at_start = Some(cpu::thread_cpu());
-        }
+        cpu.tick(now, (window.0, drain_end));
         // Wake every idle connection whose slot has come; busy ones catch up when their
         // echo is back.
         let mut slot_at = sched.slot_time(next_slot);
@@ -414,7 +374,7 @@ fn drive(
             }
         }
     }
-    out.cpu = cpu::thread_cpu().saturating_sub(cpu_at_start.unwrap_or_default());
+    let cpu = cpu.used();
     out.unfinished = out.scheduled.saturating_sub(out.echoes);
     // What never came back still waited at least until now: record that lower bound so
     // the corrected tail shows the server fell behind instead of hiding it.
@@ -436,7 +396,7 @@ fn drive(
             n += 1;
         }
     }
-    Ok(out)
+    Ok((out, cpu))
 }
 
 #[cfg(test)]

@@ -34,12 +34,11 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::loadgen::Threads;
+use super::hist;
+use super::loadgen::{counters, CpuWindow, RunSpec, Tally, Usage};
 use super::openloop::{Schedule, SPIN};
 use super::udp_seq::{self, Echo, Tracker, HEAD};
-use super::{cpu, hist};
 use crate::error::{Context, Result};
-use ringecho_check::payload_bytes;
 use ringecho_sys::epoll::{self as sys, Epoll};
 use ringecho_sys::mmsg::{self, MsgVec, SendBatch};
 
@@ -77,39 +76,31 @@ pub struct UdpSpec {
     pub rate: Option<f64>,
     /// A datagram not back within this long is lost.
     pub timeout: Duration,
-    /// Time before measuring.
-    pub warmup: Duration,
-    /// Measured time.
-    pub duration: Duration,
-    /// Load threads (at most one per socket is used).
-    pub threads: usize,
-    /// CPUs to pin load thread i to (`cpus[i % len]`); empty = not pinned.
-    pub cpus: Vec<usize>,
-    /// Payload seed.
-    pub seed: u64,
-    /// The server's pid, to report its CPU time.
-    pub server_pid: Option<u32>,
+    /// Warm-up, measured time, threads (at most one per socket is used), CPUs, seed,
+    /// server pid.
+    pub run: RunSpec,
 }
 
-/// Datagram counts; see the module documentation for what is over which window.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Counts {
-    /// Closed loop: datagrams sent in the window. Open loop: datagrams due in it.
-    pub sent: u64,
-    /// Closed loop: echoes that arrived in the window. Open loop: datagrams due in the
-    /// window whose echo came back within the timeout. Byte-exact, first copies only.
-    pub echoes: u64,
-    /// Of `sent`, not echoed within the timeout (open loop: `sent - echoes`).
-    pub lost: u64,
-    /// Echoes that came after their datagram was counted lost (any time in the run).
-    pub late: u64,
-    /// Datagrams the client could not send (its send buffer full); open loop only, and
-    /// already in `lost`.
-    pub unsent: u64,
-    /// Echoes with wrong bytes: cut, altered, another socket's, never sent.
-    pub wrong: u64,
-    /// Second copies of an echo.
-    pub duplicate: u64,
+counters! {
+    /// Datagram counts; see the module documentation for what is over which window.
+    pub struct Counts {
+        /// Closed loop: datagrams sent in the window. Open loop: datagrams due in it.
+        pub sent: u64,
+        /// Closed loop: echoes that arrived in the window. Open loop: datagrams due in the
+        /// window whose echo came back within the timeout. Byte-exact, first copies only.
+        pub echoes: u64,
+        /// Of `sent`, not echoed within the timeout (open loop: `sent - echoes`).
+        pub lost: u64,
+        /// Echoes that came after their datagram was counted lost (any time in the run).
+        pub late: u64,
+        /// Datagrams the client could not send (its send buffer full); open loop only, and
+        /// already in `lost`.
+        pub unsent: u64,
+        /// Echoes with wrong bytes: cut, altered, another socket's, never sent.
+        pub wrong: u64,
+        /// Second copies of an echo.
+        pub duplicate: u64,
+    }
 }
 
 impl Counts {
@@ -126,19 +117,9 @@ impl Counts {
             self.lost as f64 * 100.0 / self.sent as f64
         }
     }
-
-    fn add(&mut self, o: &Counts) {
-        self.sent += o.sent;
-        self.echoes += o.echoes;
-        self.lost += o.lost;
-        self.late += o.late;
-        self.unsent += o.unsent;
-        self.wrong += o.wrong;
-        self.duplicate += o.duplicate;
-    }
 }
 
-/// The outcome, all threads merged.
+/// The outcome, all threads merged (each thread counts its own in one).
 #[derive(Debug)]
 pub struct UdpResult {
     /// Datagram counts.
@@ -152,31 +133,38 @@ pub struct UdpResult {
     /// Open loop only: actual send minus scheduled send, ns, of the datagrams due in the
     /// window: the load generator's own lateness.
     pub send_lag: Option<Histogram<u64>>,
-    /// Length of the measured window.
-    pub window: Duration,
-    /// CPU the load threads used inside the window.
-    pub client_cpu: Duration,
-    /// Busy CPU of the whole machine inside the window.
-    pub machine_cpu: Option<Duration>,
-    /// CPU of the server process inside the window.
-    pub server_cpu: Option<Duration>,
-    /// Run-queue waits of the server's and the load generator's threads in the window.
-    pub waits: super::loadgen::Waits,
+    /// The window's length, CPU and waits: the whole run's (a thread's own is unset).
+    pub usage: Usage,
     /// Send or receive calls that failed for a reason other than a full buffer or an
     /// ICMP error (e.g. the socket was shut), counted rather than fatal.
     pub io_errors: u64,
 }
 
+impl Tally for UdpResult {
+    fn merge(&mut self, o: UdpResult) {
+        self.counts.add(&o.counts);
+        self.bytes += o.bytes;
+        let _ = self.latency.add(&o.latency);
+        if let (Some(c), Some(o)) = (&mut self.corrected, &o.corrected) {
+            let _ = c.add(o);
+        }
+        if let (Some(l), Some(o)) = (&mut self.send_lag, &o.send_lag) {
+            let _ = l.add(o);
+        }
+        self.io_errors += o.io_errors;
+    }
+}
+
 impl UdpResult {
     /// Echoes per second over the window.
     pub fn echoes_per_sec(&self) -> f64 {
-        self.counts.echoes as f64 / self.window.as_secs_f64()
+        self.counts.echoes as f64 / self.usage.window.as_secs_f64()
     }
 }
 
 /// Run the load and wait for it; errors only for set-up failures (no socket at all).
 pub fn run(spec: &UdpSpec) -> Result<UdpResult> {
-    if spec.threads == 0 || spec.sockets == 0 || spec.window == 0 {
+    if spec.run.threads == 0 || spec.sockets == 0 || spec.window == 0 {
         crate::bail!("threads, sockets and window must all be at least 1");
     }
     if !(HEAD..=MAX_SIZE).contains(&spec.size) {
@@ -187,50 +175,18 @@ pub fn run(spec: &UdpSpec) -> Result<UdpResult> {
             crate::bail!("the rate must be at least 1 datagram per second");
         }
     }
-    let threads = spec.threads.min(spec.sockets);
-    let start = Instant::now() + Duration::from_millis(20);
-    let window = (start + spec.warmup, start + spec.warmup + spec.duration);
-    let pool = Threads {
-        count: threads,
-        conns: spec.sockets,
-        cpus: &spec.cpus,
-        window,
-        server_pid: spec.server_pid,
-    };
+    let threads = spec.run.threads.min(spec.sockets);
+    let (start, pool) = spec.run.pool(threads, spec.sockets);
+    let window = pool.window;
     // The run's tag: a stray datagram from another run (or a server echoing stale data)
     // does not check.
-    let tag = (spec.seed as u32) ^ (std::process::id() << 8) ^ 0x5eed_u32;
-    let (outs, sampled) = pool.run(|t, share| {
+    let tag = (spec.run.seed as u32) ^ (std::process::id() << 8) ^ 0x5eed_u32;
+    let (mut r, usage) = pool.run(|t, share| {
         // Socket ids are global: thread t's sockets follow those of threads 0..t.
         let first_id = t * (spec.sockets / threads) + t.min(spec.sockets % threads);
         drive(spec, t, share, first_id as u32, tag, start, window)
     })?;
-    let mut r = UdpResult {
-        counts: Counts::default(),
-        bytes: 0,
-        latency: hist::new_histogram(),
-        corrected: spec.rate.map(|_| hist::new_histogram()),
-        send_lag: spec.rate.map(|_| hist::new_histogram()),
-        window: spec.duration,
-        client_cpu: Duration::ZERO,
-        machine_cpu: sampled.machine_cpu,
-        server_cpu: sampled.server_cpu,
-        waits: sampled.waits,
-        io_errors: 0,
-    };
-    for o in outs {
-        r.counts.add(&o.counts);
-        r.bytes += o.bytes;
-        let _ = r.latency.add(&o.latency);
-        if let Some(c) = &mut r.corrected {
-            let _ = c.add(&o.corrected);
-        }
-        if let Some(l) = &mut r.send_lag {
-            let _ = l.add(&o.send_lag);
-        }
-        r.client_cpu += o.cpu;
-        r.io_errors += o.io_errors;
-    }
+    r.usage = usage;
     Ok(r)
 }
 
@@ -241,17 +197,6 @@ struct Client {
     /// Start of its body in the thread's pattern.
     offset: usize,
     tracker: Tracker,
-}
-
-/// One thread's results.
-struct ThreadOut {
-    counts: Counts,
-    bytes: u64,
-    latency: Histogram<u64>,
-    corrected: Histogram<u64>,
-    send_lag: Histogram<u64>,
-    cpu: Duration,
-    io_errors: u64,
 }
 
 /// What one thread's loop needs at hand. Times are ns from `epoch`.
@@ -292,7 +237,7 @@ impl ThreadPlan<'_> {
         dues: &[u64],
         heads: &mut [[u8; HEAD]],
         batch: &mut SendBatch,
-        out: &mut ThreadOut,
+        out: &mut UdpResult,
     ) -> usize {
         let n = dues.len().min(heads.len()).min(batch.capacity());
         let first = c.tracker.next_seq();
@@ -310,8 +255,9 @@ impl ThreadPlan<'_> {
             }
         };
         for &due in &dues[..k] {
-            if self.open && self.in_window(due) {
-                hist::record(&mut out.send_lag, sent_at.saturating_sub(due));
+            // Only the open loop has a send lag.
+            if let (Some(lag), true) = (&mut out.send_lag, self.in_window(due)) {
+                hist::record(lag, sent_at.saturating_sub(due));
             }
             // A closed loop's datagram is due when it goes out.
             let due = if self.open { due } else { sent_at };
@@ -328,7 +274,7 @@ impl ThreadPlan<'_> {
     }
 
     /// Take every echo waiting on `c` (a few batches at most) and account for each.
-    fn receive(&self, c: &mut Client, batch: &mut MsgVec, out: &mut ThreadOut) {
+    fn receive(&self, c: &mut Client, batch: &mut MsgVec, out: &mut UdpResult) {
         for _ in 0..BATCHES_PER_WAKE {
             let n = match batch.recv(c.sock.as_fd()) {
                 Ok(n) => n,
@@ -365,8 +311,9 @@ impl ThreadPlan<'_> {
                             out.counts.echoes += 1;
                             out.bytes += dgram.len() as u64;
                             hist::record(&mut out.latency, now.saturating_sub(sent));
-                            if self.open {
-                                hist::record(&mut out.corrected, now.saturating_sub(due));
+                            // Only the open loop's latency is corrected.
+                            if let Some(corrected) = &mut out.corrected {
+                                hist::record(corrected, now.saturating_sub(due));
                             }
                         }
                     }
@@ -382,7 +329,7 @@ impl ThreadPlan<'_> {
     }
 
     /// Count every datagram of `c` sent at or before `deadline` and still waiting as lost.
-    fn expire(&self, c: &mut Client, deadline: u64, out: &mut ThreadOut) {
+    fn expire(&self, c: &mut Client, deadline: u64, out: &mut UdpResult) {
         let (open, window) = (self.open, self.window);
         let lost = &mut out.counts.lost;
         c.tracker.expire(deadline, |l| {
@@ -444,12 +391,10 @@ fn drive(
     tag: u32,
     start: Instant,
     window: (Instant, Instant),
-) -> Result<ThreadOut> {
-    let ep = Epoll::new().context("creating an epoll instance")?;
-    if spec.rate.is_some() {
-        sys::set_timer_slack_ns(1).context("setting the timer slack")?;
-    }
-    let pattern = payload_bytes(spec.seed ^ thread as u64, spec.size - HEAD + 256);
+) -> Result<(UdpResult, Duration)> {
+    let (ep, pattern) =
+        spec.run
+            .thread_start(thread, spec.size - HEAD + 256, spec.rate.is_some())?;
     let epoch = start;
     let ctx = ThreadPlan {
         epoch,
@@ -477,13 +422,13 @@ fn drive(
             tracker: Tracker::new(ring),
         });
     }
-    let mut out = ThreadOut {
+    let mut out = UdpResult {
         counts: Counts::default(),
         bytes: 0,
         latency: hist::new_histogram(),
-        corrected: hist::new_histogram(),
-        send_lag: hist::new_histogram(),
-        cpu: Duration::ZERO,
+        corrected: spec.rate.map(|_| hist::new_histogram()),
+        send_lag: spec.rate.map(|_| hist::new_histogram()),
+        usage: Usage::default(),
         io_errors: 0,
     };
     let mut io = Io {
@@ -501,8 +446,7 @@ fn drive(
             open_loop(spec, &ctx, sched, &ep, &mut clients, &mut io, &mut out)?
         }
     };
-    out.cpu = cpu;
-    Ok(out)
+    Ok((out, cpu))
 }
 
 /// A thread's batches and buffers, allocated once.
@@ -514,29 +458,6 @@ struct Io {
     recv: MsgVec,
 }
 
-/// Tracks the thread's CPU from the window's start to its end.
-#[derive(Default)]
-struct CpuWindow {
-    start: Option<Duration>,
-    used: Option<Duration>,
-}
-
-impl CpuWindow {
-    fn tick(&mut self, now: u64, window: (u64, u64)) {
-        if self.start.is_none() && now >= window.0 {
-            self.start = Some(cpu::thread_cpu());
-        }
-        if self.used.is_none() && now >= window.1 {
-            self.used = Some(cpu::thread_cpu().saturating_sub(self.start.unwrap_or_default()));
-        }
-    }
-
-    fn used(&self) -> Duration {
-        self.used
-            .unwrap_or_else(|| cpu::thread_cpu().saturating_sub(self.start.unwrap_or_default()))
-    }
-}
-
 /// Keep `window` datagrams in flight on every socket until the window closes.
 fn closed_loop(
     spec: &UdpSpec,
@@ -544,7 +465,7 @@ fn closed_loop(
     ep: &Epoll,
     clients: &mut [Client],
     io: &mut Io,
-    out: &mut ThreadOut,
+    out: &mut UdpResult,
 ) -> Result<Duration> {
     let timeout = spec.timeout.as_nanos() as u64;
     let drain_end = ctx.window.1 + timeout;
@@ -591,7 +512,7 @@ fn refill(
     c: &mut Client,
     now: u64,
     io: &mut Io,
-    out: &mut ThreadOut,
+    out: &mut UdpResult,
 ) {
     loop {
         let want = spec
@@ -618,7 +539,7 @@ fn open_loop(
     ep: &Epoll,
     clients: &mut [Client],
     io: &mut Io,
-    out: &mut ThreadOut,
+    out: &mut UdpResult,
 ) -> Result<Duration> {
     let share = clients.len() as u64;
     let epoch = ctx.epoch;
@@ -708,12 +629,14 @@ mod tests {
             window,
             rate,
             timeout: Duration::from_millis(200),
-            warmup: Duration::ZERO,
-            duration: Duration::from_secs(1),
-            threads: 1,
-            cpus: Vec::new(),
-            seed: 1,
-            server_pid: None,
+            run: RunSpec {
+                warmup: Duration::ZERO,
+                duration: Duration::from_secs(1),
+                threads: 1,
+                cpus: Vec::new(),
+                seed: 1,
+                server_pid: None,
+            },
         }
     }
 
