@@ -64,23 +64,7 @@ fn bench_all_writes_csv_charts_summary_and_plot_redraws() {
     }
 
     let results = Results::read(&out).expect("every file reads back");
-    let rows = &results.throughput;
-    assert_eq!(
-        rows.len(),
-        2 * 3 * 2,
-        "uring+epoll x 3 conns x 2 sizes: {rows:?}"
-    );
-    for server in ["uring", "epoll"] {
-        for conns in [1, 10, 100] {
-            for size in [64, 4096] {
-                let row = rows
-                    .iter()
-                    .find(|r| r.server == server && r.conns == conns && r.size == size)
-                    .unwrap_or_else(|| panic!("no row {server} {conns} {size}"));
-                assert!(row.errors == 0 && row.echoes > Some(0), "{row:?}");
-            }
-        }
-    }
+    clean_closed_loop(&results, &["uring", "epoll"]);
     let header = std::fs::read_to_string(out.join("throughput.csv")).expect("csv");
     assert!(
         header.starts_with("server,workload,conns,size,echoes_per_sec,"),
@@ -134,12 +118,7 @@ fn bench_all_writes_csv_charts_summary_and_plot_redraws() {
         "{summary}"
     );
     for server in ["uring", "epoll"] {
-        let row = results
-            .memory
-            .iter()
-            .find(|r| r.server == server)
-            .unwrap_or_else(|| panic!("no memory row for {server}: {:?}", results.memory));
-        assert!(row.conns == 10_000 && row.rss_after_kib > 0, "{row:?}");
+        grew_with_idle_connections(&results, server);
     }
     assert!(std::fs::read_to_string(out.join("metadata.txt"))
         .expect("metadata")
@@ -307,6 +286,38 @@ fn plot_redraws_the_committed_reference_runs_identically() {
     }
 }
 
+/// The closed-loop phase measured exactly `servers` at each of the smoke profile's 3
+/// connection counts x 2 sizes, every point with echoes and no error.
+fn clean_closed_loop(results: &Results, servers: &[&str]) {
+    let rows = &results.throughput;
+    assert_eq!(rows.len(), servers.len() * 3 * 2, "{servers:?}: {rows:?}");
+    for server in servers {
+        for conns in [1, 10, 100] {
+            for size in [64, 4096] {
+                let row = rows
+                    .iter()
+                    .find(|r| r.server == *server && r.conns == conns && r.size == size)
+                    .unwrap_or_else(|| panic!("no row {server} {conns} {size}: {rows:?}"));
+                assert!(row.errors == 0 && row.echoes > Some(0), "{row:?}");
+            }
+        }
+    }
+}
+
+/// The memory phase measured `server` with its 10,000 idle connections, all made, and
+/// its RSS grew with them.
+fn grew_with_idle_connections(results: &Results, server: &str) {
+    let row = results
+        .memory
+        .iter()
+        .find(|r| r.server == server)
+        .unwrap_or_else(|| panic!("no memory row for {server}: {:?}", results.memory));
+    assert!(
+        row.conns == 10_000 && row.rss_after_kib > row.rss_before_kib,
+        "{row:?}"
+    );
+}
+
 /// Whether the PNG at `path` has a pixel of exactly `rgb` (a series' line or marker).
 fn has_color(path: &Path, rgb: (u8, u8, u8)) -> bool {
     let img = image::open(path)
@@ -349,21 +360,8 @@ fn bench_all_measures_an_outside_server_beside_epoll_and_stops_it() {
     assert!(left.is_empty(), "outside server processes left: {left:?}");
 
     let results = Results::read(&out).expect("reads back");
+    clean_closed_loop(&results, &["epoll", "ext"]);
     let rows = &results.throughput;
-    assert_eq!(
-        rows.len(),
-        2 * 3 * 2,
-        "epoll+ext x 3 conns x 2 sizes: {rows:?}"
-    );
-    for conns in [1, 10, 100] {
-        for size in [64, 4096] {
-            let row = rows
-                .iter()
-                .find(|r| r.server == "ext" && r.conns == conns && r.size == size)
-                .unwrap_or_else(|| panic!("no ext row {conns} {size}: {rows:?}"));
-            assert!(row.errors == 0 && row.echoes > Some(0), "{row:?}");
-        }
-    }
     assert!(
         !rows.iter().any(|r| r.server == "uring"),
         "--only leaves uring out: {rows:?}"
@@ -383,17 +381,8 @@ fn bench_all_measures_an_outside_server_beside_epoll_and_stops_it() {
     for r in ext_udp {
         assert!(r.errors == 0 && r.echoes_per_sec > 0.0, "{r:?}");
     }
-    let row = results
-        .memory
-        .iter()
-        .find(|r| r.server == "ext")
-        .unwrap_or_else(|| panic!("no memory row for ext: {:?}", results.memory));
-    // The server's RSS, not the shell's: 10,000 connections grow it by far more than
-    // nothing (a shell's RSS would not move).
-    assert!(
-        row.conns == 10_000 && row.rss_after_kib > row.rss_before_kib,
-        "{row:?}"
-    );
+    // The server's RSS, not the shell's (a shell's RSS would not move).
+    grew_with_idle_connections(&results, "ext");
     // Charts: ext's line in its own colour beside epoll's; uring, left out, has none.
     use ringecho_bench::chart::server_rgb;
     for png in [
@@ -473,12 +462,7 @@ fn bench_all_without_epoll_claims_no_ratios_and_skips_udp_for_a_tcp_only_server(
     let left = processes_with(&marker);
     assert!(left.is_empty(), "pyecho processes left: {left:?}");
     let results = Results::read(&out).expect("reads back");
-    let rows = &results.throughput;
-    assert_eq!(rows.len(), 3 * 2, "pyecho x 3 conns x 2 sizes: {rows:?}");
-    assert!(
-        rows.iter().all(|r| r.server == "pyecho" && r.errors == 0),
-        "{rows:?}"
-    );
+    clean_closed_loop(&results, &["pyecho"]);
     let summary = std::fs::read_to_string(out.join("summary.md")).expect("summary");
     assert!(
         summary.contains("**Verdict**: none: epoll, the baseline of every ratio, did not run")
@@ -493,15 +477,7 @@ fn bench_all_without_epoll_claims_no_ratios_and_skips_udp_for_a_tcp_only_server(
     // TCP only: no UDP rows, and the memory phase measured the Python process.
     assert!(!out.join("udp.csv").exists(), "no UDP phase, no file");
     assert!(results.udp.is_empty());
-    let row = results
-        .memory
-        .iter()
-        .find(|r| r.server == "pyecho")
-        .unwrap_or_else(|| panic!("no memory row for pyecho: {:?}", results.memory));
-    assert!(
-        row.conns == 10_000 && row.rss_after_kib > row.rss_before_kib,
-        "{row:?}"
-    );
+    grew_with_idle_connections(&results, "pyecho");
     let path = out.join("throughput_64B.png");
     assert!(has_color(
         &path,
