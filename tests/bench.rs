@@ -107,12 +107,17 @@ fn corrupting_server() -> SocketAddr {
 #[test]
 fn wrong_bytes_are_reported_and_fail_the_run() {
     let out = bench(corrupting_server(), &["--conns", "8", "--size", "64"]);
-    let text = String::from_utf8_lossy(&out.stdout);
+    failed_saying(&out, &["ERRORS", "8 wrong bytes"]);
+}
+
+/// A run that failed and said each of `says` on stdout; returns what it said.
+fn failed_saying(out: &Output, says: &[&str]) -> String {
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(!out.status.success(), "{text}");
-    assert!(
-        text.contains("ERRORS") && text.contains("8 wrong bytes"),
-        "{text}"
-    );
+    for s in says {
+        assert!(text.contains(s), "no {s:?} in {text}");
+    }
+    text
 }
 
 /// A server that accepts 4 connections and never answers, holding them for 10 s.
@@ -130,17 +135,14 @@ fn silent_server() -> SocketAddr {
 #[test]
 fn a_stalling_server_is_reported_not_counted() {
     let out = bench(silent_server(), &["--conns", "4"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{text}");
-    assert!(
-        text.contains("stalled: 4 connections made no progress"),
-        "{text}"
-    );
     // Both reasons, whatever else a busy host adds (a CPU-wait reason goes between).
-    assert!(
-        text.contains("INVALID: no echo completed; ")
-            && text.contains("; 4 connections stalled for the whole window"),
-        "{text}"
+    failed_saying(
+        &out,
+        &[
+            "stalled: 4 connections made no progress",
+            "INVALID: no echo completed; ",
+            "; 4 connections stalled for the whole window",
+        ],
     );
 }
 
@@ -185,11 +187,7 @@ fn burst_releases_every_thread_and_checks_the_echo() {
         Duration::from_secs(30),
     );
     let _ = gone.join();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("10 connections failed"),
-        "{out:?}"
-    );
+    failed_saying(&out, &["10 connections failed"]);
 }
 
 fn latency(addr: SocketAddr, extra: &[&str]) -> Output {
@@ -229,20 +227,19 @@ fn open_loop_catches_wrong_bytes_and_a_silent_server() {
         corrupting_server(),
         &["--rate", "500", "--conns", "4", "--size", "256"],
     );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{text}");
-    assert!(text.contains("4 wrong bytes"), "{text}");
+    failed_saying(&out, &["4 wrong bytes"]);
 
     // Accepts and never answers: nothing finishes, and the corrected latency still
     // shows how long the messages waited instead of leaving them out.
     let out = latency(silent_server(), &["--rate", "100", "--conns", "4"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "no echo is a failure: {text}");
-    assert!(
-        text.contains("100 of 100 due in the window unfinished"),
-        "{text}"
+    // No echo is a failure.
+    let text = failed_saying(
+        &out,
+        &[
+            "100 of 100 due in the window unfinished",
+            "rate was not kept",
+        ],
     );
-    assert!(text.contains("rate was not kept"), "{text}");
     // "corrected   p50 1.27 s p90 ...": a number and its unit.
     let p50 = text
         .split("corrected   p50 ")
@@ -431,17 +428,12 @@ fn udp_wrong_bytes_and_duplicates_are_errors_and_fail_the_run() {
         &["--sockets", "8", "--rate", "500"][..],
     ] {
         let out = udp_bench(flip, mode);
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(!out.status.success(), "{text}");
+        // No echo was right.
+        let text = failed_saying(&out, &["nothing came back"]);
         assert!(number_before(&text, " wrong bytes") > 0, "{text}");
-        assert!(
-            text.contains("nothing came back"),
-            "no echo was right: {text}"
-        );
     }
     let out = udp_bench(fake_udp_server(Fake::Twice), &["--sockets", "4"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{text}");
+    let text = failed_saying(&out, &[]);
     assert!(number_before(&text, " duplicates") > 100, "{text}");
     assert_eq!(number_before(&text, " wrong bytes"), 0, "{text}");
 }
@@ -452,24 +444,13 @@ fn udp_a_silent_server_is_total_loss_and_fails() {
         fake_udp_server(Fake::Silent),
         &["--sockets", "4", "--timeout", "0.1"],
     );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{text}");
-    assert!(text.contains("(100.000%)"), "every datagram lost: {text}");
-    assert!(text.contains("nothing came back"), "{text}");
-    assert!(
-        text.contains("errors: none"),
-        "loss is not wrong bytes: {text}"
-    );
+    // Every datagram lost, and loss is not wrong bytes.
+    failed_saying(&out, &["(100.000%)", "nothing came back", "errors: none"]);
     let out = udp_bench(
         fake_udp_server(Fake::Silent),
         &["--sockets", "4", "--rate", "400"],
     );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{text}");
-    assert!(
-        text.contains("400 of 400 due in the window lost (100.000%)"),
-        "{text}"
-    );
+    failed_saying(&out, &["400 of 400 due in the window lost (100.000%)"]);
 }
 
 #[test]
