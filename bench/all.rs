@@ -576,6 +576,28 @@ impl PhaseRunner<'_> {
         self.args.client_cpus.len().clamp(1, conns.max(1))
     }
 
+    /// A TCP load against `t` at (conns, size), measured for `duration` from `threads`
+    /// load threads after the profile's warm-up, its payload from `seed`.
+    fn load_spec(
+        &self,
+        t: &Target,
+        (conns, size): (usize, usize),
+        (duration, threads): (Duration, usize),
+        seed: u64,
+    ) -> LoadSpec {
+        LoadSpec {
+            addr: t.addr,
+            conns,
+            size,
+            warmup: self.profile.warmup,
+            duration,
+            threads,
+            cpus: self.args.client_cpus.clone(),
+            seed,
+            server_pid: t.pid(),
+        }
+    }
+
     /// Run `step` against its server, add its rows to `results` and its histograms to
     /// `logs`, and say how it went.
     fn step(
@@ -725,17 +747,12 @@ impl PhaseRunner<'_> {
     fn closed(&self, t: &Target, conns: usize, size: usize) -> Result<Measured<ThroughputRow>> {
         let p = self.profile;
         let threads = self.client_threads(conns);
-        let spec = LoadSpec {
-            addr: t.addr,
-            conns,
-            size,
-            warmup: p.warmup,
-            duration: p.secs,
-            threads,
-            cpus: self.args.client_cpus.clone(),
-            seed: (conns * 31 + size) as u64,
-            server_pid: t.pid(),
-        };
+        let spec = self.load_spec(
+            t,
+            (conns, size),
+            (p.secs, threads),
+            (conns * 31 + size) as u64,
+        );
         let began = self.run_start.elapsed();
         let r = loadgen::run(&spec)?;
         let row = to_row(&t.name, conns, size, threads, &r);
@@ -764,24 +781,14 @@ impl PhaseRunner<'_> {
         rate: f64,
     ) -> Result<Measured<LatencyRow>> {
         let p = self.profile;
-        let tag = OpenTag {
-            fraction: pct,
-            rate: rate as u64,
-            conns: conns as u64,
-            size: size as u64,
-        };
+        let tag = OpenTag::new((conns, size, pct), rate);
         let spec = OpenSpec {
-            load: LoadSpec {
-                addr: t.addr,
-                conns,
-                size,
-                warmup: p.warmup,
-                duration: p.latency_secs,
-                threads: self.open_threads(conns),
-                cpus: self.args.client_cpus.clone(),
-                seed: u64::from(pct) * 7919 + size as u64,
-                server_pid: t.pid(),
-            },
+            load: self.load_spec(
+                t,
+                (conns, size),
+                (p.latency_secs, self.open_threads(conns)),
+                u64::from(pct) * 7919 + size as u64,
+            ),
             rate,
         };
         let began = self.run_start.elapsed();
@@ -794,7 +801,7 @@ impl PhaseRunner<'_> {
             format_us(row.u_p99_us),
         );
         let logs = open_logs(
-            |kind| tag.tag(OpenLoop::Tcp, kind),
+            (OpenLoop::Tcp, &tag),
             (began + p.warmup, p.latency_secs),
             r.corrected,
             r.uncorrected,
@@ -836,10 +843,10 @@ impl PhaseRunner<'_> {
     }
 }
 
-/// An open-loop point's two histogram log entries, tagged `tag("corrected")` and
-/// `tag("uncorrected")`, over the window (start, length) of the run.
+/// An open-loop point's two histogram log entries, tagged as `point`'s `corrected` and
+/// `uncorrected` histograms of loop `l`, over the window (start, length) of the run.
 pub(super) fn open_logs(
-    tag: impl Fn(&str) -> String,
+    (l, point): (OpenLoop, &OpenTag),
     (start, length): (Duration, Duration),
     corrected: hdrhistogram::Histogram<u64>,
     uncorrected: hdrhistogram::Histogram<u64>,
@@ -847,7 +854,7 @@ pub(super) fn open_logs(
     [("corrected", corrected), ("uncorrected", uncorrected)]
         .into_iter()
         .map(|(kind, hist)| hlog::Entry {
-            tag: tag(kind),
+            tag: point.tag(l, kind),
             start,
             length,
             hist,

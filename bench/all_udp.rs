@@ -71,12 +71,7 @@ impl PhaseRunner<'_> {
         let p = self.profile;
         let rate =
             super::all::fraction_of(reference_rate(closed, sockets as u64, size as u64), pct);
-        let tag = OpenTag {
-            fraction: pct,
-            rate: rate as u64,
-            conns: sockets as u64,
-            size: size as u64,
-        };
+        let tag = OpenTag::new((sockets, size, pct), rate);
         let spec = UdpSpec {
             addr,
             sockets,
@@ -103,7 +98,7 @@ impl PhaseRunner<'_> {
         );
         let corrected = r.corrected.unwrap_or_else(super::hist::new_histogram);
         let logs = super::all::open_logs(
-            |kind| tag.tag(OpenLoop::Udp, kind),
+            (OpenLoop::Udp, &tag),
             (began + p.udp_warmup, p.udp_secs),
             corrected,
             r.latency,

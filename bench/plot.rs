@@ -417,6 +417,16 @@ pub struct OpenTag {
 }
 
 impl OpenTag {
+    /// The point (connections or sockets, size, `fraction`%) run at `rate`.
+    pub fn new((conns, size, fraction): (usize, usize, u32), rate: f64) -> OpenTag {
+        OpenTag {
+            fraction,
+            rate: rate as u64,
+            conns: conns as u64,
+            size: size as u64,
+        }
+    }
+
     /// The tag of this point's `kind` (`corrected` or `uncorrected`) histogram.
     pub fn tag(&self, l: OpenLoop, kind: &str) -> String {
         let (prefix, c, s) = l.spelling();
