@@ -734,11 +734,7 @@ impl PhaseRunner<'_> {
             r.rss_before_kib,
             r.rss_after_kib,
             r.bytes_per_conn(),
-            if r.failed > 0 {
-                format!(" ({} failed to connect)", r.failed)
-            } else {
-                String::new()
-            }
+            super::idle_failed(&r)
         );
         Ok((vec![memory_row(&t.name, &r)], line))
     }

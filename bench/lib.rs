@@ -328,13 +328,18 @@ fn idle_cmd(a: &IdleArgs) -> Result<bool> {
         r.rss_after_kib,
         r.conns,
         r.bytes_per_conn(),
-        if r.failed > 0 {
-            format!(" ({} failed to connect)", r.failed)
-        } else {
-            String::new()
-        }
+        idle_failed(&r)
     );
     Ok(r.failed == 0)
+}
+
+/// " (N failed to connect)" after an idle run's line, "" when every connection connected.
+pub fn idle_failed(r: &idle::IdleResult) -> String {
+    if r.failed > 0 {
+        format!(" ({} failed to connect)", r.failed)
+    } else {
+        String::new()
+    }
 }
 
 fn latency(a: &LatencyArgs) -> Result<bool> {
