@@ -54,6 +54,20 @@ pub struct ThroughputRow {
     pub problems: String,
 }
 
+impl ThroughputRow {
+    /// The latency (the file has no p99.99 column: NaN).
+    pub fn latency(&self) -> Percentiles {
+        Percentiles::from_columns([
+            self.p50_us,
+            self.p90_us,
+            self.p99_us,
+            self.p999_us,
+            f64::NAN,
+            self.max_us,
+        ])
+    }
+}
+
 impl Judged for ThroughputRow {
     fn observed(&self) -> Observed {
         Observed {
