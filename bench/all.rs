@@ -895,7 +895,6 @@ pub(super) fn latency_row(
     r: &openloop::OpenResult,
 ) -> LatencyRow {
     let secs = r.window.as_secs_f64();
-    let nan = f64::NAN;
     let mut row = LatencyRow {
         server: server.into(),
         conns: conns as u64,
@@ -904,18 +903,6 @@ pub(super) fn latency_row(
         achieved: r.echoes as f64 / secs,
         scheduled: r.scheduled,
         unfinished: r.unfinished,
-        c_p50_us: nan,
-        c_p90_us: nan,
-        c_p99_us: nan,
-        c_p999_us: nan,
-        c_p9999_us: nan,
-        c_max_us: nan,
-        u_p50_us: nan,
-        u_p90_us: nan,
-        u_p99_us: nan,
-        u_p999_us: nan,
-        u_p9999_us: nan,
-        u_max_us: nan,
         machine_us_per_echo: r
             .machine_cpu
             .map_or(f64::NAN, |m| m.as_secs_f64() * 1e6 / r.echoes.max(1) as f64),
@@ -934,6 +921,7 @@ pub(super) fn latency_row(
         server_wait_pct: r.waits.pct(r.window).0,
         client_wait_pct: r.waits.pct(r.window).1,
         problems: String::new(),
+        ..LatencyRow::default()
     };
     row.set_latency(
         &Percentiles::of(&r.corrected),

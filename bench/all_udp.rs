@@ -126,7 +126,6 @@ fn to_row(server: &str, spec: &UdpSpec, fraction: Option<u32>, r: &UdpResult) ->
         Some(d) if c.echoes > 0 => d.as_secs_f64() * 1e6 / c.echoes as f64,
         _ => f64::NAN,
     };
-    let nan = f64::NAN;
     let mut row = UdpRow {
         server: server.into(),
         workload: if spec.rate.is_some() {
@@ -150,18 +149,6 @@ fn to_row(server: &str, spec: &UdpSpec, fraction: Option<u32>, r: &UdpResult) ->
         lost: c.lost,
         loss_pct: c.loss_pct(),
         late: c.late,
-        p50_us: nan,
-        p90_us: nan,
-        p99_us: nan,
-        p999_us: nan,
-        p9999_us: nan,
-        max_us: nan,
-        c_p50_us: nan,
-        c_p90_us: nan,
-        c_p99_us: nan,
-        c_p999_us: nan,
-        c_p9999_us: nan,
-        c_max_us: nan,
         machine_us_per_echo: per(r.machine_cpu),
         client_us_per_echo: per(Some(r.client_cpu)),
         server_us_per_echo: per(r.server_cpu),
@@ -175,6 +162,7 @@ fn to_row(server: &str, spec: &UdpSpec, fraction: Option<u32>, r: &UdpResult) ->
         server_wait_pct: r.waits.pct(r.window).0,
         client_wait_pct: r.waits.pct(r.window).1,
         problems: String::new(),
+        ..UdpRow::default()
     };
     let corrected = r.corrected.as_ref().map(Percentiles::of);
     row.set_latency(&Percentiles::of(&r.latency), corrected.as_ref());
