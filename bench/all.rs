@@ -578,7 +578,7 @@ impl PhaseRunner<'_> {
 
     /// A TCP load against `t` at (conns, size), measured for `duration` from `threads`
     /// load threads after the profile's warm-up, its payload from `seed`.
-    fn load_spec(
+    pub(super) fn load_spec(
         &self,
         t: &Target,
         (conns, size): (usize, usize),
@@ -596,6 +596,13 @@ impl PhaseRunner<'_> {
             seed,
             server_pid: t.pid(),
         }
+    }
+
+    /// Run `measure`; its result and when it began, from the start of the run (the
+    /// histogram logs' time base).
+    pub(super) fn timed<T>(&self, measure: impl FnOnce() -> Result<T>) -> Result<(Duration, T)> {
+        let began = self.run_start.elapsed();
+        Ok((began, measure()?))
     }
 
     /// Run `step` against its server, add its rows to `results` and its histograms to
@@ -749,9 +756,8 @@ impl PhaseRunner<'_> {
             (p.secs, threads),
             (conns * 31 + size) as u64,
         );
-        let began = self.run_start.elapsed();
-        let r = loadgen::run(&spec)?;
-        let row = to_row(&t.name, conns, size, threads, &r);
+        let (began, r) = self.timed(|| loadgen::run(&spec))?;
+        let row = to_row(&t.name, &spec, &r);
         let line = format!(
             "{:<6} {:>5} conns x {:>5} B: {:>7.0} echoes/s, p99 {:>7}",
             t.name,
@@ -787,9 +793,8 @@ impl PhaseRunner<'_> {
             ),
             rate,
         };
-        let began = self.run_start.elapsed();
-        let r = openloop::run(&spec)?;
-        let row = latency_row(&t.name, conns, size, rate, &r);
+        let (began, r) = self.timed(|| openloop::run(&spec))?;
+        let row = latency_row(&t.name, &spec, &r);
         let line = format!(
             "{:<6} open {rate:>6.0}/s ({pct}%): p99 {} (uncorr. {})",
             t.name,
@@ -812,8 +817,8 @@ impl PhaseRunner<'_> {
         threads: usize,
         rounds: u32,
     ) -> Result<(Vec<BurstRow>, u64, String, hlog::Entry)> {
-        let began = self.run_start.elapsed();
-        let r = super::burst::run(t.addr, threads, rounds, Duration::from_secs(10))?;
+        let (began, r) =
+            self.timed(|| super::burst::run(t.addr, threads, rounds, Duration::from_secs(10)))?;
         let p = Percentiles::of(&r.response);
         let line = format!(
             "{:<6} burst {} x {}: response p50 {}, p99 {}{}",
@@ -886,20 +891,14 @@ fn open_rate(closed: &[ThroughputRow], conns: usize, size: usize, pct: u32) -> f
     fraction_of(peak_reference(at), pct)
 }
 
-/// An open-loop result as its row, judged.
-pub(super) fn latency_row(
-    server: &str,
-    conns: usize,
-    size: usize,
-    rate: f64,
-    r: &openloop::OpenResult,
-) -> LatencyRow {
+/// The result of the open loop `spec` as its row, judged.
+pub(super) fn latency_row(server: &str, spec: &OpenSpec, r: &openloop::OpenResult) -> LatencyRow {
     let secs = r.window.as_secs_f64();
     let mut row = LatencyRow {
         server: server.into(),
-        conns: conns as u64,
-        size: size as u64,
-        rate,
+        conns: spec.load.conns as u64,
+        size: spec.load.size as u64,
+        rate: spec.rate,
         achieved: r.echoes as f64 / secs,
         scheduled: r.scheduled,
         unfinished: r.unfinished,
@@ -940,14 +939,8 @@ fn memory_row(server: &str, r: &super::idle::IdleResult) -> MemoryRow {
     }
 }
 
-/// A closed-loop result as its row, judged.
-pub(super) fn to_row(
-    server: &str,
-    conns: usize,
-    size: usize,
-    threads: usize,
-    r: &loadgen::LoadResult,
-) -> ThroughputRow {
+/// The result of the closed loop `spec` as its row, judged.
+pub(super) fn to_row(server: &str, spec: &LoadSpec, r: &loadgen::LoadResult) -> ThroughputRow {
     let secs = r.window.as_secs_f64();
     let per = |d: Option<Duration>| match d {
         Some(d) if r.echoes > 0 => d.as_secs_f64() * 1e6 / r.echoes as f64,
@@ -957,8 +950,8 @@ pub(super) fn to_row(
     results::judge(ThroughputRow {
         server: server.into(),
         workload: "throughput".into(),
-        conns: conns as u64,
-        size: size as u64,
+        conns: spec.conns as u64,
+        size: spec.size as u64,
         echoes_per_sec: r.echoes as f64 / secs,
         mb_per_sec: r.bytes as f64 / secs / 1e6,
         p50_us: p.p50,
@@ -973,7 +966,7 @@ pub(super) fn to_row(
         errors: r.errors.failures(),
         stalled: r.errors.stalled,
         echoes: Some(r.echoes),
-        load_threads: Some(threads as u64),
+        load_threads: Some(spec.threads as u64),
         server_wait_pct: r.waits.pct(r.window).0,
         client_wait_pct: r.waits.pct(r.window).1,
         problems: String::new(),

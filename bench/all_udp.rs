@@ -38,8 +38,7 @@ impl PhaseRunner<'_> {
             seed: (sockets * 31 + size) as u64,
             server_pid: t.pid(),
         };
-        let began = self.run_start.elapsed();
-        let r = udp::run(&spec)?;
+        let (began, r) = self.timed(|| udp::run(&spec))?;
         let row = to_row(&t.name, &spec, None, &r);
         let line = format!(
             "{:<6} UDP {:>3} x {:>4} B: {:>7.0} echoes/s, p99 {:>7}{}",
@@ -86,8 +85,7 @@ impl PhaseRunner<'_> {
             seed: u64::from(pct) * 7919 + size as u64,
             server_pid: t.pid(),
         };
-        let began = self.run_start.elapsed();
-        let r = udp::run(&spec)?;
+        let (began, r) = self.timed(|| udp::run(&spec))?;
         let row = to_row(&t.name, &spec, Some(pct), &r);
         let line = format!(
             "{:<6} UDP open {rate:>6.0}/s ({pct}%): p99 {} (uncorr. {}){}",

@@ -359,7 +359,7 @@ fn latency(a: &LatencyArgs) -> Result<bool> {
     );
     let r = openloop::run(&spec)?;
     println!("{}", latency_report(&r));
-    let row = all::latency_row("server", spec.load.conns, spec.load.size, spec.rate, &r);
+    let row = all::latency_row("server", &spec, &r);
     if let Some(path) = &a.hlog {
         let entries =
             [("corrected", &r.corrected), ("uncorrected", &r.uncorrected)].map(|(kind, h)| {
@@ -583,7 +583,7 @@ fn throughput(a: &ThroughputArgs) -> Result<bool> {
     println!("throughput {}: {}", spec.addr, LoadArgs::describe(&spec));
     let r = loadgen::run(&spec)?;
     println!("{}", report(&r));
-    let row = all::to_row("server", spec.conns, spec.size, spec.threads, &r);
+    let row = all::to_row("server", &spec, &r);
     Ok(verdict(&row))
 }
 
