@@ -402,6 +402,42 @@ impl OpenLoop {
             OpenLoop::Udp => ("udp-latency:", "s", "b"),
         }
     }
+
+    /// The spectrum chart of point `p` (its servers' `lines`): its file name and title.
+    fn spectrum(self, p: &OpenTag, lines: &[Line]) -> (String, String) {
+        let (file, what, unit, conns) = match self {
+            OpenLoop::Tcp => ("latency_spectrum", "Open-loop", "msg/s", "conns"),
+            OpenLoop::Udp => (
+                "udp_latency_spectrum",
+                "UDP open-loop",
+                "datagrams/s",
+                "sockets",
+            ),
+        };
+        let title = format!(
+            "{what} latency at {} {unit} ({}% of {} peak), {} {conns} x {} B",
+            p.rate,
+            p.fraction,
+            results::rate_reference(lines.iter().map(|l| l.0.as_str())),
+            p.conns,
+            p.size
+        );
+        (format!("{file}_{}pct.png", p.fraction), title)
+    }
+}
+
+/// A spectrum line drawn pale when `row` (of `server`) broke the validity rule: the
+/// server into `faded`, the reasons into `notes`.
+fn pale_if_invalid(
+    server: &str,
+    row: &impl Judged,
+    (notes, faded): (&mut Vec<String>, &mut Vec<String>),
+) {
+    let why = validity::describe(&row.reasons());
+    if !why.is_empty() {
+        notes.push(format!("{server} (pale): {why}."));
+        faded.push(server.to_string());
+    }
 }
 
 /// One open-loop point, as its histograms' tags name it.
@@ -512,25 +548,13 @@ fn draw_spectra(dir: &Path, hist_dir: &Path, note: &str, data: &OpenData) -> Res
     }
     let mut written = Vec::new();
     for (p, lines) in tcp {
-        let name = format!("latency_spectrum_{}pct.png", p.fraction);
-        let title = format!(
-            "Open-loop latency at {} msg/s ({}% of {} peak), {} conns x {} B",
-            p.rate,
-            p.fraction,
-            results::rate_reference(lines.iter().map(|l| l.0.as_str())),
-            p.conns,
-            p.size
-        );
+        let (name, title) = OpenLoop::Tcp.spectrum(&p, &lines);
         let same_rate = |a: f64| (a - p.rate as f64).abs() < 0.5;
         let mut notes = Vec::new();
         let mut faded = Vec::new();
         for r in data.latency {
             if r.conns == p.conns && r.size == p.size && same_rate(r.rate) {
-                let why = validity::describe(&r.reasons());
-                if !why.is_empty() {
-                    notes.push(format!("{} (pale): {why}.", r.server));
-                    faded.push(r.server.clone());
-                }
+                pale_if_invalid(&r.server, r, (&mut notes, &mut faded));
             }
         }
         let mut series = spectrum_series(&lines, &faded, &|_| String::new());
@@ -571,15 +595,7 @@ fn draw_spectra(dir: &Path, hist_dir: &Path, note: &str, data: &OpenData) -> Res
         written.push(name);
     }
     for (p, lines) in udp {
-        let name = format!("udp_latency_spectrum_{}pct.png", p.fraction);
-        let title = format!(
-            "UDP open-loop latency at {} datagrams/s ({}% of {} peak), {} sockets x {} B",
-            p.rate,
-            p.fraction,
-            results::rate_reference(lines.iter().map(|l| l.0.as_str())),
-            p.conns,
-            p.size
-        );
+        let (name, title) = OpenLoop::Udp.spectrum(&p, &lines);
         let mine: Vec<&UdpRow> = data
             .udp
             .iter()
@@ -600,11 +616,7 @@ fn draw_spectra(dir: &Path, hist_dir: &Path, note: &str, data: &OpenData) -> Res
                     100.0 - r.loss_pct
                 ));
             }
-            let why = validity::describe(&r.reasons());
-            if !why.is_empty() {
-                notes.push(format!("{} (pale): {why}.", r.server));
-                faded.push(r.server.clone());
-            }
+            pale_if_invalid(&r.server, *r, (&mut notes, &mut faded));
         }
         let loss = |server: &str| {
             mine.iter()
