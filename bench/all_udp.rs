@@ -15,6 +15,37 @@ use super::udp::{self, UdpResult, UdpSpec};
 use crate::error::Result;
 
 impl PhaseRunner<'_> {
+    /// A UDP load against `t` (serving at `addr`) at (sockets, size): the closed loop
+    /// (`rate` none: the profile's window of datagrams in flight per socket) or the open
+    /// loop at `rate` (one), over the profile's UDP window, its payload from `seed`.
+    fn udp_spec(
+        &self,
+        (t, addr): (&Target, std::net::SocketAddr),
+        (sockets, size): (usize, usize),
+        rate: Option<f64>,
+        seed: u64,
+    ) -> UdpSpec {
+        let p = self.profile;
+        UdpSpec {
+            addr,
+            sockets,
+            size,
+            window: if rate.is_some() { 1 } else { p.udp_window },
+            rate,
+            timeout: Duration::from_secs_f64(udp::TIMEOUT_SECS),
+            warmup: p.udp_warmup,
+            duration: p.udp_secs,
+            threads: if rate.is_some() {
+                self.open_threads(sockets)
+            } else {
+                self.client_threads(sockets)
+            },
+            cpus: self.args.client_cpus.clone(),
+            seed,
+            server_pid: t.pid(),
+        }
+    }
+
     /// The UDP closed loop at (sockets, size) against `t`, which serves UDP at `addr`.
     pub(super) fn udp_closed(
         &self,
@@ -24,20 +55,12 @@ impl PhaseRunner<'_> {
         size: usize,
     ) -> Result<Measured<UdpRow>> {
         let p = self.profile;
-        let spec = UdpSpec {
-            addr,
-            sockets,
-            size,
-            window: p.udp_window,
-            rate: None,
-            timeout: Duration::from_secs_f64(udp::TIMEOUT_SECS),
-            warmup: p.udp_warmup,
-            duration: p.udp_secs,
-            threads: self.client_threads(sockets),
-            cpus: self.args.client_cpus.clone(),
-            seed: (sockets * 31 + size) as u64,
-            server_pid: t.pid(),
-        };
+        let spec = self.udp_spec(
+            (t, addr),
+            (sockets, size),
+            None,
+            (sockets * 31 + size) as u64,
+        );
         let (began, r) = self.timed(|| udp::run(&spec))?;
         let row = to_row(&t.name, &spec, None, &r);
         let line = format!(
@@ -71,20 +94,12 @@ impl PhaseRunner<'_> {
         let rate =
             super::all::fraction_of(reference_rate(closed, sockets as u64, size as u64), pct);
         let tag = OpenTag::new((sockets, size, pct), rate);
-        let spec = UdpSpec {
-            addr,
-            sockets,
-            size,
-            window: 1,
-            rate: Some(rate),
-            timeout: Duration::from_secs_f64(udp::TIMEOUT_SECS),
-            warmup: p.udp_warmup,
-            duration: p.udp_secs,
-            threads: self.open_threads(sockets),
-            cpus: self.args.client_cpus.clone(),
-            seed: u64::from(pct) * 7919 + size as u64,
-            server_pid: t.pid(),
-        };
+        let spec = self.udp_spec(
+            (t, addr),
+            (sockets, size),
+            Some(rate),
+            u64::from(pct) * 7919 + size as u64,
+        );
         let (began, r) = self.timed(|| udp::run(&spec))?;
         let row = to_row(&t.name, &spec, Some(pct), &r);
         let line = format!(
