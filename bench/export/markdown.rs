@@ -54,11 +54,13 @@ const LATENCY_HEADS: [&str; 6] = [
     "max µs",
 ];
 
-/// The whole machine's busy CPU per echo, the server process's, the load generator's
-/// CPU %, and its send lag p99: each number column's heading and decimals.
+/// The whole machine's busy CPU per echo: a number column's heading and decimals.
 const MACHINE_CPU: (&str, usize) = ("machine CPU µs/echo", 2);
+/// The server process's CPU per echo.
 const SERVER_CPU: (&str, usize) = ("server CPU µs/echo", 2);
+/// The load generator's CPU, % of one CPU.
 const CLIENT_CPU: (&str, usize) = ("client CPU %", 0);
+/// The load generator's send lag p99 (open loops).
 const SEND_LAG: (&str, usize) = ("send lag p99 µs", 1);
 
 /// Latency columns, µs: the percentiles at `which` (indices into
