@@ -85,10 +85,10 @@ fn invalid_notes(rounds: &[&Measurement]) -> Vec<String> {
         .collect()
 }
 
-/// A value read off a result row, and off a repeated round (None: not repeated).
+/// A value read off a result row, and the same value off a repeated round.
 type Metric<'a> = (
     &'a dyn Fn(&ThroughputRow) -> f64,
-    Option<&'a dyn Fn(&Measurement) -> f64>,
+    &'a dyn Fn(&Measurement) -> f64,
 );
 
 /// Per message size, `throughput_*B.png` (MB/s from 64 KiB up, where bandwidth is the
@@ -137,7 +137,7 @@ pub fn draw_all(
                 tp_desc,
                 chart::Axis::Linear,
                 chart::Unit::Plain,
-                (&tp_row, Some(&tp_round)),
+                (&tp_row, &tp_round),
             ),
             (
                 "cpu_per_echo",
@@ -147,7 +147,7 @@ pub fn draw_all(
                 chart::Unit::Micros,
                 (
                     &|r: &ThroughputRow| r.machine_us_per_echo,
-                    Some(&|r: &Measurement| r.machine_us_per_echo),
+                    &|r: &Measurement| r.machine_us_per_echo,
                 ),
             ),
             (
@@ -156,10 +156,7 @@ pub fn draw_all(
                 "p99 latency (log scale)",
                 chart::Axis::Log,
                 chart::Unit::Micros,
-                (
-                    &|r: &ThroughputRow| r.p99_us,
-                    Some(&|r: &Measurement| r.p99_us),
-                ),
+                (&|r: &ThroughputRow| r.p99_us, &|r: &Measurement| r.p99_us),
             ),
         ];
         for (stem, title, y_desc, y, unit, (get, get_round)) in charts {
@@ -198,14 +195,13 @@ pub fn draw_all(
                                 chart::tick(r.conns as f64)
                             ));
                         }
-                        let Some(gr) = get_round else { continue };
                         let rs: Vec<&Measurement> = rounds
                             .iter()
                             .filter(|x| {
                                 !x.open && x.server == *srv && x.conns == r.conns && x.size == size
                             })
                             .collect();
-                        let (spread, loose, n) = spread_of(&rs, r.conns as f64, gr);
+                        let (spread, loose, n) = spread_of(&rs, r.conns as f64, get_round);
                         most_rounds = most_rounds.max(n);
                         s.spreads.extend(spread);
                         s.loose.extend(loose);
