@@ -214,9 +214,8 @@ pub fn draw_all(
                 .collect();
             let name = format!("{stem}_{size}B.png");
             let mut c =
-                chart::Chart::new(&title, note, "concurrent connections (log scale)", y_desc);
-            c.x = chart::Axis::Log;
-            c.x_at_data = true;
+                chart::Chart::new(&title, note, "concurrent connections (log scale)", y_desc)
+                    .log_x_at_data();
             c.y = y;
             c.y_unit = unit;
             c.spread_label =
@@ -315,9 +314,8 @@ fn draw_udp(dir: &Path, rows: &[UdpRow], note: &str) -> Result<Vec<String>> {
             note,
             "client sockets (source ports, log scale)",
             "echoes per second",
-        );
-        c.x = chart::Axis::Log;
-        c.x_at_data = true;
+        )
+        .log_x_at_data();
         c.hollow_label = "hollow: unreliable (see notes)".into();
         c.notes = notes;
         chart::line_chart(&dir.join(&name), &c, &series)?;
