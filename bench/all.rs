@@ -597,6 +597,49 @@ impl PhaseRunner<'_> {
         self.args.client_cpus.len().clamp(1, conns.max(1))
     }
 
+    /// A TCP load against `t` at (conns, size), measured for `duration` from `threads`
+    /// load threads after the profile's warm-up, its payload from `seed`.
+    pub(super) fn load_spec(
+        &self,
+        t: &Target,
+        (conns, size): (usize, usize),
+        (duration, threads): (Duration, usize),
+        seed: u64,
+    ) -> LoadSpec {
+        LoadSpec {
+            addr: t.addr,
+            conns,
+            size,
+            run: self.run_spec(t, (self.profile.warmup, duration), threads, seed),
+        }
+    }
+
+    /// How a load against `t` runs: warm-up and measured time, threads on the client
+    /// CPUs, the payload seed, and the server process whose CPU is read.
+    pub(super) fn run_spec(
+        &self,
+        t: &Target,
+        (warmup, duration): (Duration, Duration),
+        threads: usize,
+        seed: u64,
+    ) -> RunSpec {
+        RunSpec {
+            warmup,
+            duration,
+            threads,
+            cpus: self.args.client_cpus.clone(),
+            seed,
+            server_pid: t.pid(),
+        }
+    }
+
+    /// Run `measure`; its result and when it began, from the start of the run (the
+    /// histogram logs' time base).
+    pub(super) fn timed<T>(&self, measure: impl FnOnce() -> Result<T>) -> Result<(Duration, T)> {
+        let began = self.run_start.elapsed();
+        Ok((began, measure()?))
+    }
+
     /// Run `step` against its server, add its rows to `results` and its histograms to
     /// `logs`, and say how it went.
     fn step(
@@ -733,11 +776,7 @@ impl PhaseRunner<'_> {
             r.rss_before_kib,
             r.rss_after_kib,
             r.bytes_per_conn(),
-            if r.failed > 0 {
-                format!(" ({} failed to connect)", r.failed)
-            } else {
-                String::new()
-            }
+            super::idle_failed(&r)
         );
         Ok((vec![memory_row(&t.name, &r)], line))
     }
@@ -746,22 +785,14 @@ impl PhaseRunner<'_> {
     fn closed(&self, t: &Target, conns: usize, size: usize) -> Result<Measured<ThroughputRow>> {
         let p = self.profile;
         let threads = self.client_threads(conns);
-        let spec = LoadSpec {
-            addr: t.addr,
-            conns,
-            size,
-            run: RunSpec {
-                warmup: p.warmup,
-                duration: p.secs,
-                threads,
-                cpus: self.args.client_cpus.clone(),
-                seed: (conns * 31 + size) as u64,
-                server_pid: t.pid(),
-            },
-        };
-        let began = self.run_start.elapsed();
-        let r = loadgen::run(&spec)?;
-        let row = to_row(&t.name, conns, size, threads, &r);
+        let spec = self.load_spec(
+            t,
+            (conns, size),
+            (p.secs, threads),
+            (conns * 31 + size) as u64,
+        );
+        let (began, r) = self.timed(|| loadgen::run(&spec))?;
+        let row = to_row(&t.name, &spec, &r);
         let line = format!(
             "{:<6} {:>5} conns x {:>5} B: {:>7.0} echoes/s, p99 {:>7}",
             t.name,
@@ -787,31 +818,18 @@ impl PhaseRunner<'_> {
         rate: f64,
     ) -> Result<Measured<LatencyRow>> {
         let p = self.profile;
-        let tag = OpenTag {
-            fraction: pct,
-            rate: rate as u64,
-            conns: conns as u64,
-            size: size as u64,
-        };
+        let tag = OpenTag::new((conns, size, pct), rate);
         let spec = OpenSpec {
-            load: LoadSpec {
-                addr: t.addr,
-                conns,
-                size,
-                run: RunSpec {
-                    warmup: p.warmup,
-                    duration: p.latency_secs,
-                    threads: self.open_threads(conns),
-                    cpus: self.args.client_cpus.clone(),
-                    seed: u64::from(pct) * 7919 + size as u64,
-                    server_pid: t.pid(),
-                },
-            },
+            load: self.load_spec(
+                t,
+                (conns, size),
+                (p.latency_secs, self.open_threads(conns)),
+                u64::from(pct) * 7919 + size as u64,
+            ),
             rate,
         };
-        let began = self.run_start.elapsed();
-        let r = openloop::run(&spec)?;
-        let row = latency_row(&t.name, conns, size, rate, &r);
+        let (began, r) = self.timed(|| openloop::run(&spec))?;
+        let row = latency_row(&t.name, &spec, &r);
         let line = format!(
             "{:<6} open {rate:>6.0}/s ({pct}%): p99 {} (uncorr. {})",
             t.name,
@@ -819,7 +837,7 @@ impl PhaseRunner<'_> {
             format_us(row.u_p99_us),
         );
         let logs = open_logs(
-            |kind| tag.tag(OpenLoop::Tcp, kind),
+            (OpenLoop::Tcp, &tag),
             (began + p.warmup, p.latency_secs),
             r.corrected,
             r.uncorrected,
@@ -834,8 +852,8 @@ impl PhaseRunner<'_> {
         threads: usize,
         rounds: u32,
     ) -> Result<(Vec<BurstRow>, u64, String, hlog::Entry)> {
-        let began = self.run_start.elapsed();
-        let r = super::burst::run(t.addr, threads, rounds, Duration::from_secs(10))?;
+        let (began, r) =
+            self.timed(|| super::burst::run(t.addr, threads, rounds, Duration::from_secs(10)))?;
         let p = Percentiles::of(&r.response);
         let line = format!(
             "{:<6} burst {} x {}: response p50 {}, p99 {}{}",
@@ -861,10 +879,10 @@ impl PhaseRunner<'_> {
     }
 }
 
-/// An open-loop point's two histogram log entries, tagged `tag("corrected")` and
-/// `tag("uncorrected")`, over the window (start, length) of the run.
+/// An open-loop point's two histogram log entries, tagged as `point`'s `corrected` and
+/// `uncorrected` histograms of loop `l`, over the window (start, length) of the run.
 pub(super) fn open_logs(
-    tag: impl Fn(&str) -> String,
+    (l, point): (OpenLoop, &OpenTag),
     (start, length): (Duration, Duration),
     corrected: hdrhistogram::Histogram<u64>,
     uncorrected: hdrhistogram::Histogram<u64>,
@@ -872,7 +890,7 @@ pub(super) fn open_logs(
     [("corrected", corrected), ("uncorrected", uncorrected)]
         .into_iter()
         .map(|(kind, hist)| hlog::Entry {
-            tag: tag(kind),
+            tag: point.tag(l, kind),
             start,
             length,
             hist,
@@ -908,36 +926,17 @@ fn open_rate(closed: &[ThroughputRow], conns: usize, size: usize, pct: u32) -> f
     fraction_of(peak_reference(at), pct)
 }
 
-/// An open-loop result as its row, judged.
-pub(super) fn latency_row(
-    server: &str,
-    conns: usize,
-    size: usize,
-    rate: f64,
-    r: &openloop::OpenResult,
-) -> LatencyRow {
+/// The result of the open loop `spec` as its row, judged.
+pub(super) fn latency_row(server: &str, spec: &OpenSpec, r: &openloop::OpenResult) -> LatencyRow {
     let secs = r.usage.window.as_secs_f64();
-    let nan = f64::NAN;
     let mut row = LatencyRow {
         server: server.into(),
-        conns: conns as u64,
-        size: size as u64,
-        rate,
+        conns: spec.load.conns as u64,
+        size: spec.load.size as u64,
+        rate: spec.rate,
         achieved: r.echoes as f64 / secs,
         scheduled: r.scheduled,
         unfinished: r.unfinished,
-        c_p50_us: nan,
-        c_p90_us: nan,
-        c_p99_us: nan,
-        c_p999_us: nan,
-        c_p9999_us: nan,
-        c_max_us: nan,
-        u_p50_us: nan,
-        u_p90_us: nan,
-        u_p99_us: nan,
-        u_p999_us: nan,
-        u_p9999_us: nan,
-        u_max_us: nan,
         machine_us_per_echo: r
             .usage
             .machine_cpu
@@ -957,6 +956,7 @@ pub(super) fn latency_row(
         server_wait_pct: r.usage.waits.pct(r.usage.window).0,
         client_wait_pct: r.usage.waits.pct(r.usage.window).1,
         problems: String::new(),
+        ..LatencyRow::default()
     };
     row.set_latency(
         &Percentiles::of(&r.corrected),
@@ -975,14 +975,8 @@ fn memory_row(server: &str, r: &super::idle::IdleResult) -> MemoryRow {
     }
 }
 
-/// A closed-loop result as its row, judged.
-pub(super) fn to_row(
-    server: &str,
-    conns: usize,
-    size: usize,
-    threads: usize,
-    r: &loadgen::LoadResult,
-) -> ThroughputRow {
+/// The result of the closed loop `spec` as its row, judged.
+pub(super) fn to_row(server: &str, spec: &LoadSpec, r: &loadgen::LoadResult) -> ThroughputRow {
     let secs = r.usage.window.as_secs_f64();
     let per = |d: Option<Duration>| match d {
         Some(d) if r.echoes > 0 => d.as_secs_f64() * 1e6 / r.echoes as f64,
@@ -992,8 +986,8 @@ pub(super) fn to_row(
     results::judge(ThroughputRow {
         server: server.into(),
         workload: "throughput".into(),
-        conns: conns as u64,
-        size: size as u64,
+        conns: spec.conns as u64,
+        size: spec.size as u64,
         echoes_per_sec: r.echoes as f64 / secs,
         mb_per_sec: r.bytes as f64 / secs / 1e6,
         p50_us: p.p50,
@@ -1008,7 +1002,7 @@ pub(super) fn to_row(
         errors: r.errors.failures(),
         stalled: r.errors.stalled,
         echoes: Some(r.echoes),
-        load_threads: Some(threads as u64),
+        load_threads: Some(spec.run.threads as u64),
         server_wait_pct: r.usage.waits.pct(r.usage.window).0,
         client_wait_pct: r.usage.waits.pct(r.usage.window).1,
         problems: String::new(),

@@ -16,7 +16,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::all::PhaseRunner;
 use super::hist::{format_us, Percentiles};
-use super::loadgen::{self, LoadSpec, RunSpec};
+use super::loadgen;
 use super::openloop::{self, OpenSpec};
 use super::servers::Target;
 use super::validity::{self, Judged, Observed, Reason};
@@ -240,19 +240,12 @@ impl PhaseRunner<'_> {
         } else {
             self.client_threads(pt.conns)
         };
-        let load = LoadSpec {
-            addr: t.addr,
-            conns: pt.conns,
-            size: pt.size,
-            run: RunSpec {
-                warmup: p.warmup,
-                duration: if pt.open { p.latency_secs } else { p.secs },
-                threads,
-                cpus: self.args.client_cpus.clone(),
-                seed: u64::from(round) * 104_729 + pt.size as u64,
-                server_pid: t.pid(),
-            },
-        };
+        let load = self.load_spec(
+            t,
+            (pt.conns, pt.size),
+            (if pt.open { p.latency_secs } else { p.secs }, threads),
+            u64::from(round) * 104_729 + pt.size as u64,
+        );
         let base = Measurement {
             open: pt.open,
             conns: pt.conns as u64,
@@ -307,7 +300,7 @@ impl PhaseRunner<'_> {
             })
         } else {
             let r = loadgen::run(&load)?;
-            let row = super::all::to_row(&t.name, pt.conns, pt.size, threads, &r);
+            let row = super::all::to_row(&t.name, &load, &r);
             Ok(Measurement {
                 echoes_per_sec: row.echoes_per_sec,
                 machine_us_per_echo: row.machine_us_per_echo,

@@ -8,7 +8,6 @@ use std::time::Duration;
 use super::all::{Measured, PhaseRunner};
 use super::hist::{format_us, Percentiles};
 use super::hlog;
-use super::loadgen::RunSpec;
 use super::plot::{self, OpenLoop, OpenTag};
 use super::results::{self, UdpRow};
 use super::servers::Target;
@@ -16,6 +15,37 @@ use super::udp::{self, UdpResult, UdpSpec};
 use crate::error::Result;
 
 impl PhaseRunner<'_> {
+    /// A UDP load against `t` (serving at `addr`) at (sockets, size): the closed loop
+    /// (`rate` none: the profile's window of datagrams in flight per socket) or the open
+    /// loop at `rate` (one), over the profile's UDP window, its payload from `seed`.
+    fn udp_spec(
+        &self,
+        (t, addr): (&Target, std::net::SocketAddr),
+        (sockets, size): (usize, usize),
+        rate: Option<f64>,
+        seed: u64,
+    ) -> UdpSpec {
+        let p = self.profile;
+        UdpSpec {
+            addr,
+            sockets,
+            size,
+            window: if rate.is_some() { 1 } else { p.udp_window },
+            rate,
+            timeout: Duration::from_secs_f64(udp::TIMEOUT_SECS),
+            run: self.run_spec(
+                t,
+                (p.udp_warmup, p.udp_secs),
+                if rate.is_some() {
+                    self.open_threads(sockets)
+                } else {
+                    self.client_threads(sockets)
+                },
+                seed,
+            ),
+        }
+    }
+
     /// The UDP closed loop at (sockets, size) against `t`, which serves UDP at `addr`.
     pub(super) fn udp_closed(
         &self,
@@ -25,24 +55,13 @@ impl PhaseRunner<'_> {
         size: usize,
     ) -> Result<Measured<UdpRow>> {
         let p = self.profile;
-        let spec = UdpSpec {
-            addr,
-            sockets,
-            size,
-            window: p.udp_window,
-            rate: None,
-            timeout: Duration::from_secs_f64(udp::TIMEOUT_SECS),
-            run: RunSpec {
-                warmup: p.udp_warmup,
-                duration: p.udp_secs,
-                threads: self.client_threads(sockets),
-                cpus: self.args.client_cpus.clone(),
-                seed: (sockets * 31 + size) as u64,
-                server_pid: t.pid(),
-            },
-        };
-        let began = self.run_start.elapsed();
-        let r = udp::run(&spec)?;
+        let spec = self.udp_spec(
+            (t, addr),
+            (sockets, size),
+            None,
+            (sockets * 31 + size) as u64,
+        );
+        let (began, r) = self.timed(|| udp::run(&spec))?;
         let row = to_row(&t.name, &spec, None, &r);
         let line = format!(
             "{:<6} UDP {:>3} x {:>4} B: {:>7.0} echoes/s, p99 {:>7}{}",
@@ -74,30 +93,14 @@ impl PhaseRunner<'_> {
         let p = self.profile;
         let rate =
             super::all::fraction_of(reference_rate(closed, sockets as u64, size as u64), pct);
-        let tag = OpenTag {
-            fraction: pct,
-            rate: rate as u64,
-            conns: sockets as u64,
-            size: size as u64,
-        };
-        let spec = UdpSpec {
-            addr,
-            sockets,
-            size,
-            window: 1,
-            rate: Some(rate),
-            timeout: Duration::from_secs_f64(udp::TIMEOUT_SECS),
-            run: RunSpec {
-                warmup: p.udp_warmup,
-                duration: p.udp_secs,
-                threads: self.open_threads(sockets),
-                cpus: self.args.client_cpus.clone(),
-                seed: u64::from(pct) * 7919 + size as u64,
-                server_pid: t.pid(),
-            },
-        };
-        let began = self.run_start.elapsed();
-        let r = udp::run(&spec)?;
+        let tag = OpenTag::new((sockets, size, pct), rate);
+        let spec = self.udp_spec(
+            (t, addr),
+            (sockets, size),
+            Some(rate),
+            u64::from(pct) * 7919 + size as u64,
+        );
+        let (began, r) = self.timed(|| udp::run(&spec))?;
         let row = to_row(&t.name, &spec, Some(pct), &r);
         let line = format!(
             "{:<6} UDP open {rate:>6.0}/s ({pct}%): p99 {} (uncorr. {}){}",
@@ -108,7 +111,7 @@ impl PhaseRunner<'_> {
         );
         let corrected = r.corrected.unwrap_or_else(super::hist::new_histogram);
         let logs = super::all::open_logs(
-            |kind| tag.tag(OpenLoop::Udp, kind),
+            (OpenLoop::Udp, &tag),
             (began + p.udp_warmup, p.udp_secs),
             corrected,
             r.latency,
@@ -136,7 +139,6 @@ fn to_row(server: &str, spec: &UdpSpec, fraction: Option<u32>, r: &UdpResult) ->
         Some(d) if c.echoes > 0 => d.as_secs_f64() * 1e6 / c.echoes as f64,
         _ => f64::NAN,
     };
-    let nan = f64::NAN;
     let mut row = UdpRow {
         server: server.into(),
         workload: if spec.rate.is_some() {
@@ -160,18 +162,6 @@ fn to_row(server: &str, spec: &UdpSpec, fraction: Option<u32>, r: &UdpResult) ->
         lost: c.lost,
         loss_pct: c.loss_pct(),
         late: c.late,
-        p50_us: nan,
-        p90_us: nan,
-        p99_us: nan,
-        p999_us: nan,
-        p9999_us: nan,
-        max_us: nan,
-        c_p50_us: nan,
-        c_p90_us: nan,
-        c_p99_us: nan,
-        c_p999_us: nan,
-        c_p9999_us: nan,
-        c_max_us: nan,
         machine_us_per_echo: per(r.usage.machine_cpu),
         client_us_per_echo: per(Some(r.usage.client_cpu)),
         server_us_per_echo: per(r.usage.server_cpu),
@@ -185,6 +175,7 @@ fn to_row(server: &str, spec: &UdpSpec, fraction: Option<u32>, r: &UdpResult) ->
         server_wait_pct: r.usage.waits.pct(r.usage.window).0,
         client_wait_pct: r.usage.waits.pct(r.usage.window).1,
         problems: String::new(),
+        ..UdpRow::default()
     };
     let corrected = r.corrected.as_ref().map(Percentiles::of);
     row.set_latency(&Percentiles::of(&r.latency), corrected.as_ref());

@@ -133,6 +133,16 @@ impl<'a> Chart<'a> {
             notes: Vec::new(),
         }
     }
+
+    /// The same with a log x axis ticked at the data's x values (connections, sockets:
+    /// few distinct points).
+    pub fn log_x_at_data(self) -> Chart<'a> {
+        Chart {
+            x: Axis::Log,
+            x_at_data: true,
+            ..self
+        }
+    }
 }
 
 /// `c` mixed with white: a pale but opaque colour (alpha would darken where strokes
@@ -1021,9 +1031,7 @@ mod tests {
                 vec![(1.0, 9.0), (100.0, 200.0), (10000.0, f64::NAN)],
             ),
         ];
-        let mut chart = Chart::new("t", "a note", "x", "y");
-        chart.x = Axis::Log;
-        chart.x_at_data = true;
+        let mut chart = Chart::new("t", "a note", "x", "y").log_x_at_data();
         chart.notes = vec!["a note under the legend, long enough to be wrapped onto a second line when it does not fit in the width of the chart at all".into()];
         line_chart(&path, &chart, &s).expect("draw");
         chart.x = Axis::Linear;

@@ -326,13 +326,18 @@ fn idle_cmd(a: &IdleArgs) -> Result<bool> {
         r.rss_after_kib,
         r.conns,
         r.bytes_per_conn(),
-        if r.failed > 0 {
-            format!(" ({} failed to connect)", r.failed)
-        } else {
-            String::new()
-        }
+        idle_failed(&r)
     );
     Ok(r.failed == 0)
+}
+
+/// " (N failed to connect)" after an idle run's line, "" when every connection connected.
+pub fn idle_failed(r: &idle::IdleResult) -> String {
+    if r.failed > 0 {
+        format!(" ({} failed to connect)", r.failed)
+    } else {
+        String::new()
+    }
 }
 
 fn latency(a: &LatencyArgs) -> Result<bool> {
@@ -352,7 +357,7 @@ fn latency(a: &LatencyArgs) -> Result<bool> {
     );
     let r = openloop::run(&spec)?;
     println!("{}", latency_report(&r));
-    let row = all::latency_row("server", spec.load.conns, spec.load.size, spec.rate, &r);
+    let row = all::latency_row("server", &spec, &r);
     if let Some(path) = &a.hlog {
         let entries =
             [("corrected", &r.corrected), ("uncorrected", &r.uncorrected)].map(|(kind, h)| {
@@ -382,37 +387,20 @@ pub fn latency_report(r: &openloop::OpenResult) -> String {
         Percentiles::of(&r.corrected).describe(),
         Percentiles::of(&r.uncorrected).describe(),
     );
-    let lag = Percentiles::of(&r.send_lag);
-    s += &format!(
-        "\n  send lag (the load generator's own lateness): p50 {} p99 {} max {}",
-        hist::format_us(lag.p50),
-        hist::format_us(lag.p99),
-        hist::format_us(lag.max)
-    );
+    s += &send_lag_line(&r.send_lag);
     if let (Some(m), true) = (r.usage.machine_cpu, r.echoes > 0) {
         s += &format!(
             "\n  cpu per echo: machine {:.2} µs",
             m.as_secs_f64() * 1e6 / r.echoes as f64
         );
     }
-    s += &format!(
-        "\n  client load: {:.0}% of one CPU",
-        r.usage.client_cpu.as_secs_f64() / secs * 100.0
-    );
+    s += &client_load_line(r.usage.client_cpu, r.usage.window);
     s += &waits_line(&r.usage.waits, r.usage.window);
     if r.unfinished > 0 {
         s += "\n  note: the rate was not kept (server or load generator saturated): \
               the corrected percentiles include the backlog";
     }
-    let e = r.errors;
-    s += &if e.failures() == 0 {
-        "\n  errors: none (every byte checked)".to_string()
-    } else {
-        format!(
-            "\n  ERRORS: {} connect, {} wrong bytes, {} closed by server",
-            e.connect, e.mismatch, e.closed
-        )
-    };
+    s += &tcp_errors_line(&r.errors);
     s
 }
 
@@ -483,33 +471,15 @@ pub fn udp_report(r: &udp::UdpResult) -> String {
         ),
     };
     if let Some(lag) = &r.send_lag {
-        let lag = Percentiles::of(lag);
-        s += &format!(
-            "\n  send lag (the load generator's own lateness): p50 {} p99 {} max {}",
-            hist::format_us(lag.p50),
-            hist::format_us(lag.p99),
-            hist::format_us(lag.max)
-        );
+        s += &send_lag_line(lag);
     }
-    let per_echo = |d: Duration| {
-        if c.echoes == 0 {
-            "n/a".to_string()
-        } else {
-            format!("{:.2} µs", d.as_secs_f64() * 1e6 / c.echoes as f64)
-        }
-    };
-    s += &format!(
-        "\n  cpu per echo: machine {}, client {}",
-        r.usage.machine_cpu.map_or("n/a".into(), per_echo),
-        per_echo(r.usage.client_cpu)
+    s += &cpu_per_echo_line(
+        c.echoes,
+        r.usage.machine_cpu,
+        r.usage.client_cpu,
+        r.usage.server_cpu,
     );
-    if let Some(sc) = r.usage.server_cpu {
-        s += &format!(", server {}", per_echo(sc));
-    }
-    s += &format!(
-        "\n  client load: {:.0}% of one CPU",
-        r.usage.client_cpu.as_secs_f64() / secs * 100.0
-    );
+    s += &client_load_line(r.usage.client_cpu, r.usage.window);
     if r.io_errors > 0 {
         s += &format!("\n  {} socket calls failed", r.io_errors);
     }
@@ -576,8 +546,65 @@ fn throughput(a: &ThroughputArgs) -> Result<bool> {
     println!("throughput {}: {}", spec.addr, LoadArgs::describe(&spec));
     let r = loadgen::run(&spec)?;
     println!("{}", report(&r));
-    let row = all::to_row("server", spec.conns, spec.size, spec.run.threads, &r);
+    let row = all::to_row("server", &spec, &r);
     Ok(verdict(&row))
+}
+
+/// "\n  send lag (the load generator's own lateness): p50 … p99 … max …".
+fn send_lag_line(lag: &hdrhistogram::Histogram<u64>) -> String {
+    let lag = Percentiles::of(lag);
+    format!(
+        "\n  send lag (the load generator's own lateness): p50 {} p99 {} max {}",
+        hist::format_us(lag.p50),
+        hist::format_us(lag.p99),
+        hist::format_us(lag.max)
+    )
+}
+
+/// "\n  cpu per echo: machine 1.23 µs, client 0.45 µs[, server 0.67 µs]" over `echoes`
+/// ("n/a" with no echo or no figure; the server only where there is a process).
+fn cpu_per_echo_line(
+    echoes: u64,
+    machine: Option<Duration>,
+    client: Duration,
+    server: Option<Duration>,
+) -> String {
+    let per_echo = |d: Duration| {
+        if echoes == 0 {
+            "n/a".to_string()
+        } else {
+            format!("{:.2} µs", d.as_secs_f64() * 1e6 / echoes as f64)
+        }
+    };
+    let mut s = format!(
+        "\n  cpu per echo: machine {}, client {}",
+        machine.map_or("n/a".into(), per_echo),
+        per_echo(client)
+    );
+    if let Some(sc) = server {
+        s += &format!(", server {}", per_echo(sc));
+    }
+    s
+}
+
+/// "\n  client load: 55% of one CPU" over the measured `window`.
+fn client_load_line(client_cpu: Duration, window: Duration) -> String {
+    format!(
+        "\n  client load: {:.0}% of one CPU",
+        client_cpu.as_secs_f64() / window.as_secs_f64() * 100.0
+    )
+}
+
+/// "\n  errors: none (every byte checked)", or a TCP run's failures by kind.
+fn tcp_errors_line(e: &loadgen::Errors) -> String {
+    if e.failures() == 0 {
+        "\n  errors: none (every byte checked)".to_string()
+    } else {
+        format!(
+            "\n  ERRORS: {} connect, {} wrong bytes, {} closed by server",
+            e.connect, e.mismatch, e.closed
+        )
+    }
 }
 
 /// "\n  waiting for a CPU: server 0.3%, load generator 1.2% of the window".
@@ -609,42 +636,25 @@ fn verdict(row: &impl Judged) -> bool {
 /// The human-readable result lines.
 pub fn report(r: &loadgen::LoadResult) -> String {
     let secs = r.usage.window.as_secs_f64();
-    let per_echo = |d: Duration| {
-        if r.echoes == 0 {
-            "n/a".to_string()
-        } else {
-            format!("{:.2} µs", d.as_secs_f64() * 1e6 / r.echoes as f64)
-        }
-    };
     let mut s = format!(
-        "  {:.0} echoes/s, {:.2} MB/s; latency {}\n  cpu per echo: machine {}, client {}",
+        "  {:.0} echoes/s, {:.2} MB/s; latency {}",
         r.echoes as f64 / secs,
         r.bytes as f64 / secs / 1e6,
         Percentiles::of(&r.latency).describe(),
-        r.usage.machine_cpu.map_or("n/a".into(), per_echo),
-        per_echo(r.usage.client_cpu),
     );
-    if let Some(sc) = r.usage.server_cpu {
-        s += &format!(", server {}", per_echo(sc));
-    }
-    s += &format!(
-        "\n  client load: {:.0}% of one CPU",
-        r.usage.client_cpu.as_secs_f64() / secs * 100.0
+    s += &cpu_per_echo_line(
+        r.echoes,
+        r.usage.machine_cpu,
+        r.usage.client_cpu,
+        r.usage.server_cpu,
     );
+    s += &client_load_line(r.usage.client_cpu, r.usage.window);
     s += &waits_line(&r.usage.waits, r.usage.window);
-    let e = r.errors;
-    s += &if e.failures() == 0 {
-        "\n  errors: none (every byte checked)".to_string()
-    } else {
-        format!(
-            "\n  ERRORS: {} connect, {} wrong bytes, {} closed by server",
-            e.connect, e.mismatch, e.closed
-        )
-    };
-    if e.stalled > 0 {
+    s += &tcp_errors_line(&r.errors);
+    if r.errors.stalled > 0 {
         s += &format!(
             "\n  stalled: {} connections made no progress in the whole window",
-            e.stalled
+            r.errors.stalled
         );
     }
     s

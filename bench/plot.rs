@@ -85,10 +85,10 @@ fn invalid_notes(rounds: &[&Measurement]) -> Vec<String> {
         .collect()
 }
 
-/// A value read off a result row, and off a repeated round (None: not repeated).
+/// A value read off a result row, and the same value off a repeated round.
 type Metric<'a> = (
     &'a dyn Fn(&ThroughputRow) -> f64,
-    Option<&'a dyn Fn(&Measurement) -> f64>,
+    &'a dyn Fn(&Measurement) -> f64,
 );
 
 /// Per message size, `throughput_*B.png` (MB/s from 64 KiB up, where bandwidth is the
@@ -137,7 +137,7 @@ pub fn draw_all(
                 tp_desc,
                 chart::Axis::Linear,
                 chart::Unit::Plain,
-                (&tp_row, Some(&tp_round)),
+                (&tp_row, &tp_round),
             ),
             (
                 "cpu_per_echo",
@@ -147,7 +147,7 @@ pub fn draw_all(
                 chart::Unit::Micros,
                 (
                     &|r: &ThroughputRow| r.machine_us_per_echo,
-                    Some(&|r: &Measurement| r.machine_us_per_echo),
+                    &|r: &Measurement| r.machine_us_per_echo,
                 ),
             ),
             (
@@ -156,10 +156,7 @@ pub fn draw_all(
                 "p99 latency (log scale)",
                 chart::Axis::Log,
                 chart::Unit::Micros,
-                (
-                    &|r: &ThroughputRow| r.p99_us,
-                    Some(&|r: &Measurement| r.p99_us),
-                ),
+                (&|r: &ThroughputRow| r.p99_us, &|r: &Measurement| r.p99_us),
             ),
         ];
         for (stem, title, y_desc, y, unit, (get, get_round)) in charts {
@@ -198,14 +195,13 @@ pub fn draw_all(
                                 chart::tick(r.conns as f64)
                             ));
                         }
-                        let Some(gr) = get_round else { continue };
                         let rs: Vec<&Measurement> = rounds
                             .iter()
                             .filter(|x| {
                                 !x.open && x.server == *srv && x.conns == r.conns && x.size == size
                             })
                             .collect();
-                        let (spread, loose, n) = spread_of(&rs, r.conns as f64, gr);
+                        let (spread, loose, n) = spread_of(&rs, r.conns as f64, get_round);
                         most_rounds = most_rounds.max(n);
                         s.spreads.extend(spread);
                         s.loose.extend(loose);
@@ -218,9 +214,8 @@ pub fn draw_all(
                 .collect();
             let name = format!("{stem}_{size}B.png");
             let mut c =
-                chart::Chart::new(&title, note, "concurrent connections (log scale)", y_desc);
-            c.x = chart::Axis::Log;
-            c.x_at_data = true;
+                chart::Chart::new(&title, note, "concurrent connections (log scale)", y_desc)
+                    .log_x_at_data();
             c.y = y;
             c.y_unit = unit;
             c.spread_label =
@@ -319,9 +314,8 @@ fn draw_udp(dir: &Path, rows: &[UdpRow], note: &str) -> Result<Vec<String>> {
             note,
             "client sockets (source ports, log scale)",
             "echoes per second",
-        );
-        c.x = chart::Axis::Log;
-        c.x_at_data = true;
+        )
+        .log_x_at_data();
         c.hollow_label = "hollow: unreliable (see notes)".into();
         c.notes = notes;
         chart::line_chart(&dir.join(&name), &c, &series)?;
@@ -402,6 +396,42 @@ impl OpenLoop {
             OpenLoop::Udp => ("udp-latency:", "s", "b"),
         }
     }
+
+    /// The spectrum chart of point `p` (its servers' `lines`): its file name and title.
+    fn spectrum(self, p: &OpenTag, lines: &[Line]) -> (String, String) {
+        let (file, what, unit, conns) = match self {
+            OpenLoop::Tcp => ("latency_spectrum", "Open-loop", "msg/s", "conns"),
+            OpenLoop::Udp => (
+                "udp_latency_spectrum",
+                "UDP open-loop",
+                "datagrams/s",
+                "sockets",
+            ),
+        };
+        let title = format!(
+            "{what} latency at {} {unit} ({}% of {} peak), {} {conns} x {} B",
+            p.rate,
+            p.fraction,
+            results::rate_reference(lines.iter().map(|l| l.0.as_str())),
+            p.conns,
+            p.size
+        );
+        (format!("{file}_{}pct.png", p.fraction), title)
+    }
+}
+
+/// A spectrum line drawn pale when `row` (of `server`) broke the validity rule: the
+/// server into `faded`, the reasons into `notes`.
+fn pale_if_invalid(
+    server: &str,
+    row: &impl Judged,
+    (notes, faded): (&mut Vec<String>, &mut Vec<String>),
+) {
+    let why = validity::describe(&row.reasons());
+    if !why.is_empty() {
+        notes.push(format!("{server} (pale): {why}."));
+        faded.push(server.to_string());
+    }
 }
 
 /// One open-loop point, as its histograms' tags name it.
@@ -417,6 +447,16 @@ pub struct OpenTag {
 }
 
 impl OpenTag {
+    /// The point (connections or sockets, size, `fraction`%) run at `rate`.
+    pub fn new((conns, size, fraction): (usize, usize, u32), rate: f64) -> OpenTag {
+        OpenTag {
+            fraction,
+            rate: rate as u64,
+            conns: conns as u64,
+            size: size as u64,
+        }
+    }
+
     /// The tag of this point's `kind` (`corrected` or `uncorrected`) histogram.
     pub fn tag(&self, l: OpenLoop, kind: &str) -> String {
         let (prefix, c, s) = l.spelling();
@@ -502,25 +542,13 @@ fn draw_spectra(dir: &Path, hist_dir: &Path, note: &str, data: &OpenData) -> Res
     }
     let mut written = Vec::new();
     for (p, lines) in tcp {
-        let name = format!("latency_spectrum_{}pct.png", p.fraction);
-        let title = format!(
-            "Open-loop latency at {} msg/s ({}% of {} peak), {} conns x {} B",
-            p.rate,
-            p.fraction,
-            results::rate_reference(lines.iter().map(|l| l.0.as_str())),
-            p.conns,
-            p.size
-        );
+        let (name, title) = OpenLoop::Tcp.spectrum(&p, &lines);
         let same_rate = |a: f64| (a - p.rate as f64).abs() < 0.5;
         let mut notes = Vec::new();
         let mut faded = Vec::new();
         for r in data.latency {
             if r.conns == p.conns && r.size == p.size && same_rate(r.rate) {
-                let why = validity::describe(&r.reasons());
-                if !why.is_empty() {
-                    notes.push(format!("{} (pale): {why}.", r.server));
-                    faded.push(r.server.clone());
-                }
+                pale_if_invalid(&r.server, r, (&mut notes, &mut faded));
             }
         }
         let mut series = spectrum_series(&lines, &faded, &|_| String::new());
@@ -561,15 +589,7 @@ fn draw_spectra(dir: &Path, hist_dir: &Path, note: &str, data: &OpenData) -> Res
         written.push(name);
     }
     for (p, lines) in udp {
-        let name = format!("udp_latency_spectrum_{}pct.png", p.fraction);
-        let title = format!(
-            "UDP open-loop latency at {} datagrams/s ({}% of {} peak), {} sockets x {} B",
-            p.rate,
-            p.fraction,
-            results::rate_reference(lines.iter().map(|l| l.0.as_str())),
-            p.conns,
-            p.size
-        );
+        let (name, title) = OpenLoop::Udp.spectrum(&p, &lines);
         let mine: Vec<&UdpRow> = data
             .udp
             .iter()
@@ -590,11 +610,7 @@ fn draw_spectra(dir: &Path, hist_dir: &Path, note: &str, data: &OpenData) -> Res
                     100.0 - r.loss_pct
                 ));
             }
-            let why = validity::describe(&r.reasons());
-            if !why.is_empty() {
-                notes.push(format!("{} (pale): {why}.", r.server));
-                faded.push(r.server.clone());
-            }
+            pale_if_invalid(&r.server, *r, (&mut notes, &mut faded));
         }
         let loss = |server: &str| {
             mine.iter()

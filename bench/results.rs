@@ -54,6 +54,20 @@ pub struct ThroughputRow {
     pub problems: String,
 }
 
+impl ThroughputRow {
+    /// The latency (the file has no p99.99 column: NaN).
+    pub fn latency(&self) -> Percentiles {
+        Percentiles::from_columns([
+            self.p50_us,
+            self.p90_us,
+            self.p99_us,
+            self.p999_us,
+            f64::NAN,
+            self.max_us,
+        ])
+    }
+}
+
 impl Judged for ThroughputRow {
     fn observed(&self) -> Observed {
         Observed {
@@ -73,7 +87,7 @@ impl Judged for ThroughputRow {
 
 /// One open-loop point: a server at a fixed request rate: `latency.csv` (`c_` columns
 /// corrected for coordinated omission, `u_` uncorrected).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LatencyRow {
     pub server: String,
     pub conns: u64,
@@ -187,7 +201,7 @@ impl Judged for LatencyRow {
 
 /// One UDP point: a server under the closed loop (`workload` `throughput`) or at a fixed
 /// rate (`latency`): `udp.csv`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UdpRow {
     pub server: String,
     /// `throughput` (closed loop, peak packets/s) or `latency` (open loop, fixed rate).
@@ -429,18 +443,6 @@ pub(super) mod tests {
             achieved: 49990.5,
             scheduled: 100_000,
             unfinished: 0,
-            c_p50_us: 0.0,
-            c_p90_us: 0.0,
-            c_p99_us: 0.0,
-            c_p999_us: 0.0,
-            c_p9999_us: 0.0,
-            c_max_us: 0.0,
-            u_p50_us: 0.0,
-            u_p90_us: 0.0,
-            u_p99_us: 0.0,
-            u_p999_us: 0.0,
-            u_p9999_us: 0.0,
-            u_max_us: 0.0,
             machine_us_per_echo: 12.5,
             client_cpu_pct: 40.0,
             lag_p99_us: 3.25,
@@ -449,6 +451,7 @@ pub(super) mod tests {
             server_wait_pct: None,
             client_wait_pct: Some(1.0),
             problems: String::new(),
+            ..LatencyRow::default()
         };
         r.set_latency(&p(base * 2.0), &p(base));
         r
@@ -471,18 +474,6 @@ pub(super) mod tests {
             lost: 3,
             loss_pct: 0.0005,
             late: 1,
-            p50_us: 0.0,
-            p90_us: 0.0,
-            p99_us: 0.0,
-            p999_us: 0.0,
-            p9999_us: 0.0,
-            max_us: 0.0,
-            c_p50_us: 0.0,
-            c_p90_us: 0.0,
-            c_p99_us: 0.0,
-            c_p999_us: 0.0,
-            c_p9999_us: 0.0,
-            c_max_us: 0.0,
             machine_us_per_echo: 7.5,
             client_us_per_echo: 3.25,
             server_us_per_echo: f64::NAN,
@@ -493,6 +484,7 @@ pub(super) mod tests {
             server_wait_pct: Some(2.0),
             client_wait_pct: None,
             problems: String::new(),
+            ..UdpRow::default()
         };
         let latency = Percentiles {
             count: 0,

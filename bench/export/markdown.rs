@@ -44,25 +44,106 @@ fn col_with<R: ?Sized>(
     }
 }
 
-/// The open loops' latency columns: corrected p50 to p99.99, uncorrected p50, p99 and
-/// p99.99, µs.
-fn open_latency<R: 'static>(
+/// The latency columns' headings, in [`Percentiles::columns`]' order.
+const LATENCY_HEADS: [&str; 6] = [
+    "p50 µs",
+    "p90 µs",
+    "p99 µs",
+    "p99.9 µs",
+    "p99.99 µs",
+    "max µs",
+];
+
+/// The whole machine's busy CPU per echo: a number column's heading and decimals.
+const MACHINE_CPU: (&str, usize) = ("machine CPU µs/echo", 2);
+/// The server process's CPU per echo.
+const SERVER_CPU: (&str, usize) = ("server CPU µs/echo", 2);
+/// The load generator's CPU, % of one CPU.
+const CLIENT_CPU: (&str, usize) = ("client CPU %", 0);
+/// The load generator's send lag p99 (open loops).
+const SEND_LAG: (&str, usize) = ("send lag p99 µs", 1);
+
+/// Latency columns, µs: the percentiles at `which` (indices into
+/// [`Percentiles::columns`]) of what `of` gives, the first headed `first`.
+fn latency_columns<R: 'static>(
+    first: &'static str,
+    which: &[usize],
+    of: fn(&R) -> Percentiles,
+) -> Vec<Column<R>> {
+    which
+        .iter()
+        .enumerate()
+        .map(|(n, &i)| {
+            let name = if n == 0 { first } else { LATENCY_HEADS[i] };
+            col_with(name, Right, move |r| num(of(r).columns()[i], 1))
+        })
+        .collect()
+}
+
+/// Right-aligned number columns, one per (heading, decimals) of `heads`, each cell the
+/// matching figure of those `of` a row gives.
+fn numbers<R: 'static, const N: usize>(
+    heads: [(&'static str, usize); N],
+    of: fn(&R) -> [f64; N],
+) -> Vec<Column<R>> {
+    heads
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, decimals))| col_with(name, Right, move |r| num(of(r)[i], decimals)))
+        .collect()
+}
+
+/// The closed loops' columns after their rates: p50, p99 and p99.9 µs of `latency`, then
+/// what `cpu` gives: the whole machine's and the server process's CPU per echo, the load
+/// generator's CPU %.
+fn closed_columns<R: 'static>(
+    latency: fn(&R) -> Percentiles,
+    cpu: fn(&R) -> [f64; 3],
+) -> Vec<Column<R>> {
+    let mut cols = latency_columns("p50 µs", &[0, 2, 3], latency);
+    cols.extend(numbers([MACHINE_CPU, SERVER_CPU, CLIENT_CPU], cpu));
+    cols
+}
+
+/// The open loops' columns after their rates: corrected p50 to p99.99, uncorrected p50,
+/// p99 and p99.99, µs; then what `cpu_lag` gives: the whole machine's CPU per echo, the
+/// load generator's CPU % and its send lag p99.
+fn open_columns<R: 'static>(
     corrected: fn(&R) -> Percentiles,
     uncorrected: fn(&R) -> Percentiles,
+    cpu_lag: fn(&R) -> [f64; 3],
+) -> Vec<Column<R>> {
+    let mut cols = latency_columns("corrected p50 µs", &[0, 2, 3, 4], corrected);
+    cols.extend(latency_columns(
+        "uncorrected p50 µs",
+        &[0, 2, 4],
+        uncorrected,
+    ));
+    cols.extend(numbers([MACHINE_CPU, CLIENT_CPU, SEND_LAG], cpu_lag));
+    cols
+}
+
+/// The columns that name a point: the server, its connections (headed `conns`:
+/// connections or client sockets) and the message size, as `of` gives them.
+fn point_columns<R: 'static>(
+    conns: &'static str,
+    of: fn(&R) -> (&str, u64, u64),
 ) -> Vec<Column<R>> {
     vec![
-        col_with("corrected p50 µs", Right, move |r| {
-            num(corrected(r).p50, 1)
-        }),
-        col_with("p99 µs", Right, move |r| num(corrected(r).p99, 1)),
-        col_with("p99.9 µs", Right, move |r| num(corrected(r).p999, 1)),
-        col_with("p99.99 µs", Right, move |r| num(corrected(r).p9999, 1)),
-        col_with("uncorrected p50 µs", Right, move |r| {
-            num(uncorrected(r).p50, 1)
-        }),
-        col_with("p99 µs", Right, move |r| num(uncorrected(r).p99, 1)),
-        col_with("p99.99 µs", Right, move |r| num(uncorrected(r).p9999, 1)),
+        col_with("server", Left, move |r| of(r).0.to_string()),
+        col_with(conns, Right, move |r| of(r).1.to_string()),
+        col_with("size (B)", Right, move |r| of(r).2.to_string()),
     ]
+}
+
+/// An open loop's schedule rate and the rate it achieved, per second.
+fn rate_columns<R: 'static>(rates: fn(&R) -> [f64; 2]) -> Vec<Column<R>> {
+    numbers([("rate /s", 0), ("achieved /s", 0)], rates)
+}
+
+/// The errors column, as the rule counts them.
+fn errors<R: Judged + 'static>() -> Column<R> {
+    col_with("errors", Right, |r: &R| r.observed().errors.to_string())
 }
 
 /// A Markdown table of `rows` in `cols`.
@@ -166,26 +247,27 @@ fn throughput(rows: &[ThroughputRow]) -> String {
          between runs and machines.\n\n",
     );
     s += &rule_text();
-    let cols: [Column<ThroughputRow>; 14] = [
-        col("server", Left, |r| r.server.clone()),
-        col("conns", Right, |r| r.conns.to_string()),
-        col("size (B)", Right, |r| r.size.to_string()),
-        col("echoes/s", Right, |r| num(r.echoes_per_sec, 0)),
-        col("MB/s", Right, |r| num(r.mb_per_sec, 2)),
-        col("p50 µs", Right, |r| num(r.p50_us, 1)),
-        col("p99 µs", Right, |r| num(r.p99_us, 1)),
-        col("p99.9 µs", Right, |r| num(r.p999_us, 1)),
-        col("machine CPU µs/echo", Right, |r| {
-            num(r.machine_us_per_echo, 2)
+    let mut cols = point_columns("conns", |r: &ThroughputRow| (&r.server, r.conns, r.size));
+    cols.extend([
+        col("echoes/s", Right, |r: &ThroughputRow| {
+            num(r.echoes_per_sec, 0)
         }),
-        col("server CPU µs/echo", Right, |r| {
-            num(r.server_us_per_echo, 2)
+        col("MB/s", Right, |r: &ThroughputRow| num(r.mb_per_sec, 2)),
+    ]);
+    cols.extend(closed_columns(ThroughputRow::latency, |r| {
+        [
+            r.machine_us_per_echo,
+            r.server_us_per_echo,
+            r.client_cpu_pct,
+        ]
+    }));
+    cols.extend([
+        errors(),
+        col("stalled conns", Right, |r: &ThroughputRow| {
+            r.stalled.to_string()
         }),
-        col("client CPU %", Right, |r| num(r.client_cpu_pct, 0)),
-        col("errors", Right, |r| r.errors.to_string()),
-        col("stalled conns", Right, |r| r.stalled.to_string()),
         col("notes", Left, notes),
-    ];
+    ]);
     s += &table(&cols, &rows.iter().collect::<Vec<_>>());
     s
 }
@@ -205,32 +287,27 @@ fn latency(rows: &[LatencyRow], closed: &[ThroughputRow]) -> String {
          so its CPU share is not a measure of saturation.)\n\n",
         reference = rate_reference(closed.iter().map(|r| r.server.as_str()))
     );
-    let mut cols: Vec<Column<LatencyRow>> = vec![
-        col("server", Left, |r: &LatencyRow| r.server.clone()),
-        col("conns", Right, |r: &LatencyRow| r.conns.to_string()),
-        col("size (B)", Right, |r: &LatencyRow| r.size.to_string()),
-        col("rate /s", Right, |r: &LatencyRow| num(r.rate, 0)),
-        col("achieved /s", Right, |r: &LatencyRow| num(r.achieved, 0)),
-    ];
-    cols.extend(open_latency(LatencyRow::corrected, LatencyRow::uncorrected));
+    let mut cols = point_columns("conns", |r: &LatencyRow| (&r.server, r.conns, r.size));
+    cols.extend(rate_columns(|r: &LatencyRow| [r.rate, r.achieved]));
+    cols.extend(open_columns(
+        LatencyRow::corrected,
+        LatencyRow::uncorrected,
+        |r| [r.machine_us_per_echo, r.client_cpu_pct, r.lag_p99_us],
+    ));
     cols.extend([
-        col("machine CPU µs/echo", Right, |r: &LatencyRow| {
-            num(r.machine_us_per_echo, 2)
-        }),
-        col("client CPU %", Right, |r: &LatencyRow| {
-            num(r.client_cpu_pct, 0)
-        }),
-        col("send lag p99 µs", Right, |r: &LatencyRow| {
-            num(r.lag_p99_us, 1)
-        }),
         col("unfinished", Right, |r: &LatencyRow| {
             r.unfinished.to_string()
         }),
-        col("errors", Right, |r: &LatencyRow| r.errors.to_string()),
+        errors(),
         col("notes", Left, notes),
     ]);
     s += &table(&cols, &rows.iter().collect::<Vec<_>>());
     s
+}
+
+/// A UDP row's point: server, client sockets, datagram size.
+fn udp_point(r: &UdpRow) -> (&str, u64, u64) {
+    (&r.server, r.sockets, r.size)
 }
 
 fn udp(rows: &[UdpRow]) -> String {
@@ -241,29 +318,23 @@ fn udp(rows: &[UdpRow]) -> String {
               Many client sockets (source ports), each keeping *window* datagrams in flight, \
               sent and received in batches; every echo checked byte-exact. *Lost*: sent in \
               the window and not echoed within the timeout (*late*: echoed after that).\n\n";
-        let cols: [Column<UdpRow>; 17] = [
-            col("server", Left, |r| r.server.clone()),
-            col("sockets", Right, |r| r.sockets.to_string()),
-            col("size (B)", Right, |r| r.size.to_string()),
-            col("window", Right, |r| r.window.to_string()),
-            col("echoes/s", Right, |r| num(r.echoes_per_sec, 0)),
-            col("MB/s", Right, |r| num(r.mb_per_sec, 2)),
-            col("lost", Right, |r| r.lost.to_string()),
-            col("loss %", Right, |r| num(r.loss_pct, 3)),
-            col("late", Right, |r| r.late.to_string()),
-            col("p50 µs", Right, |r| num(r.p50_us, 1)),
-            col("p99 µs", Right, |r| num(r.p99_us, 1)),
-            col("p99.9 µs", Right, |r| num(r.p999_us, 1)),
-            col("machine CPU µs/echo", Right, |r| {
-                num(r.machine_us_per_echo, 2)
-            }),
-            col("server CPU µs/echo", Right, |r| {
-                num(r.server_us_per_echo, 2)
-            }),
-            col("client CPU %", Right, |r| num(r.client_cpu_pct, 0)),
-            col("errors", Right, |r| r.errors.to_string()),
-            col("notes", Left, notes),
-        ];
+        let mut cols = point_columns("sockets", udp_point);
+        cols.extend([
+            col("window", Right, |r: &UdpRow| r.window.to_string()),
+            col("echoes/s", Right, |r: &UdpRow| num(r.echoes_per_sec, 0)),
+            col("MB/s", Right, |r: &UdpRow| num(r.mb_per_sec, 2)),
+            col("lost", Right, |r: &UdpRow| r.lost.to_string()),
+            col("loss %", Right, |r: &UdpRow| num(r.loss_pct, 3)),
+            col("late", Right, |r: &UdpRow| r.late.to_string()),
+        ]);
+        cols.extend(closed_columns(UdpRow::latency, |r| {
+            [
+                r.machine_us_per_echo,
+                r.server_us_per_echo,
+                r.client_cpu_pct,
+            ]
+        }));
+        cols.extend([errors(), col("notes", Left, notes)]);
         s += &table(&cols, &closed);
     }
     if !open.is_empty() {
@@ -276,25 +347,16 @@ fn udp(rows: &[UdpRow]) -> String {
              lateness.\n\n",
             reference = rate_reference(rows.iter().map(|r| r.server.as_str()))
         );
-        let mut cols: Vec<Column<UdpRow>> = vec![
-            col("server", Left, |r: &UdpRow| r.server.clone()),
-            col("sockets", Right, |r: &UdpRow| r.sockets.to_string()),
-            col("size (B)", Right, |r: &UdpRow| r.size.to_string()),
-            col("rate /s", Right, |r: &UdpRow| num(r.rate, 0)),
-            col("achieved /s", Right, |r: &UdpRow| num(r.echoes_per_sec, 0)),
+        let mut cols = point_columns("sockets", udp_point);
+        cols.extend(rate_columns(|r: &UdpRow| [r.rate, r.echoes_per_sec]));
+        cols.extend([
             col("lost", Right, |r: &UdpRow| r.lost.to_string()),
             col("loss %", Right, |r: &UdpRow| num(r.loss_pct, 3)),
-        ];
-        cols.extend(open_latency(UdpRow::scheduled, UdpRow::latency));
-        cols.extend([
-            col("machine CPU µs/echo", Right, |r: &UdpRow| {
-                num(r.machine_us_per_echo, 2)
-            }),
-            col("client CPU %", Right, |r: &UdpRow| num(r.client_cpu_pct, 0)),
-            col("send lag p99 µs", Right, |r: &UdpRow| num(r.lag_p99_us, 1)),
-            col("errors", Right, |r: &UdpRow| r.errors.to_string()),
-            col("notes", Left, notes),
         ]);
+        cols.extend(open_columns(UdpRow::scheduled, UdpRow::latency, |r| {
+            [r.machine_us_per_echo, r.client_cpu_pct, r.lag_p99_us]
+        }));
+        cols.extend([errors(), col("notes", Left, notes)]);
         s += &table(&cols, &open);
     }
     s
