@@ -15,6 +15,8 @@ use crate::sockaddr::NAME_LEN;
 
 /// Outgoing datagrams, each a short head followed by one shared body, sent with one
 /// `sendmmsg`: the body is never copied (every datagram's second iovec points at it).
+/// Header i points at iovec pair i, set once (boxed slices: moving the batch moves
+/// neither), with no address (the socket is connected) and no control message.
 pub struct SendBatch {
     hdrs: Box<[libc::mmsghdr]>,
     iovs: Box<[[libc::iovec; 2]]>,
@@ -23,15 +25,16 @@ pub struct SendBatch {
 impl SendBatch {
     /// Room for `n` datagrams per call.
     pub fn new(n: usize) -> SendBatch {
-        // SAFETY: mmsghdr and iovec are plain C structs for which all-zero is valid (null
-        // pointers, zero lengths).
-        let zero_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        let zero_iov: libc::iovec = unsafe { std::mem::zeroed() };
-        SendBatch {
+        let (zero_hdr, zero_iov) = zeroed_headers();
+        let mut b = SendBatch {
             hdrs: vec![zero_hdr; n.max(1)].into_boxed_slice(),
             iovs: vec![[zero_iov; 2]; n.max(1)].into_boxed_slice(),
+        };
+        for (h, iov) in b.hdrs.iter_mut().zip(b.iovs.iter_mut()) {
+            h.msg_hdr.msg_iov = iov.as_mut_ptr();
+            h.msg_hdr.msg_iovlen = 2;
         }
+        b
     }
 
     /// Datagrams one call can send.
@@ -52,29 +55,18 @@ impl SendBatch {
         if n == 0 {
             return Ok(0);
         }
-        for ((head, iov), h) in heads[..n]
-            .iter()
-            .zip(self.iovs.iter_mut())
-            .zip(self.hdrs.iter_mut())
-        {
+        for (head, iov) in heads[..n].iter().zip(self.iovs.iter_mut()) {
             // The kernel only reads from a send's iovecs; the casts to *mut are what the
             // C struct's type demands.
             iov[0].iov_base = head.as_ptr() as *mut libc::c_void;
             iov[0].iov_len = H;
             iov[1].iov_base = body.as_ptr() as *mut libc::c_void;
             iov[1].iov_len = body.len();
-            h.msg_hdr.msg_name = std::ptr::null_mut();
-            h.msg_hdr.msg_namelen = 0;
-            h.msg_hdr.msg_iov = iov.as_mut_ptr();
-            h.msg_hdr.msg_iovlen = 2;
-            h.msg_hdr.msg_control = std::ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
-            h.msg_hdr.msg_flags = 0;
-            h.msg_len = 0;
         }
-        // SAFETY: the first `n` headers point at this batch's iovecs, which point at
-        // `heads[i]` (H bytes) and `body` (body.len() bytes), all borrowed for the whole
-        // call; the kernel reads those lengths and writes only `msg_len`.
+        // SAFETY: the first `n` headers point at this batch's iovecs (see the type's
+        // invariant), which point at `heads[i]` (H bytes) and `body` (body.len() bytes),
+        // all borrowed for the whole call; the kernel reads those lengths and writes only
+        // `msg_len`.
         let rc = unsafe {
             libc::sendmmsg(
                 fd.as_raw_fd(),
@@ -83,11 +75,7 @@ impl SendBatch {
                 libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
             )
         };
-        match cvt(rc) {
-            Ok(k) => Ok(k as usize),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-            Err(e) => Err(e),
-        }
+        batch_count(rc)
     }
 }
 
@@ -125,11 +113,7 @@ impl MsgVec {
     /// is cut short and flagged truncated.
     pub fn new(n: usize, buf_size: usize) -> MsgVec {
         let (n, buf_size) = (n.max(1), buf_size.max(1));
-        // SAFETY: mmsghdr and iovec are plain C structs for which all-zero is valid
-        // (null pointers, zero lengths).
-        let zero_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        let zero_iov: libc::iovec = unsafe { std::mem::zeroed() };
+        let (zero_hdr, zero_iov) = zeroed_headers();
         let mut m = MsgVec {
             hdrs: vec![zero_hdr; n].into_boxed_slice(),
             iovs: vec![zero_iov; n].into_boxed_slice(),
@@ -159,12 +143,11 @@ impl MsgVec {
 
     /// Receive up to `capacity` datagrams without blocking; Ok(0) when none is waiting.
     pub fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
+        // The kernel shortens these to what each datagram filled: give the room back.
         for (h, iov) in self.hdrs.iter_mut().zip(self.iovs.iter_mut()) {
             iov.iov_len = self.buf_size;
             h.msg_hdr.msg_namelen = NAME_LEN as libc::socklen_t;
             h.msg_hdr.msg_controllen = CONTROL_LEN as _;
-            h.msg_hdr.msg_flags = 0;
-            h.msg_len = 0;
         }
         // SAFETY: every header points into this MsgVec's own storage with the lengths set
         // just above (see the type's invariant); the kernel writes at most those lengths.
@@ -177,12 +160,7 @@ impl MsgVec {
                 std::ptr::null_mut(),
             )
         };
-        match cvt(n) {
-            Ok(n) => Ok(n as usize),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
-            Err(e) => Err(e),
-        }
+        batch_count(n)
     }
 
     /// Received datagram `i` (after `recv` returned more than `i`).
@@ -272,6 +250,30 @@ pub fn transient(e: &io::Error) -> bool {
                 | libc::EINTR
         )
     )
+}
+
+/// All-zero `mmsghdr` and `iovec`, the starting point of every batch's headers.
+fn zeroed_headers() -> (libc::mmsghdr, libc::iovec) {
+    // SAFETY: mmsghdr and iovec are plain C structs for which all-zero is valid (null
+    // pointers, zero lengths).
+    unsafe { (std::mem::zeroed(), std::mem::zeroed()) }
+}
+
+/// A non-blocking batch call's result: how many datagrams went, 0 when the socket had
+/// nothing to give or no room (or a signal came first: the caller's loop tries again).
+fn batch_count(rc: libc::c_int) -> io::Result<usize> {
+    match cvt(rc) {
+        Ok(k) => Ok(k as usize),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            Ok(0)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {

@@ -419,6 +419,14 @@ mod tests {
         (e.addr(), e.len(), e.bid())
     }
 
+    /// Do what the kernel does with a receive: fill the buffer at ring slot `idx`, which
+    /// the completion hands to us (held). Returns its id.
+    fn kernel_fills(br: &mut BufRing, idx: u16) -> u16 {
+        let bid = entry(br, idx).2;
+        br.take(bid).expect("in ring");
+        bid
+    }
+
     #[test]
     fn a_new_ring_offers_the_first_window_of_buffers_once() {
         let br = BufRing::new(64, 128, 3).expect("ring");
@@ -479,10 +487,9 @@ mod tests {
         let mut next = 0u16; // ring position the kernel would take next
         for _ in 0..10_000 {
             // The kernel fills the oldest ring entry; we echo it and give it back.
-            let bid = entry(&br, next & 1023).2;
+            let bid = kernel_fills(&mut br, next & 1023);
             next = next.wrapping_add(1);
             seen[usize::from(bid)] = true;
-            br.take(bid).expect("in ring");
             br.give_back(bid).expect("held");
             br.publish();
         }
@@ -498,10 +505,7 @@ mod tests {
     fn the_window_grows_when_starved_and_shrinks_when_idle() {
         let mut br = BufRing::new(256, 64, 0).expect("ring");
         // A turn takes the whole window and starves.
-        let bids: Vec<u16> = (0..MIN_WINDOW).map(|i| entry(&br, i).2).collect();
-        for &b in &bids {
-            br.take(b).expect("in ring");
-        }
+        let bids: Vec<u16> = (0..MIN_WINDOW).map(|i| kernel_fills(&mut br, i)).collect();
         assert_eq!(br.in_ring(), 0);
         br.note_starved();
         br.publish();
@@ -526,8 +530,7 @@ mod tests {
         // none is left spare, then starve. Growing would only spread future receives.
         let mut br = BufRing::new(64, 64, 0).expect("ring");
         for i in 0..64u16 {
-            let b = entry(&br, i & 63).2;
-            br.take(b).expect("in ring");
+            kernel_fills(&mut br, i & 63);
             if br.in_ring() == 0 {
                 br.publish();
             }
@@ -542,8 +545,7 @@ mod tests {
     fn tail_wraps_past_u16() {
         let mut br = BufRing::new(2, 64, 0).expect("ring");
         for i in 0..40_000u16 {
-            let b = entry(&br, i & 1).2;
-            br.take(b).expect("in ring");
+            let b = kernel_fills(&mut br, i & 1);
             br.give_back(b).expect("held");
             br.publish();
         }
