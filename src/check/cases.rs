@@ -43,14 +43,8 @@ pub type Ctx = super::Ctx<Plan>;
 pub const SUITE: Suite<Plan> = Suite {
     proto: "TCP",
     cases: &[
-        Case {
-            name: "one byte",
-            run: one_byte,
-        },
-        Case {
-            name: "connect, close, no data",
-            run: connect_close,
-        },
+        Case::new("one byte", one_byte),
+        Case::new("connect, close, no data", connect_close),
         Case {
             name: "64 KiB binary",
             run: |c| bulk(c, 64 << 10),
@@ -59,34 +53,13 @@ pub const SUITE: Suite<Plan> = Suite {
             name: "1 MiB binary",
             run: |c| bulk(c, 1 << 20),
         },
-        Case {
-            name: "concurrent connections",
-            run: concurrent,
-        },
-        Case {
-            name: "pipelined small writes",
-            run: pipelined,
-        },
-        Case {
-            name: "half-close",
-            run: half_close,
-        },
-        Case {
-            name: "slow reader",
-            run: slow_reader,
-        },
-        Case {
-            name: "reset mid-transfer",
-            run: reset_mid_transfer,
-        },
-        Case {
-            name: "one non-reader bounded",
-            run: super::hostile::one_non_reader,
-        },
-        Case {
-            name: "many non-readers",
-            run: super::hostile::many_non_readers,
-        },
+        Case::new("concurrent connections", concurrent),
+        Case::new("pipelined small writes", pipelined),
+        Case::new("half-close", half_close),
+        Case::new("slow reader", slow_reader),
+        Case::new("reset mid-transfer", reset_mid_transfer),
+        Case::new("one non-reader bounded", super::hostile::one_non_reader),
+        Case::new("many non-readers", super::hostile::many_non_readers),
     ],
 };
 

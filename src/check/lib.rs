@@ -99,6 +99,13 @@ pub struct Case<P> {
     pub run: fn(&Ctx<P>) -> Outcome,
 }
 
+impl<P> Case<P> {
+    /// The case `name`, run by `run`: a suite's table is a list of these.
+    pub const fn new(name: &'static str, run: fn(&Ctx<P>) -> Outcome) -> Case<P> {
+        Case { name, run }
+    }
+}
+
 /// One case's outcome.
 #[derive(Debug, Clone)]
 pub struct CaseOutcome {

@@ -84,22 +84,10 @@ pub type Ctx = super::Ctx<Plan>;
 pub const SUITE: Suite<Plan> = Suite {
     proto: "UDP",
     cases: &[
-        Case {
-            name: "datagram sizes",
-            run: sizes,
-        },
-        Case {
-            name: "many ports, loss counted",
-            run: many_ports,
-        },
-        Case {
-            name: "guarded source port",
-            run: guarded_port,
-        },
-        Case {
-            name: "echo loop",
-            run: echo_loop,
-        },
+        Case::new("datagram sizes", sizes),
+        Case::new("many ports, loss counted", many_ports),
+        Case::new("guarded source port", guarded_port),
+        Case::new("echo loop", echo_loop),
     ],
 };
 

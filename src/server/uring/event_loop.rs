@@ -59,9 +59,6 @@ pub trait Handler {
     /// The transport's part of [`KernelMemory`].
     type Slots;
 
-    /// The worker's context: its socket, counters, and the shutdown signal.
-    fn ctx(&self) -> &WorkerCtx;
-
     /// Arm the first operations (the accept, or the receive).
     fn start(&mut self, io: &mut Issuer<'_, Self::Slots>) -> Result<()>;
 
@@ -123,9 +120,9 @@ impl<S> EventLoop<S> {
         Ok(lp)
     }
 
-    /// Serve until shutdown: the handler's operations, then cancel everything and wait
-    /// for it (at most `STOP_WAIT`).
-    pub fn run<H: Handler<Slots = S>>(&mut self, handler: &mut H) -> Result<()> {
+    /// Serve `ctx`'s worker until its shutdown signal: the handler's operations, then
+    /// cancel everything and wait for it (at most `STOP_WAIT`).
+    pub fn run<H: Handler<Slots = S>>(&mut self, ctx: &WorkerCtx, handler: &mut H) -> Result<()> {
         // The crate remembers a registered ring fd only in the `Submitter` that registered
         // it (a fresh one from `split` or `submitter` passes the raw fd again), so this one
         // drives every `io_uring_enter` of the loop. It borrows the ring from this frame,
@@ -141,7 +138,7 @@ impl<S> EventLoop<S> {
             stopping: None,
             mem: &mut self.mem,
         };
-        let res = io.serve(&mut cq, handler);
+        let res = io.serve(&mut cq, ctx, handler);
         // A registered ring fd holds a reference to the ring: drop it so that closing the
         // ring in `Drop` tears it down, closing the direct descriptors.
         let _ = io.submitter.unregister_ring_fd();
@@ -251,16 +248,17 @@ impl<S> Issuer<'_, S> {
     fn serve<H: Handler<Slots = S>>(
         &mut self,
         cq: &mut CompletionQueue<'_>,
+        ctx: &WorkerCtx,
         h: &mut H,
     ) -> Result<()> {
         h.start(self)?;
-        let wake = opcode::PollAdd::new(Fd(h.ctx().shared.shutdown.fd()), libc::POLLIN as u32)
+        let wake = opcode::PollAdd::new(Fd(ctx.shared.shutdown.fd()), libc::POLLIN as u32)
             .build()
             .user_data(token::encode(Op::Wake, 0, 0));
         // SAFETY: a poll carries no pointer; the kernel holds its own reference to the
         // eventfd.
         unsafe { self.push(&wake) }?;
-        h.ctx().ready();
+        ctx.ready();
         let mut batch: Vec<cqueue::Entry> = Vec::with_capacity(REAP_BATCH);
         loop {
             let limit = match self.stopping {

@@ -88,14 +88,14 @@ pub fn serve(ctx: WorkerCtx, features: &Features) -> Result<()> {
         max_conns_log: RateLimited::new(),
         accept_armed: false,
         accept_backoff: AcceptBackoff::default(),
-        ctx,
+        ctx: &ctx,
     };
-    lp.run(&mut echo)
+    lp.run(&ctx, &mut echo)
 }
 
 /// The TCP worker's state: its connections and their send queues, the starved
 /// receives, and the hold policy.
-pub struct TcpEcho {
+pub struct TcpEcho<'w> {
     segs: Segments,
     conns: ConnTable,
     /// Connections whose receive ended with ENOBUFS, oldest first, to re-arm as buffers
@@ -103,7 +103,7 @@ pub struct TcpEcho {
     /// connections, served first).
     starved: VecDeque<u32>,
     starved_new: VecDeque<u32>,
-    ctx: WorkerCtx,
+    ctx: &'w WorkerCtx,
     /// Buffers one connection may hold before its receive is paused.
     conn_cap: u16,
     /// Who holds buffers for unsent echoes, since when: the hold budget (the pool) and
@@ -124,12 +124,8 @@ pub struct TcpEcho {
 
 type TcpIssuer<'a> = Issuer<'a, SendMsgs>;
 
-impl Handler for TcpEcho {
+impl Handler for TcpEcho<'_> {
     type Slots = SendMsgs;
-
-    fn ctx(&self) -> &WorkerCtx {
-        &self.ctx
-    }
 
     fn start(&mut self, io: &mut TcpIssuer<'_>) -> Result<()> {
         self.arm_accept(io)
@@ -190,7 +186,7 @@ impl Handler for TcpEcho {
     }
 }
 
-impl TcpEcho {
+impl TcpEcho<'_> {
     fn on_accept(&mut self, io: &mut TcpIssuer<'_>, res: i32, more: bool) -> Result<()> {
         if !more {
             self.accept_armed = false;

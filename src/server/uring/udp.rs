@@ -89,14 +89,14 @@ pub fn serve(ctx: WorkerCtx, features: &Features) -> Result<()> {
         now: Instant::now(),
         recv_armed: false,
         starved: false,
-        ctx,
+        ctx: &ctx,
     };
-    lp.run(&mut echo)
+    lp.run(&ctx, &mut echo)
 }
 
 /// The UDP worker's state: the datagram policy and the receive's arming.
-pub struct UdpEcho {
-    ctx: WorkerCtx,
+pub struct UdpEcho<'w> {
+    ctx: &'w WorkerCtx,
     policy: Policy,
     wildcard: bool,
     /// The clock the policy reads, taken once per batch of completions.
@@ -108,12 +108,8 @@ pub struct UdpEcho {
 
 type UdpIssuer<'a> = Issuer<'a, UdpSlots>;
 
-impl Handler for UdpEcho {
+impl Handler for UdpEcho<'_> {
     type Slots = UdpSlots;
-
-    fn ctx(&self) -> &WorkerCtx {
-        &self.ctx
-    }
 
     fn start(&mut self, io: &mut UdpIssuer<'_>) -> Result<()> {
         self.arm_recv(io)
@@ -148,7 +144,7 @@ impl Handler for UdpEcho {
     }
 }
 
-impl UdpEcho {
+impl UdpEcho<'_> {
     fn on_recv(&mut self, io: &mut UdpIssuer<'_>, res: i32, flags: u32) -> Result<()> {
         if !cqueue::more(flags) {
             self.recv_armed = false;
