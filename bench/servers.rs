@@ -214,12 +214,12 @@ pub fn start_server(engine: &str) -> Result<Target> {
         std::thread::sleep(Duration::from_millis(100));
         Error::msg(format!("the {engine} server did not start{}", quote(&tail)))
     })?;
-    let addr = banner_addr(&banner, "tcp")
+    let addr = ringecho_server::server::announced(&banner, "tcp")
         .ok_or_else(|| Error::msg(format!("unexpected start-up line: {banner}")))?;
     Ok(Target {
         name: engine.into(),
         addr,
-        udp: banner_addr(&banner, "udp"),
+        udp: ringecho_server::server::announced(&banner, "udp"),
         child: Some(child),
         banner,
         stderr: tail,
@@ -377,14 +377,6 @@ fn echoes_udp(addr: SocketAddr) -> bool {
         .any(|_| s.send(PROBE).is_ok() && matches!(s.recv(&mut back), Ok(n) if back[..n] == *PROBE))
 }
 
-/// The `PROTO` address of a start-up line (`listening on tcp A and udp B (...)`, or one
-/// of them alone).
-pub fn banner_addr(banner: &str, proto: &str) -> Option<SocketAddr> {
-    let head = banner.split(" (").next()?;
-    let (_, rest) = head.split_once(&format!("{proto} "))?;
-    rest.split_whitespace().next()?.parse().ok()
-}
-
 /// The module, if something answers on its address.
 pub fn kmod_target(addr: &str) -> Option<Target> {
     let a = crate::net::resolve(addr).ok()?;
@@ -472,22 +464,5 @@ mod tests {
             command: None,
             measured: None,
         }
-    }
-
-    #[test]
-    fn start_up_lines_name_each_protocol_address() {
-        let both = "ringecho: listening on tcp 127.0.0.1:4000 and udp 127.0.0.1:4000 \
-                    (engine uring, 1 worker; io_uring: multishot accept, no-sqarray)";
-        assert_eq!(banner_addr(both, "tcp"), "127.0.0.1:4000".parse().ok());
-        assert_eq!(banner_addr(both, "udp"), "127.0.0.1:4000".parse().ok());
-        let udp = "ringecho: listening on udp [::1]:5 (engine epoll, 2 workers)";
-        assert_eq!(banner_addr(udp, "udp"), "[::1]:5".parse().ok());
-        assert_eq!(banner_addr(udp, "tcp"), None);
-        let tcp = "ringecho: listening on tcp 127.0.0.1:7 (engine epoll; udp off)";
-        assert_eq!(
-            banner_addr(tcp, "udp"),
-            None,
-            "only the part before the features"
-        );
     }
 }

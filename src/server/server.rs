@@ -281,6 +281,15 @@ impl Bound {
     }
 }
 
+/// The `proto` (`tcp` or `udp`) address of a start-up line as [`supervise`] prints it
+/// (`ringecho: listening on tcp A and udp B (...)`, or one of them alone): how the
+/// harness and the tests find a server started on port 0.
+pub fn announced(line: &str, proto: &str) -> Option<SocketAddr> {
+    let head = line.split(" (").next()?;
+    let (_, rest) = head.split_once(&format!("{proto} "))?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
 /// Wait for every worker thread to be ready, announce, then wait for a signal or a failure.
 /// Each worker exit it receives is counted in `exited`.
 fn supervise(
@@ -372,5 +381,27 @@ fn run_worker(ctx: WorkerCtx, features: Option<uring::probe::Features>) -> Resul
         (Some(f), _) => uring::run(ctx, &f),
         (None, Transport::Tcp) => epoll::run_worker(ctx),
         (None, Transport::Udp) => epoll::run_udp_worker(ctx),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::announced;
+
+    #[test]
+    fn start_up_lines_name_each_protocol_address() {
+        let both = "ringecho: listening on tcp 127.0.0.1:4000 and udp 127.0.0.1:4000 \
+                    (engine uring, 1 worker; io_uring: multishot accept, no-sqarray)";
+        assert_eq!(announced(both, "tcp"), "127.0.0.1:4000".parse().ok());
+        assert_eq!(announced(both, "udp"), "127.0.0.1:4000".parse().ok());
+        let udp = "ringecho: listening on udp [::1]:5 (engine epoll, 2 workers)";
+        assert_eq!(announced(udp, "udp"), "[::1]:5".parse().ok());
+        assert_eq!(announced(udp, "tcp"), None);
+        let tcp = "ringecho: listening on tcp 127.0.0.1:7 (engine epoll; udp off)";
+        assert_eq!(
+            announced(tcp, "udp"),
+            None,
+            "only the part before the features"
+        );
     }
 }

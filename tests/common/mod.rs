@@ -110,8 +110,8 @@ impl Server {
                 );
             }
         };
-        let tcp = announced(&banner, "tcp");
-        let udp = announced(&banner, "udp");
+        let tcp = ringecho_server::server::announced(&banner, "tcp");
+        let udp = ringecho_server::server::announced(&banner, "udp");
         let addr = tcp
             .or(udp)
             .unwrap_or_else(|| panic!("unexpected start-up line: {banner}"));
@@ -181,16 +181,6 @@ impl Server {
         }
         None
     }
-}
-
-/// The address after `PROTO` in a start-up line such as `ringecho: listening on tcp
-/// 127.0.0.1:1 and udp 127.0.0.1:1 (engine ...)`.
-fn announced(banner: &str, proto: &str) -> Option<SocketAddr> {
-    let rest = banner.split("listening on ").nth(1)?;
-    let head = rest.split(" (").next()?;
-    let mut words = head.split_whitespace();
-    words.find(|w| *w == proto)?;
-    words.next()?.parse().ok()
 }
 
 /// `a`, with a wildcard IP replaced by the loopback address of its family.
