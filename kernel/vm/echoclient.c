@@ -102,6 +102,21 @@ static void poll_or_die(struct pollfd *pfd, unsigned int n, int ms)
 		die("poll: %s", strerror(errno));
 }
 
+/*
+ * Step *@i to the next of the @n entries of @pfd that is open (fd >= 0) and
+ * that poll() reported (revents set), *@i itself included; returns 0 once
+ * there is none left. Walks the ready entries after a poll:
+ *
+ *	for (i = 0; next_ready(pfd, n, &i); i++)
+ */
+static int next_ready(const struct pollfd *pfd, unsigned int n, unsigned int *i)
+{
+	for (; *i < n; (*i)++)
+		if (pfd[*i].fd >= 0 && pfd[*i].revents)
+			return 1;
+	return 0;
+}
+
 /* Byte i of connection k: varied, with a NUL every 7 bytes. */
 static uint8_t pattern(unsigned int k, size_t i)
 {
@@ -184,13 +199,12 @@ static int run_echo(struct conn *c, unsigned int n, size_t size, double deadline
 			pfd[i].revents = 0;
 		}
 		poll_or_die(pfd, n, timeout > 1000 ? 1000 : timeout);
-		for (i = 0; i < n; i++) {
+		/* A connection that is done was polled as fd -1. */
+		for (i = 0; next_ready(pfd, n, &i); i++) {
 			struct conn *k = &c[i];
 			ssize_t r;
 			size_t j;
 
-			if (k->done || !pfd[i].revents)
-				continue;
 			if ((pfd[i].revents & POLLOUT) && k->sent < size) {
 				size_t len = size - k->sent;
 
@@ -341,12 +355,10 @@ static int cmd_hold(char **av, unsigned int n, const char *ready, int timeout)
 			}
 		}
 		poll_or_die(pfd, n, 1000);
-		for (i = 0; i < n; i++) {
+		for (i = 0; next_ready(pfd, n, &i); i++) {
 			uint8_t buf[64];
 			ssize_t r;
 
-			if (pfd[i].fd < 0 || !pfd[i].revents)
-				continue;
 			r = recv(pfd[i].fd, buf, sizeof(buf), 0);
 			if (r > 0)
 				die("hold: conn %u: unexpected data", i);
@@ -387,12 +399,10 @@ static int cmd_busy(char **av, unsigned int n, const char *ready, int timeout)
 		for (i = 0; i < n; i++)
 			pfd[i].events = (i % 2 ? 0 : POLLIN) | POLLOUT;
 		poll_or_die(pfd, n, 1000);
-		for (i = 0; i < n; i++) {
+		for (i = 0; next_ready(pfd, n, &i); i++) {
 			struct conn *k = &c[i];
 			ssize_t r;
 
-			if (pfd[i].fd < 0 || !pfd[i].revents)
-				continue;
 			if (pfd[i].revents & POLLOUT) {
 				for (j = 0; j < sizeof(buf); j++)
 					buf[j] = pattern(i, k->sent + j);
@@ -473,12 +483,10 @@ static int cmd_burst(char **av, unsigned int n, unsigned int rounds, int timeout
 		}
 		while (left && now() < deadline) {
 			poll_or_die(pfd, n, 1000);
-			for (i = 0; i < n; i++) {
+			for (i = 0; next_ready(pfd, n, &i); i++) {
 				char buf[64];
 				ssize_t k;
 
-				if (pfd[i].fd < 0 || !pfd[i].revents)
-					continue;
 				if (pfd[i].events == POLLOUT) {
 					k = send(pfd[i].fd, burst_msg, len, MSG_NOSIGNAL);
 					if (k == (ssize_t)len) {
@@ -796,32 +804,38 @@ static int cmd_load(const char *path, int argc, char **argv)
 	return 0;
 }
 
+/* The commands that take HOST PORT N READYFILE TIMEOUT. */
+static const struct {
+	const char *name;
+	int (*run)(char **av, unsigned int n, const char *ready, int timeout);
+} ready_cmds[] = {
+	{ "hold", cmd_hold },
+	{ "busy", cmd_busy },
+	{ "idle", cmd_idle },
+	{ "noread", cmd_noread },
+	{ NULL, NULL }
+};
+
 int main(int argc, char **argv)
 {
+	unsigned int i;
+
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	for (i = 0; ready_cmds[i].name; i++)
+		if (argc >= 7 && !strcmp(argv[1], ready_cmds[i].name))
+			return ready_cmds[i].run(argv + 2, strtoul(argv[4], NULL, 0),
+						 argv[5], atoi(argv[6]));
 	if (argc >= 5 && !strcmp(argv[1], "echo"))
 		return cmd_echo(argv + 2, strtoul(argv[4], NULL, 0));
 	if (argc >= 7 && !strcmp(argv[1], "conc"))
 		return cmd_conc(argv + 2, strtoul(argv[4], NULL, 0),
 				strtoul(argv[5], NULL, 0), atoi(argv[6]));
-	if (argc >= 7 && !strcmp(argv[1], "hold"))
-		return cmd_hold(argv + 2, strtoul(argv[4], NULL, 0), argv[5],
-				atoi(argv[6]));
-	if (argc >= 7 && !strcmp(argv[1], "busy"))
-		return cmd_busy(argv + 2, strtoul(argv[4], NULL, 0), argv[5],
-				atoi(argv[6]));
 	if (argc >= 7 && !strcmp(argv[1], "burst"))
 		return cmd_burst(argv + 2, strtoul(argv[4], NULL, 0),
 				 strtoul(argv[5], NULL, 0), atoi(argv[6]));
 	if (argc >= 6 && !strcmp(argv[1], "tburst"))
 		return cmd_tburst(argv + 2, strtoul(argv[4], NULL, 0),
 				  strtoul(argv[5], NULL, 0));
-	if (argc >= 7 && !strcmp(argv[1], "idle"))
-		return cmd_idle(argv + 2, strtoul(argv[4], NULL, 0), argv[5],
-				atoi(argv[6]));
-	if (argc >= 7 && !strcmp(argv[1], "noread"))
-		return cmd_noread(argv + 2, strtoul(argv[4], NULL, 0), argv[5],
-				  atoi(argv[6]));
 	if (argc >= 6 && !strcmp(argv[1], "stuck"))
 		return cmd_stuck(argv + 2, strtoul(argv[4], NULL, 0), atoi(argv[5]));
 	if (argc >= 5 && !strcmp(argv[1], "listen"))
