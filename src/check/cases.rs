@@ -45,14 +45,8 @@ pub const SUITE: Suite<Plan> = Suite {
     cases: &[
         Case::new("one byte", one_byte),
         Case::new("connect, close, no data", connect_close),
-        Case {
-            name: "64 KiB binary",
-            run: |c| bulk(c, 64 << 10),
-        },
-        Case {
-            name: "1 MiB binary",
-            run: |c| bulk(c, 1 << 20),
-        },
+        Case::new("64 KiB binary", |c| bulk(c, 64 << 10)),
+        Case::new("1 MiB binary", |c| bulk(c, 1 << 20)),
         Case::new("concurrent connections", concurrent),
         Case::new("pipelined small writes", pipelined),
         Case::new("half-close", half_close),

@@ -94,8 +94,6 @@ pub struct WorkerCtx {
     pub transport: Transport,
     /// This worker's own socket (SO_REUSEPORT): a listening TCP socket or a bound UDP one.
     pub socket: Socket,
-    /// The port the server serves.
-    pub port: u16,
     /// The validated configuration.
     pub cfg: Arc<ServeConfig>,
     /// This worker's counters.
@@ -154,7 +152,6 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
         sockets.extend(socks.into_iter().map(|s| (Transport::Udp, s)));
         udp_bound = Some(bound);
     }
-    let port = tcp_bound.or(udp_bound).map_or(cfg.port, |b| b.port());
 
     shutdown::block_signals()?;
     let shared = Arc::new(Shared {
@@ -176,7 +173,6 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
             id,
             transport,
             socket,
-            port,
             cfg: Arc::clone(&cfg),
             stats: Arc::clone(&stats[n]),
             shared: Arc::clone(&shared),
