@@ -53,6 +53,12 @@ impl AcceptBackoff {
         }
     }
 
+    /// Whether the accept may be armed at `now_ms`: it is not paused, or its pause is
+    /// over (which clears it).
+    pub fn may_arm(&mut self, now_ms: u32) -> bool {
+        self.retry_at_ms.is_none() || self.due(now_ms)
+    }
+
     /// A descriptor was freed (a connection closed): a paused accept may work now, so it
     /// is due at once; whether it was paused.
     pub fn resume(&mut self) -> bool {
@@ -119,6 +125,18 @@ mod tests {
         assert!(b.resume());
         assert_eq!(b.wait(0), None);
         assert!(!b.due(1000), "resumed, not due again");
+    }
+
+    #[test]
+    fn the_accept_may_be_armed_unless_paused() {
+        let mut b = AcceptBackoff::default();
+        assert!(b.may_arm(0), "a new worker arms its first accept");
+        b.failed(0);
+        assert!(b.may_arm(0), "one failure: at once");
+        b.failed(0);
+        assert!(!b.may_arm(4), "paused");
+        assert!(b.may_arm(5), "the pause is over");
+        assert_eq!(b.wait(5), None, "and cleared");
     }
 
     #[test]

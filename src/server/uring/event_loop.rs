@@ -59,9 +59,6 @@ pub trait Handler {
     /// The transport's part of [`KernelMemory`].
     type Slots;
 
-    /// Arm the first operations (the accept, or the receive).
-    fn start(&mut self, io: &mut Issuer<'_, Self::Slots>) -> Result<()>;
-
     /// The longest wait for a completion while serving (`None`: until one comes).
     fn wait_limit(&self) -> Option<Duration> {
         None
@@ -84,8 +81,10 @@ pub trait Handler {
         cqe: &cqueue::Entry,
     ) -> Result<()>;
 
-    /// Called once per turn, after every completion was handled and returned buffers
-    /// were published to the kernel.
+    /// Arm whatever should be armed and is not (the accept, a starved receive): once
+    /// before the first wait, which is how the first operations start, then once per
+    /// turn, after every completion was handled and returned buffers were published to
+    /// the kernel.
     fn turn_end(&mut self, io: &mut Issuer<'_, Self::Slots>) -> Result<()>;
 }
 
@@ -251,7 +250,7 @@ impl<S> Issuer<'_, S> {
         ctx: &WorkerCtx,
         h: &mut H,
     ) -> Result<()> {
-        h.start(self)?;
+        h.turn_end(self)?;
         let wake = opcode::PollAdd::new(Fd(ctx.shared.shutdown.fd()), libc::POLLIN as u32)
             .build()
             .user_data(token::encode(Op::Wake, 0, 0));

@@ -127,10 +127,6 @@ type TcpIssuer<'a> = Issuer<'a, SendMsgs>;
 impl Handler for TcpEcho<'_> {
     type Slots = SendMsgs;
 
-    fn start(&mut self, io: &mut TcpIssuer<'_>) -> Result<()> {
-        self.arm_accept(io)
-    }
-
     fn wait_limit(&self) -> Option<Duration> {
         let holds = self.holds.next_deadline(self.now_ms);
         match (holds, self.accept_backoff.wait(self.now_ms)) {
@@ -176,7 +172,9 @@ impl Handler for TcpEcho<'_> {
         if io.stopping() {
             return Ok(());
         }
-        if self.accept_backoff.due(self.now_ms) {
+        // Armed unless a failing accept is paused (see `accept`): this is also where the
+        // worker's first accept is armed.
+        if self.accept_backoff.may_arm(self.now_ms) {
             self.arm_accept(io)?;
         }
         if !(self.starved.is_empty() && self.starved_new.is_empty()) {

@@ -111,10 +111,6 @@ type UdpIssuer<'a> = Issuer<'a, UdpSlots>;
 impl Handler for UdpEcho<'_> {
     type Slots = UdpSlots;
 
-    fn start(&mut self, io: &mut UdpIssuer<'_>) -> Result<()> {
-        self.arm_recv(io)
-    }
-
     fn batch_start(&mut self) {
         self.now = Instant::now();
     }
