@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::payload::{first_mismatch, Rng};
-use super::{Case, Outcome, Suite};
+use super::{Case, Ctx, Outcome, Suite};
 
 /// Sizes the cases use. The CLI uses [`Plan::default`]; tests shrink it.
 #[derive(Debug, Clone)]
@@ -36,13 +36,10 @@ impl Default for Plan {
     }
 }
 
-/// What every TCP case gets.
-pub type Ctx = super::Ctx<Plan>;
-
 /// The TCP suite: every case, in the order they run.
-pub const SUITE: Suite<Plan> = Suite {
-    proto: "TCP",
-    cases: &[
+pub const SUITE: Suite<Plan> = Suite::new(
+    "TCP",
+    &[
         Case::new("one byte", one_byte),
         Case::new("connect, close, no data", connect_close),
         Case::new("64 KiB binary", |c| bulk(c, 64 << 10)),
@@ -55,9 +52,9 @@ pub const SUITE: Suite<Plan> = Suite {
         Case::new("one non-reader bounded", super::hostile::one_non_reader),
         Case::new("many non-readers", super::hostile::many_non_readers),
     ],
-};
+);
 
-fn one_byte(ctx: &Ctx) -> Outcome {
+fn one_byte(ctx: &Ctx<Plan>) -> Outcome {
     let s = connect(ctx)?;
     let b = Rng::new(ctx.seed).bytes(1);
     (&s).write_all(&b)
@@ -66,7 +63,7 @@ fn one_byte(ctx: &Ctx) -> Outcome {
     Ok(format!("sent {:#04x}, got it back", b[0]))
 }
 
-fn connect_close(ctx: &Ctx) -> Outcome {
+fn connect_close(ctx: &Ctx<Plan>) -> Outcome {
     let s = connect(ctx)?;
     s.shutdown(Shutdown::Write)
         .map_err(|e| format!("shutdown failed: {e}"))?;
@@ -74,14 +71,14 @@ fn connect_close(ctx: &Ctx) -> Outcome {
     Ok("shut down our write side; the server closed with no data".into())
 }
 
-fn bulk(ctx: &Ctx, size: usize) -> Outcome {
+fn bulk(ctx: &Ctx<Plan>, size: usize) -> Outcome {
     let data = Rng::new(ctx.seed).bytes(size);
     let s = connect(ctx)?;
     echo_exact(ctx, &s, &data)?;
     Ok(format!("{} random bytes (NULs included) byte-exact", size))
 }
 
-fn concurrent(ctx: &Ctx) -> Outcome {
+fn concurrent(ctx: &Ctx<Plan>) -> Outcome {
     let n = ctx.plan.conns;
     need_descriptors(n, "connections")?;
     let mut rng = Rng::new(ctx.seed);
@@ -108,7 +105,7 @@ fn concurrent(ctx: &Ctx) -> Outcome {
     ))
 }
 
-fn pipelined(ctx: &Ctx) -> Outcome {
+fn pipelined(ctx: &Ctx<Plan>) -> Outcome {
     let mut rng = Rng::new(ctx.seed);
     let sizes: Vec<usize> = (0..ctx.plan.pipelined_writes)
         .map(|_| rng.range(1, 64))
@@ -135,7 +132,7 @@ fn pipelined(ctx: &Ctx) -> Outcome {
     ))
 }
 
-fn half_close(ctx: &Ctx) -> Outcome {
+fn half_close(ctx: &Ctx<Plan>) -> Outcome {
     let data = Rng::new(ctx.seed).bytes(256 << 10);
     let s = connect(ctx)?;
     with_writer(
@@ -150,7 +147,7 @@ fn half_close(ctx: &Ctx) -> Outcome {
     Ok("wrote 256 KiB, shut down writing: all echoed, then the server closed".into())
 }
 
-fn slow_reader(ctx: &Ctx) -> Outcome {
+fn slow_reader(ctx: &Ctx<Plan>) -> Outcome {
     let data = Rng::new(ctx.seed).bytes(ctx.plan.slow_reader_bytes);
     let other = Rng::new(ctx.seed ^ 0x5157).bytes(64 << 10);
     let a = connect(ctx)?;
@@ -190,7 +187,7 @@ fn slow_reader(ctx: &Ctx) -> Outcome {
     ))
 }
 
-fn reset_mid_transfer(ctx: &Ctx) -> Outcome {
+fn reset_mid_transfer(ctx: &Ctx<Plan>) -> Outcome {
     let data = Rng::new(ctx.seed).bytes(1 << 20);
     let c = connect(ctx)?;
     (&c).write_all(&data[..256 << 10])
@@ -219,7 +216,7 @@ pub(super) fn need_descriptors(n: usize, what: &str) -> Result<(), String> {
 }
 
 /// Connect with the case timeout applied to the connect and to every read and write.
-fn connect(ctx: &Ctx) -> Result<TcpStream, String> {
+fn connect(ctx: &Ctx<Plan>) -> Result<TcpStream, String> {
     let s = TcpStream::connect_timeout(&ctx.addr, ctx.timeout)
         .map_err(|e| format!("connect to {} failed: {e}", ctx.addr))?;
     s.set_read_timeout(Some(ctx.timeout))
@@ -230,7 +227,7 @@ fn connect(ctx: &Ctx) -> Result<TcpStream, String> {
 
 /// Write `data` from a second thread while reading the echo here, so that no payload
 /// size can deadlock on full socket buffers.
-fn echo_exact(ctx: &Ctx, s: &TcpStream, data: &[u8]) -> Result<(), String> {
+fn echo_exact(ctx: &Ctx<Plan>, s: &TcpStream, data: &[u8]) -> Result<(), String> {
     with_writer(s, || (&*s).write_all(data), || read_expect(ctx, s, data))
 }
 
@@ -261,7 +258,7 @@ fn with_writer<T>(
 }
 
 /// Read exactly `want.len()` bytes, comparing as they arrive.
-fn read_expect(ctx: &Ctx, s: &TcpStream, want: &[u8]) -> Result<(), String> {
+fn read_expect(ctx: &Ctx<Plan>, s: &TcpStream, want: &[u8]) -> Result<(), String> {
     read_checked(s, want.len(), Wait::Each(ctx.timeout), |offset, got| {
         first_mismatch(want, offset, got)
     })
@@ -329,7 +326,7 @@ pub(super) fn read_checked(
 }
 
 /// Expect the server to close the connection cleanly (FIN) with nothing more to read.
-fn expect_eof(ctx: &Ctx, mut s: &TcpStream) -> Result<(), String> {
+fn expect_eof(ctx: &Ctx<Plan>, mut s: &TcpStream) -> Result<(), String> {
     let mut b = [0u8; 4096];
     loop {
         return match s.read(&mut b) {

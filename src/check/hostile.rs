@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::cases::{need_descriptors, read_checked, Ctx, Wait};
+use super::cases::{need_descriptors, read_checked, Plan, Wait};
 use super::payload::{first_mismatch, Rng};
-use super::Outcome;
+use super::{Ctx, Outcome};
 use ringecho_sys::epoll::{self as sys, Epoll};
 
 /// The receive buffer every non-reader asks for: small, so the server's echo backs up
@@ -54,7 +54,7 @@ const PERIOD: usize = (1 << 20) + 13;
 
 /// Many clients write until they block and never read; fresh clients must still be echoed
 /// within the plan's bound, and again after the non-readers close.
-pub fn many_non_readers(ctx: &Ctx) -> Outcome {
+pub fn many_non_readers(ctx: &Ctx<Plan>) -> Outcome {
     let n = ctx.plan.non_readers;
     need_descriptors(n, "non-readers")?;
     let mut clients = Vec::with_capacity(n);
@@ -103,7 +103,7 @@ pub fn many_non_readers(ctx: &Ctx) -> Outcome {
 
 /// One client that never reads: its writes must stall within the stated bounds; then it
 /// reads everything back byte-exact.
-pub fn one_non_reader(ctx: &Ctx) -> Outcome {
+pub fn one_non_reader(ctx: &Ctx<Plan>) -> Outcome {
     let block = Rng::new(ctx.seed).bytes(PERIOD);
     let s = non_reader(ctx, None)?;
     s.set_write_timeout(Some(STALLED_AFTER))
@@ -167,7 +167,7 @@ pub fn one_non_reader(ctx: &Ctx) -> Outcome {
 
 /// A connected client with the small receive buffer set before the handshake (the window
 /// it advertises is fixed then) and `sndbuf` if given.
-fn non_reader(ctx: &Ctx, sndbuf: Option<usize>) -> Result<Socket, String> {
+fn non_reader(ctx: &Ctx<Plan>, sndbuf: Option<usize>) -> Result<Socket, String> {
     let s = Socket::new(
         Domain::for_address(ctx.addr),
         Type::STREAM,
@@ -340,7 +340,7 @@ fn count_shed(clients: &[NonReader]) -> Result<usize, String> {
 /// Connect [`FRESH_CLIENTS`] clients, send each its own [`FRESH_BYTES`] and expect every
 /// echo byte-exact within `bound` of the first connect; returns when the last one was
 /// complete.
-fn fresh_echoes(ctx: &Ctx, seed: u64, bound: Duration) -> Result<Duration, String> {
+fn fresh_echoes(ctx: &Ctx<Plan>, seed: u64, bound: Duration) -> Result<Duration, String> {
     let start = Instant::now();
     let deadline = start + bound;
     let mut rng = Rng::new(seed);
@@ -367,7 +367,7 @@ fn fresh_echoes(ctx: &Ctx, seed: u64, bound: Duration) -> Result<Duration, Strin
 }
 
 /// Read `total` bytes of `block` repeated, comparing as they arrive.
-fn read_periodic(ctx: &Ctx, s: &TcpStream, block: &[u8], total: usize) -> Result<(), String> {
+fn read_periodic(ctx: &Ctx<Plan>, s: &TcpStream, block: &[u8], total: usize) -> Result<(), String> {
     read_checked(s, total, Wait::Each(ctx.timeout), |offset, got| {
         let sent = |i: usize| block[(offset + i) % block.len()];
         let i = got.iter().enumerate().position(|(i, &b)| b != sent(i))?;

@@ -206,6 +206,13 @@ pub struct Suite<P: 'static> {
     pub cases: &'static [Case<P>],
 }
 
+impl<P> Suite<P> {
+    /// The `proto` suite of `cases`, in the order they run.
+    pub const fn new(proto: &'static str, cases: &'static [Case<P>]) -> Suite<P> {
+        Suite { proto, cases }
+    }
+}
+
 impl<P: Clone> Suite<P> {
     /// The one runner of both suites: every case against `addr` in order, each with its
     /// own seed, each row reported as it finishes. Stops after a case that found nothing

@@ -16,7 +16,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::payload::{first_mismatch, Rng};
 use super::seq::{Tally, Totals, HEADER, MAX_BODY};
-use super::{Case, Failure, Outcome, Suite};
+use super::{Case, Ctx, Failure, Outcome, Suite};
 
 /// Datagram sizes echoed byte-exact. 1 goes first: it is the reachability probe. 65,507
 /// is the largest IPv4 payload (IPv6 allows 65,527, but 65,507 is asked of both).
@@ -77,21 +77,18 @@ impl Default for Plan {
     }
 }
 
-/// What every UDP case gets.
-pub type Ctx = super::Ctx<Plan>;
-
 /// The UDP suite: every case, in the order they run.
-pub const SUITE: Suite<Plan> = Suite {
-    proto: "UDP",
-    cases: &[
+pub const SUITE: Suite<Plan> = Suite::new(
+    "UDP",
+    &[
         Case::new("datagram sizes", sizes),
         Case::new("many ports, loss counted", many_ports),
         Case::new("guarded source port", guarded_port),
         Case::new("echo loop", echo_loop),
     ],
-};
+);
 
-fn sizes(ctx: &Ctx) -> Outcome {
+fn sizes(ctx: &Ctx<Plan>) -> Outcome {
     let mut resent = Vec::new();
     let mut failed = Vec::new();
     for (i, &size) in SIZES.iter().enumerate() {
@@ -133,7 +130,7 @@ fn sizes(ctx: &Ctx) -> Outcome {
     }
 }
 
-fn many_ports(ctx: &Ctx) -> Outcome {
+fn many_ports(ctx: &Ctx<Plan>) -> Outcome {
     let p = &ctx.plan;
     if p.sockets == 0 || p.burst == 0 {
         return Err(Failure::Fail("the plan needs sockets and a burst".into()));
@@ -199,7 +196,7 @@ fn many_ports(ctx: &Ctx) -> Outcome {
 }
 
 /// Record one datagram a loss-case socket received.
-fn tally(ctx: &Ctx, t: &mut Tally, got: &[u8], from: SocketAddr) {
+fn tally(ctx: &Ctx<Plan>, t: &mut Tally, got: &[u8], from: SocketAddr) {
     if same_endpoint(from, ctx.addr) {
         t.reply(got);
     } else {
@@ -215,7 +212,7 @@ fn tally(ctx: &Ctx, t: &mut Tally, got: &[u8], from: SocketAddr) {
 /// One socket's share of the loss case: send a burst, wait (up to the timeout) for its
 /// echoes, repeat. Echoes that never come are loss; a burst that draws no answer at all
 /// stops this socket (the server is gone; waiting more would only make the case slow).
-fn drive(ctx: &Ctx, s: &UdpSocket, index: u32, share: usize) -> (Tally, Option<String>) {
+fn drive(ctx: &Ctx<Plan>, s: &UdpSocket, index: u32, share: usize) -> (Tally, Option<String>) {
     let mut t = Tally::new(ctx.seed, index, share);
     let mut buf = vec![0u8; RECV_BUF];
     let mut lost_before = 0;
@@ -272,7 +269,7 @@ fn drive(ctx: &Ctx, s: &UdpSocket, index: u32, share: usize) -> (Tally, Option<S
     }
 }
 
-fn guarded_port(ctx: &Ctx) -> Outcome {
+fn guarded_port(ctx: &Ctx<Plan>) -> Outcome {
     let (g, port, service) = bind_guarded(ctx)?;
     let mut rng = Rng::new(ctx.seed);
     for _ in 0..3 {
@@ -319,7 +316,7 @@ fn guarded_port(ctx: &Ctx) -> Outcome {
 /// [`LOOP_BOUNCES`] answers (plus one per resend the first echo needed, whose late
 /// duplicate may be among them) and fails. Then the same port must still be served
 /// with a new payload: breaking a loop must not block a peer.
-fn echo_loop(ctx: &Ctx) -> Outcome {
+fn echo_loop(ctx: &Ctx<Plan>) -> Outcome {
     let s = client_socket(ctx.addr, 0).map_err(|e| format!("client socket: {e}"))?;
     let mut rng = Rng::new(ctx.seed);
     let len = rng.range(16, 64);
@@ -373,7 +370,7 @@ fn echo_loop(ctx: &Ctx) -> Outcome {
 }
 
 /// A client socket on the first of the plan's guarded ports that is free here.
-fn bind_guarded(ctx: &Ctx) -> Result<(UdpSocket, u16, &'static str), String> {
+fn bind_guarded(ctx: &Ctx<Plan>) -> Result<(UdpSocket, u16, &'static str), String> {
     let mut why = Vec::new();
     for &(port, service) in &ctx.plan.guarded {
         match client_socket(ctx.addr, port) {
@@ -399,7 +396,7 @@ enum EchoError {
 }
 
 impl EchoError {
-    fn describe(&self, ctx: &Ctx) -> String {
+    fn describe(&self, ctx: &Ctx<Plan>) -> String {
         match self {
             EchoError::Silent => format!(
                 "no echo in {}s ({} sends)",
@@ -414,7 +411,7 @@ impl EchoError {
 
 /// Send `data` and wait for its echo from the server's address, resending up to
 /// [`RESENDS`] times; the waits add up to the case timeout. Ok(resends needed).
-fn echo_one(ctx: &Ctx, s: &UdpSocket, data: &[u8]) -> Result<u32, EchoError> {
+fn echo_one(ctx: &Ctx<Plan>, s: &UdpSocket, data: &[u8]) -> Result<u32, EchoError> {
     let wait = ctx.timeout / (RESENDS + 1);
     let mut buf = vec![0u8; RECV_BUF];
     for attempt in 0..=RESENDS {
